@@ -1,0 +1,133 @@
+import Synchronization
+
+/// The thread-safe identity and state of one opened channel, shared by its public handle,
+/// its deliveries and the I/O thread. A channel number is reused after close, so the I/O
+/// thread recognises stale commands by object identity, not by number.
+final class ChannelShared: Sendable {
+    struct State {
+        var closeReason: RabbitMQError?
+        var confirmCapacity = 0
+        var outstandingConfirms = 0
+        var confirmWaiters: [CheckedContinuation<Void, any Error>] = []
+        var returnSubscribers: [Int: AsyncStream<RabbitMQReturnedMessage>.Continuation] = [:]
+        var nextReturnSubscriber = 0
+    }
+
+    let number: UInt16
+    let generation: UInt64
+    let core: ConnectionCore
+    private let state = Mutex(State())
+
+    init(number: UInt16, generation: UInt64, core: ConnectionCore) {
+        self.number = number
+        self.generation = generation
+        self.core = core
+    }
+
+    var closeReason: RabbitMQError? { state.withLock { $0.closeReason } }
+
+    func checkOpen() throws(RabbitMQError) {
+        if let reason = state.withLock({ $0.closeReason }) { throw reason }
+    }
+
+    func settle(_ settlement: Settlement) throws(RabbitMQError) {
+        try checkOpen()
+        try core.submit(.settle(self, settlement))
+    }
+
+    /// I/O thread: the channel is gone; wake everyone waiting on it with `reason`.
+    func markClosed(_ reason: RabbitMQError) {
+        let (waiters, returns) = state.withLock { state in
+            if state.closeReason == nil { state.closeReason = reason }
+            let waiters = state.confirmWaiters
+            state.confirmWaiters.removeAll()
+            let returns = Array(state.returnSubscribers.values)
+            state.returnSubscribers.removeAll()
+            return (waiters, returns)
+        }
+        for waiter in waiters { waiter.resume(throwing: reason) }
+        for subscriber in returns { subscriber.finish() }
+    }
+
+    // MARK: Confirm window
+
+    func enableConfirms(capacity: Int) {
+        state.withLock { $0.confirmCapacity = capacity }
+    }
+
+    var isConfirmMode: Bool { state.withLock { $0.confirmCapacity > 0 } }
+
+    /// Takes one slot of the confirm window, suspending while it is full.
+    func reserveConfirmSlot() async throws {
+        let reserved: Bool = try state.withLock { state throws(RabbitMQError) in
+            if let reason = state.closeReason { throw reason }
+            guard state.outstandingConfirms < state.confirmCapacity, state.confirmWaiters.isEmpty else {
+                return false
+            }
+            state.outstandingConfirms += 1
+            return true
+        }
+        if reserved { return }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let outcome: RabbitMQError?? = state.withLock { state in
+                if let reason = state.closeReason { return .some(reason) }
+                if state.outstandingConfirms < state.confirmCapacity && state.confirmWaiters.isEmpty {
+                    state.outstandingConfirms += 1
+                    return .some(nil)
+                }
+                state.confirmWaiters.append(continuation)
+                return nil
+            }
+            switch outcome {
+            case .some(.some(let error)): continuation.resume(throwing: error)
+            case .some(.none): continuation.resume()
+            case .none: break
+            }
+        }
+    }
+
+    /// Gives back `count` confirm slots (I/O thread after acks/nacks, or a caller whose
+    /// publish never reached the inbox).
+    func releaseConfirmSlots(_ count: Int) {
+        guard count > 0 else { return }
+        let ready: [CheckedContinuation<Void, any Error>] = state.withLock { state in
+            state.outstandingConfirms = max(0, state.outstandingConfirms - count)
+            var ready: [CheckedContinuation<Void, any Error>] = []
+            while state.outstandingConfirms < state.confirmCapacity, !state.confirmWaiters.isEmpty {
+                state.outstandingConfirms += 1
+                ready.append(state.confirmWaiters.removeFirst())
+            }
+            return ready
+        }
+        for waiter in ready { waiter.resume() }
+    }
+
+    var outstandingConfirms: Int { state.withLock { $0.outstandingConfirms } }
+
+    // MARK: Returns
+
+    func makeReturnStream() -> AsyncStream<RabbitMQReturnedMessage> {
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: RabbitMQReturnedMessage.self, bufferingPolicy: .bufferingNewest(1024))
+        let id: Int? = state.withLock { state in
+            guard state.closeReason == nil else { return nil }
+            let id = state.nextReturnSubscriber
+            state.nextReturnSubscriber += 1
+            state.returnSubscribers[id] = continuation
+            return id
+        }
+        if let id {
+            continuation.onTermination = { [weak self] _ in
+                self?.state.withLock { _ = $0.returnSubscribers.removeValue(forKey: id) }
+            }
+        } else {
+            continuation.finish()
+        }
+        return stream
+    }
+
+    func emitReturn(_ message: RabbitMQReturnedMessage) {
+        let subscribers = state.withLock { Array($0.returnSubscribers.values) }
+        for subscriber in subscribers { subscriber.yield(message) }
+    }
+}

@@ -1,0 +1,47 @@
+import Synchronization
+
+extension RabbitMQChannel {
+    /// Starts a consumer on `queue` and returns its deliveries as an `AsyncSequence`.
+    ///
+    /// - Parameters:
+    ///   - consumerTag: A tag unique on this channel; empty lets the library choose one.
+    ///   - autoAck: The broker considers a message acknowledged as soon as it sends it
+    ///     (`no-ack`); fast, but messages in flight are lost if the consumer dies, and
+    ///     prefetch no longer bounds the buffer.
+    ///   - exclusive: No other consumer may consume from the queue.
+    ///   - arguments: Consumer arguments, for example `x-priority`.
+    /// - Throws: ``RabbitMQError`` (404 when the queue does not exist, which closes the channel).
+    public func consume(
+        queue: String, consumerTag: String = "", autoAck: Bool = false, exclusive: Bool = false,
+        arguments: RabbitMQFieldTable = [:]
+    ) async throws -> RabbitMQConsumer {
+        try shared.checkOpen()
+        let tag = consumerTag.isEmpty ? Self.makeConsumerTag(channel: shared) : consumerTag
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: RabbitMQDelivery.self)
+        let request = ConsumeRequest(
+            queue: queue, consumerTag: tag, noAck: autoAck, exclusive: exclusive, arguments: arguments)
+        let sink = ConsumerSink(continuation: continuation, noAck: autoAck)
+        let shared = self.shared
+        _ = try await withCheckedThrowingContinuation { reply in
+            do {
+                try shared.core.submit(.consume(shared, request, sink, reply))
+            } catch {
+                reply.resume(throwing: error)
+            }
+        }
+        // Installed only after consume-ok: before that there is nothing to cancel.
+        continuation.onTermination = { termination in
+            if case .cancelled = termination {
+                shared.core.submitIfRunning(.cancelConsumer(shared, consumerTag: tag, nil))
+            }
+        }
+        return RabbitMQConsumer(consumerTag: tag, channel: self, stream: stream)
+    }
+
+    private static let consumerCounter = Atomic<UInt64>(0)
+
+    private static func makeConsumerTag(channel: ChannelShared) -> String {
+        let n = consumerCounter.add(1, ordering: .relaxed).newValue
+        return "swift-rmq.\(channel.core.name).\(channel.number).\(n)"
+    }
+}

@@ -1,0 +1,95 @@
+extension RabbitMQChannel {
+    /// Publishes a message without waiting for the broker.
+    ///
+    /// Returns once the message is queued for the connection's I/O thread; suspends while
+    /// ``RabbitMQConfiguration/publishBufferLimit`` publishes are already waiting, or while the
+    /// confirm window is full on a confirm-mode channel. Messages reach the broker in the
+    /// order they were published on this channel. An unroutable `mandatory` message comes
+    /// back on ``returnedMessages()``.
+    ///
+    /// - Throws: ``RabbitMQError`` when the channel or connection is closed.
+    public func publish(
+        _ body: [UInt8], exchange: String = "", routingKey: String,
+        properties: RabbitMQProperties = RabbitMQProperties(), mandatory: Bool = false
+    ) async throws {
+        let message = OutboundMessage(
+            body: body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
+        try await enqueue(message, ticket: nil)
+    }
+
+    /// Publishes a UTF-8 string body. See ``publish(_:exchange:routingKey:properties:mandatory:)-([UInt8],_,_,_,_)``.
+    public func publish(
+        _ body: String, exchange: String = "", routingKey: String,
+        properties: RabbitMQProperties = RabbitMQProperties(), mandatory: Bool = false
+    ) async throws {
+        try await publish(
+            Array(body.utf8), exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
+    }
+
+    /// Puts the channel in confirm mode: from now on the broker acknowledges every publish.
+    ///
+    /// - Parameter maxOutstanding: How many publishes may await their confirmation at once;
+    ///   a publisher suspends when the window is full, so memory stays bounded. Default 1000.
+    public func confirmSelect(maxOutstanding: Int = 1000) async throws {
+        precondition(maxOutstanding > 0, "maxOutstanding must be positive")
+        _ = try await request(.confirmSelect)
+        shared.enableConfirms(capacity: maxOutstanding)
+    }
+
+    /// Publishes a message on a confirm-mode channel and returns a handle on its confirmation.
+    ///
+    /// Suspends only while the confirm window is full. Await ``RabbitMQConfirmation/outcome()``
+    /// for the broker's answer: `.acked`, `.nacked`, or `.returned` for a mandatory message
+    /// that could not be routed.
+    ///
+    /// - Throws: ``RabbitMQError`` when the channel is not in confirm mode or is closed.
+    public func publishWithConfirm(
+        _ body: [UInt8], exchange: String = "", routingKey: String,
+        properties: RabbitMQProperties = RabbitMQProperties(), mandatory: Bool = false
+    ) async throws -> RabbitMQConfirmation {
+        guard shared.isConfirmMode else {
+            throw RabbitMQError(code: .invalidConfiguration, message: "call confirmSelect() before publishWithConfirm")
+        }
+        let ticket = ConfirmTicket()
+        let message = OutboundMessage(
+            body: body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
+        try await enqueue(message, ticket: ticket)
+        return RabbitMQConfirmation(ticket: ticket)
+    }
+
+    /// Publishes on a confirm-mode channel and waits for the broker's answer.
+    @discardableResult
+    public func publishAndWaitForConfirm(
+        _ body: [UInt8], exchange: String = "", routingKey: String,
+        properties: RabbitMQProperties = RabbitMQProperties(), mandatory: Bool = false
+    ) async throws -> RabbitMQPublishOutcome {
+        try await publishWithConfirm(
+            body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory
+        ).outcome()
+    }
+
+    /// Messages the broker returned as unroutable (`mandatory` publishes), for this channel.
+    /// Each call makes a new subscriber; it buffers the newest 1024.
+    public func returnedMessages() -> AsyncStream<RabbitMQReturnedMessage> {
+        shared.makeReturnStream()
+    }
+
+    private func enqueue(_ message: OutboundMessage, ticket: ConfirmTicket?) async throws {
+        try shared.checkOpen()
+        let confirming = shared.isConfirmMode
+        if confirming { try await shared.reserveConfirmSlot() }
+        do {
+            try await shared.core.reservePublish()
+        } catch {
+            if confirming { shared.releaseConfirmSlots(1) }
+            throw error
+        }
+        do {
+            try shared.core.submit(.publish(shared, message, ticket))
+        } catch {
+            shared.core.cancelPublishReservation()
+            if confirming { shared.releaseConfirmSlots(1) }
+            throw error
+        }
+    }
+}

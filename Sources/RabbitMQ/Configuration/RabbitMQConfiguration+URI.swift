@@ -1,0 +1,193 @@
+extension RabbitMQConfiguration {
+    /// Parses an `amqp://` or `amqps://` URI (the RabbitMQ URI specification).
+    ///
+    /// `amqp://user:password@host:port/vhost?heartbeat=10&connection_timeout=5000`
+    ///
+    /// User, password and virtual host are percent-decoded (`%2f` is `/`); a missing or empty
+    /// path means the default virtual host `/`. Supported query keys: `heartbeat` (seconds),
+    /// `connection_timeout` (milliseconds), `frame_max`, `channel_max`, `connection_name`,
+    /// and for TLS `cacertfile`, `certfile`, `keyfile`, `verify` (`verify_peer` or
+    /// `verify_none`). Any other key is an error, so a typo is not silently ignored.
+    ///
+    /// - Throws: ``RabbitMQError`` with code `invalidURI`, naming the problem; the message
+    ///   never repeats the password.
+    public init(uri: String) throws(RabbitMQError) {
+        self.init()
+        let parsed = try ParsedURI(uri)
+        endpoints = [parsed.endpoint]
+        username = parsed.username ?? "guest"
+        password = parsed.password ?? "guest"
+        virtualHost = parsed.virtualHost
+        for (key, value) in parsed.query {
+            switch key {
+            case "heartbeat":
+                heartbeat = .seconds(try Self.integer(value, key: key, range: 0...65535))
+            case "connection_timeout":
+                connectTimeout = .milliseconds(try Self.integer(value, key: key, range: 1...Int(Int32.max)))
+            case "frame_max":
+                frameMax = try Self.integer(value, key: key, range: 4096...Int(Int32.max))
+            case "channel_max":
+                channelMax = try Self.integer(value, key: key, range: 1...65535)
+            case "connection_name":
+                connectionName = value
+            case "cacertfile":
+                tls.caCertificatePath = value
+            case "certfile":
+                tls.certificatePath = value
+            case "keyfile":
+                tls.keyPath = value
+            case "verify":
+                switch value {
+                case "verify_peer": tls.verifyPeer = true
+                case "verify_none":
+                    tls.verifyPeer = false
+                    tls.verifyHostname = false
+                default: throw .invalidURI("query parameter verify must be verify_peer or verify_none")
+                }
+            default:
+                throw .invalidURI("unsupported query parameter '\(key)'")
+            }
+        }
+    }
+
+    /// Parses several URIs (cluster nodes); user, password, virtual host and options come
+    /// from the first, the endpoints from all of them in order.
+    public init(uris: [String]) throws(RabbitMQError) {
+        guard let first = uris.first else { throw .invalidURI("no URI given") }
+        try self.init(uri: first)
+        var endpoints: [Endpoint] = []
+        for uri in uris { endpoints.append(try ParsedURI(uri).endpoint) }
+        self.endpoints = endpoints
+    }
+
+    private static func integer(_ text: String, key: String, range: ClosedRange<Int>) throws(RabbitMQError) -> Int {
+        guard let value = Int(text), range.contains(value) else {
+            throw .invalidURI("query parameter \(key)=\(text) must be an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return value
+    }
+}
+
+/// The pieces of an AMQP URI.
+struct ParsedURI {
+    var endpoint: RabbitMQConfiguration.Endpoint
+    var username: String?
+    var password: String?
+    var virtualHost: String
+    var query: [(String, String)]
+
+    init(_ uri: String) throws(RabbitMQError) {
+        let useTLS: Bool
+        var rest: Substring
+        if uri.hasPrefix("amqp://") {
+            useTLS = false
+            rest = uri.dropFirst("amqp://".count)
+        } else if uri.hasPrefix("amqps://") {
+            useTLS = true
+            rest = uri.dropFirst("amqps://".count)
+        } else {
+            let scheme = uri.firstIndex(of: ":").map { String(uri[..<$0]) }
+            throw .invalidURI(
+                scheme.map { "unsupported scheme '\($0)' (expected amqp or amqps)" }
+                    ?? "missing scheme (expected amqp:// or amqps://)")
+        }
+
+        var queryText: Substring = ""
+        if let mark = rest.firstIndex(of: "?") {
+            queryText = rest[rest.index(after: mark)...]
+            rest = rest[..<mark]
+        }
+        if rest.contains("#") { throw .invalidURI("fragments are not allowed") }
+        var path: Substring? = nil
+        if let slash = rest.firstIndex(of: "/") {
+            path = rest[rest.index(after: slash)...]
+            rest = rest[..<slash]
+        }
+        var authority = rest
+        if let at = authority.lastIndex(of: "@") {
+            let userInfo = authority[..<at]
+            authority = authority[authority.index(after: at)...]
+            if let colon = userInfo.firstIndex(of: ":") {
+                username = try Self.decode(userInfo[..<colon], part: "user")
+                password = try Self.decode(userInfo[userInfo.index(after: colon)...], part: "password")
+            } else {
+                username = try Self.decode(userInfo, part: "user")
+            }
+        }
+
+        var host: Substring
+        var portText: Substring? = nil
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else {
+                throw .invalidURI("unterminated IPv6 address")
+            }
+            host = authority[authority.index(after: authority.startIndex)..<close]
+            let after = authority[authority.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else { throw .invalidURI("unexpected text after IPv6 address") }
+                portText = after.dropFirst()
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            host = authority[..<colon]
+            portText = authority[authority.index(after: colon)...]
+        } else {
+            host = authority
+        }
+        let hostName = try Self.decode(host, part: "host")
+        var port: Int? = nil
+        if let portText {
+            guard let value = Int(portText), (1...65535).contains(value) else {
+                throw .invalidURI("port '\(portText)' is not a number in 1...65535")
+            }
+            port = value
+        }
+        endpoint = .init(host: hostName.isEmpty ? "127.0.0.1" : hostName, port: port, useTLS: useTLS)
+
+        if let path, !path.isEmpty {
+            guard !path.contains("/") else {
+                throw .invalidURI("the virtual host must be one path segment (write '/' as %2F)")
+            }
+            virtualHost = try Self.decode(path, part: "virtual host")
+        } else {
+            virtualHost = "/"
+        }
+
+        query = []
+        for pair in queryText.split(separator: "&", omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = try Self.decode(parts[0], part: "query")
+            let value = parts.count > 1 ? try Self.decode(parts[1], part: "query") : ""
+            query.append((key, value))
+        }
+    }
+
+    private static func decode(_ text: Substring, part: String) throws(RabbitMQError) -> String {
+        guard text.contains("%") else { return String(text) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count)
+        var iterator = text.utf8.makeIterator()
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "%") else {
+                bytes.append(byte)
+                continue
+            }
+            guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else {
+                throw .invalidURI("bad percent-encoding in the \(part)")
+            }
+            bytes.append(high << 4 | low)
+        }
+        guard let decoded = String(validating: bytes, as: UTF8.self) else {
+            throw .invalidURI("the \(part) is not valid UTF-8 after percent-decoding")
+        }
+        return decoded
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}

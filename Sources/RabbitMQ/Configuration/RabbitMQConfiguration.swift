@@ -1,0 +1,172 @@
+import Logging
+
+/// Everything a ``RabbitMQConnection`` needs to know, as a value.
+///
+/// Build one from a URI, or set the properties directly. Every property has a default,
+/// documented on its `Default:` line, and ``validate()`` checks the ranges before a
+/// connection is attempted.
+///
+/// ```swift
+/// var configuration = try RabbitMQConfiguration(uri: "amqp://guest:guest@127.0.0.1:5672/")
+/// configuration.connectionName = "billing-worker"
+/// configuration.logger = Logger(label: "billing.rabbitmq")
+/// ```
+///
+/// The description redacts the password.
+public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
+    /// One broker address.
+    public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
+        /// Host name or IP address.
+        public var host: String
+        /// TCP port. Default: 5672, or 5671 with TLS.
+        public var port: Int
+        /// Whether to speak TLS (`amqps`). Default: false.
+        public var useTLS: Bool
+
+        /// Creates an endpoint.
+        public init(host: String, port: Int? = nil, useTLS: Bool = false) {
+            self.host = host
+            self.port = port ?? (useTLS ? 5671 : 5672)
+            self.useTLS = useTLS
+        }
+
+        public var description: String {
+            let host = self.host.contains(":") ? "[\(self.host)]" : self.host
+            return "\(useTLS ? "amqps" : "amqp")://\(host):\(port)"
+        }
+    }
+
+    /// TLS settings for `amqps` endpoints.
+    public struct TLS: Sendable, Hashable {
+        /// PEM file of the certificate authorities to trust. rabbitmq-c 0.11 loads no system
+        /// trust store, so peer verification needs this. Default: nil.
+        public var caCertificatePath: String?
+        /// PEM client certificate for mutual TLS. Default: nil.
+        public var certificatePath: String?
+        /// PEM private key of the client certificate. Default: nil.
+        public var keyPath: String?
+        /// Verify the broker's certificate chain. Default: true.
+        public var verifyPeer: Bool
+        /// Verify that the certificate names the host (DNS names only in rabbitmq-c 0.11).
+        /// Default: true.
+        public var verifyHostname: Bool
+
+        /// Creates TLS settings; the defaults verify everything.
+        public init(
+            caCertificatePath: String? = nil, certificatePath: String? = nil, keyPath: String? = nil,
+            verifyPeer: Bool = true, verifyHostname: Bool = true
+        ) {
+            self.caCertificatePath = caCertificatePath
+            self.certificatePath = certificatePath
+            self.keyPath = keyPath
+            self.verifyPeer = verifyPeer
+            self.verifyHostname = verifyHostname
+        }
+    }
+
+    /// The brokers to connect to, tried in order. Default: `amqp://127.0.0.1:5672`.
+    public var endpoints: [Endpoint]
+    /// The virtual host. Default: `/`.
+    public var virtualHost: String
+    /// The user for PLAIN authentication. Default: `guest`.
+    public var username: String
+    /// The password for PLAIN authentication; never logged or printed. Default: `guest`.
+    public var password: String
+    /// The heartbeat interval to request; the smaller of ours and the broker's wins, and
+    /// `.zero` turns heartbeats off (not recommended: a dead peer then goes unnoticed for
+    /// as long as TCP takes). A silent peer is detected after two intervals.
+    /// Default: 30 seconds.
+    public var heartbeat: Duration
+    /// The largest frame to negotiate, in bytes (at least 4096). Default: 131072.
+    public var frameMax: Int
+    /// The most channels this connection may open (1...65535). Each channel number in use
+    /// pins about `frameMax` bytes of rabbitmq-c memory until the connection closes, so keep
+    /// it modest. Default: 256.
+    public var channelMax: Int
+    /// How long opening the TCP connection (and TLS handshake) may take. Default: 10 seconds.
+    public var connectTimeout: Duration
+    /// How long the AMQP handshake (including login) may take. Default: 10 seconds.
+    public var handshakeTimeout: Duration
+    /// How long a request to the broker (declare, bind, consume, ...) may wait for its reply.
+    /// A timed-out request closes its channel. Default: 30 seconds.
+    public var requestTimeout: Duration
+    /// How long ``RabbitMQConnection/close()`` waits for outstanding confirms and the
+    /// broker's `close-ok` before it drops the socket. Default: 10 seconds.
+    public var closeTimeout: Duration
+    /// A name shown for this connection in the broker's management UI and `rabbitmqctl
+    /// list_connections name`, sent as the `connection_name` client property. Default: nil.
+    public var connectionName: String?
+    /// Extra client properties sent at login. Default: empty.
+    public var clientProperties: RabbitMQFieldTable
+    /// How many publishes may wait for the I/O thread before `publish` suspends its caller;
+    /// this bounds the memory held by fire-and-forget publishers. Default: 1024.
+    public var publishBufferLimit: Int
+    /// TLS settings, used by `amqps` endpoints. Default: verify peer and host name, no CA file.
+    public var tls: TLS
+    /// Where the connection logs (routine events at info or below). Default: a logger with
+    /// label `rabbitmq` (which logs nothing unless the application bootstrapped swift-log).
+    public var logger: Logger
+
+    /// A configuration for one broker, with every other setting at its default.
+    public init(
+        host: String = "127.0.0.1", port: Int? = nil, virtualHost: String = "/",
+        username: String = "guest", password: String = "guest", useTLS: Bool = false
+    ) {
+        self.endpoints = [Endpoint(host: host, port: port, useTLS: useTLS)]
+        self.virtualHost = virtualHost
+        self.username = username
+        self.password = password
+        self.heartbeat = .seconds(30)
+        self.frameMax = 131_072
+        self.channelMax = 256
+        self.connectTimeout = .seconds(10)
+        self.handshakeTimeout = .seconds(10)
+        self.requestTimeout = .seconds(30)
+        self.closeTimeout = .seconds(10)
+        self.connectionName = nil
+        self.clientProperties = [:]
+        self.publishBufferLimit = 1024
+        self.tls = TLS()
+        self.logger = Logger(label: "rabbitmq")
+    }
+
+    /// Checks every setting; throws ``RabbitMQError/Code-swift.struct/invalidConfiguration`` naming
+    /// the first one out of range.
+    public func validate() throws(RabbitMQError) {
+        guard !endpoints.isEmpty else { throw .invalidConfiguration("no endpoints") }
+        for endpoint in endpoints {
+            guard !endpoint.host.isEmpty else { throw .invalidConfiguration("empty host") }
+            guard (1...65535).contains(endpoint.port) else {
+                throw .invalidConfiguration("port \(endpoint.port) is outside 1...65535")
+            }
+        }
+        guard heartbeat >= .zero, heartbeat <= .seconds(65535) else {
+            throw .invalidConfiguration("heartbeat must be between 0 and 65535 seconds")
+        }
+        guard (4096...Int(Int32.max)).contains(frameMax) else {
+            throw .invalidConfiguration("frameMax \(frameMax) is below the AMQP minimum of 4096")
+        }
+        guard (1...65535).contains(channelMax) else {
+            throw .invalidConfiguration("channelMax \(channelMax) is outside 1...65535")
+        }
+        for (name, value) in [
+            ("connectTimeout", connectTimeout), ("handshakeTimeout", handshakeTimeout),
+            ("requestTimeout", requestTimeout), ("closeTimeout", closeTimeout),
+        ] where value <= .zero {
+            throw .invalidConfiguration("\(name) must be positive")
+        }
+        guard publishBufferLimit > 0 else {
+            throw .invalidConfiguration("publishBufferLimit must be positive")
+        }
+        guard !username.utf8.contains(0), !password.utf8.contains(0), !virtualHost.utf8.contains(0) else {
+            throw .invalidConfiguration("credentials and virtual host cannot contain NUL bytes")
+        }
+    }
+
+    public var description: String {
+        let endpoints = self.endpoints.map(\.description).joined(separator: ", ")
+        return "RabbitMQConfiguration(endpoints: [\(endpoints)], virtualHost: \(virtualHost), "
+            + "username: \(username), password: <redacted>, heartbeat: \(heartbeat), "
+            + "connectionName: \(connectionName ?? "nil"))"
+    }
+}

@@ -1,0 +1,59 @@
+/// A request from any task to a connection's I/O thread. Only Sendable values cross.
+enum Command: Sendable {
+    case openChannel(ChannelShared, CheckedContinuation<Void, any Error>)
+    case request(ChannelShared, ChannelRequest, CheckedContinuation<ChannelReply, any Error>)
+    case publish(ChannelShared, OutboundMessage, ConfirmTicket?)
+    case settle(ChannelShared, Settlement)
+    case consume(ChannelShared, ConsumeRequest, ConsumerSink, CheckedContinuation<ChannelReply, any Error>)
+    case cancelConsumer(ChannelShared, consumerTag: String, CheckedContinuation<ChannelReply, any Error>?)
+    case closeChannel(ChannelShared, CheckedContinuation<Void, any Error>)
+    case close(CheckedContinuation<Void, any Error>?)
+}
+
+/// A synchronous AMQP method sent on a channel; the broker answers each with one reply.
+enum ChannelRequest: Sendable {
+    case exchangeDeclare(name: String, type: String, passive: Bool, durable: Bool, autoDelete: Bool, internal: Bool, arguments: RabbitMQFieldTable)
+    case exchangeDelete(name: String, ifUnused: Bool)
+    case exchangeBind(destination: String, source: String, routingKey: String, arguments: RabbitMQFieldTable)
+    case exchangeUnbind(destination: String, source: String, routingKey: String, arguments: RabbitMQFieldTable)
+    case queueDeclare(name: String, passive: Bool, durable: Bool, exclusive: Bool, autoDelete: Bool, arguments: RabbitMQFieldTable)
+    case queueBind(queue: String, exchange: String, routingKey: String, arguments: RabbitMQFieldTable)
+    case queueUnbind(queue: String, exchange: String, routingKey: String, arguments: RabbitMQFieldTable)
+    case queuePurge(name: String)
+    case queueDelete(name: String, ifUnused: Bool, ifEmpty: Bool)
+    case basicQos(prefetchCount: UInt16, global: Bool)
+    case basicGet(queue: String, noAck: Bool)
+    case confirmSelect
+}
+
+/// The decoded answer to a ``ChannelRequest`` (names copied out of rabbitmq-c's pools).
+enum ChannelReply: Sendable {
+    case ok
+    case queueDeclared(RabbitMQQueueDeclareResult)
+    case messageCount(UInt32)
+    case consumerTag(String)
+    case delivery(RabbitMQDelivery?)
+}
+
+struct ConsumeRequest: Sendable {
+    var queue: String
+    var consumerTag: String
+    var noAck: Bool
+    var exclusive: Bool
+    var arguments: RabbitMQFieldTable
+}
+
+/// A message to publish; the body is retained, not copied, until rabbitmq-c writes it.
+struct OutboundMessage: Sendable {
+    var body: [UInt8]
+    var exchange: String
+    var routingKey: String
+    var properties: RabbitMQProperties
+    var mandatory: Bool
+}
+
+/// Where the I/O thread hands a consumer's deliveries.
+struct ConsumerSink: Sendable {
+    var continuation: AsyncThrowingStream<RabbitMQDelivery, any Error>.Continuation
+    var noAck: Bool
+}

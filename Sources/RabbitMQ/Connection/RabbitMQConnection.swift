@@ -1,0 +1,118 @@
+import Logging
+import Synchronization
+
+/// A connection to a RabbitMQ broker.
+///
+/// Each connection owns one I/O thread that is the only caller of rabbitmq-c for it: it
+/// reads every frame, services heartbeats (even while your code is busy elsewhere), and
+/// sends what the channels ask for. Public methods never block Swift's cooperative thread
+/// pool; they suspend until the I/O thread answers.
+///
+/// ```swift
+/// let connection = try await RabbitMQConnection.connect(uri: "amqp://guest:guest@127.0.0.1:5672/")
+/// let channel = try await connection.openChannel()
+/// // ...
+/// try await connection.close()
+/// ```
+///
+/// Close connections you open: ``close()`` flushes queued publishes, waits for outstanding
+/// confirms and the broker's `close-ok`. A connection released without `close()` is closed
+/// in the background.
+public final class RabbitMQConnection: Sendable {
+    let core: ConnectionCore
+    private static let counter = Atomic<UInt64>(0)
+
+    private init(core: ConnectionCore) {
+        self.core = core
+    }
+
+    deinit {
+        // Only enqueues: the C handle belongs to the I/O thread.
+        core.submitIfRunning(.close(nil))
+    }
+
+    /// Opens a connection: TCP (or TLS) to the first endpoint that answers, then the AMQP
+    /// handshake and PLAIN login.
+    ///
+    /// - Throws: ``RabbitMQError``: `invalidConfiguration`, `connectFailed` (naming every
+    ///   endpoint tried, never the password), `authenticationFailed` (wrong credentials),
+    ///   `notAllowed` (unknown virtual host), `timeout`.
+    public static func connect(configuration: RabbitMQConfiguration) async throws -> RabbitMQConnection {
+        try configuration.validate()
+        let id = counter.add(1, ordering: .relaxed).newValue
+        let name = configuration.connectionName ?? "connection-\(id)"
+        let wake = try IOLoop.makeWakeDescriptor()
+        let core = ConnectionCore(configuration: configuration, name: name, wakeDescriptor: wake)
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            IOLoop.start(core: core, onConnect: continuation)
+        }
+        return RabbitMQConnection(core: core)
+    }
+
+    /// Opens a connection from an `amqp://` or `amqps://` URI; see
+    /// ``RabbitMQConfiguration/init(uri:)`` and ``connect(configuration:)``.
+    public static func connect(uri: String, logger: Logger? = nil) async throws -> RabbitMQConnection {
+        var configuration = try RabbitMQConfiguration(uri: uri)
+        if let logger { configuration.logger = logger }
+        return try await connect(configuration: configuration)
+    }
+
+    /// The connection's name (``RabbitMQConfiguration/connectionName`` or a generated one).
+    public var name: String { core.name }
+
+    /// Whether the connection is open.
+    public var isOpen: Bool { core.terminalError == nil }
+
+    /// Why the connection closed, once it has (code `closed` after ``close()``).
+    public var closeReason: RabbitMQError? { core.terminalError }
+
+    /// The endpoint this connection is connected to.
+    public var endpoint: RabbitMQConfiguration.Endpoint? { core.negotiated.endpoint }
+
+    /// The heartbeat interval agreed with the broker, in seconds (0: off).
+    public var negotiatedHeartbeat: Int { core.negotiated.heartbeat }
+
+    /// The frame size agreed with the broker, in bytes.
+    public var negotiatedFrameMax: Int { core.negotiated.frameMax }
+
+    /// The channel limit agreed with the broker.
+    public var negotiatedChannelMax: Int { core.negotiated.channelMax }
+
+    /// The broker's server properties (product, version, capabilities, cluster name).
+    public var serverProperties: RabbitMQFieldTable { core.negotiated.serverProperties }
+
+    /// A new subscription to this connection's events (blocked, unblocked, closed). Each call
+    /// returns an independent sequence that buffers the newest 256 events and never slows
+    /// the connection down. It ends when the connection closes.
+    public func events() -> AsyncStream<RabbitMQConnectionEvent> {
+        core.makeEventStream()
+    }
+
+    /// Opens a new channel (the lowest free channel number).
+    public func openChannel() async throws -> RabbitMQChannel {
+        let (number, generation) = try core.allocateChannel()
+        let shared = ChannelShared(number: number, generation: generation, core: core)
+        do {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                do {
+                    try core.submit(.openChannel(shared, continuation))
+                } catch {
+                    core.releaseChannel(number)
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+        return RabbitMQChannel(connection: self, shared: shared)
+    }
+
+    /// Closes the connection gracefully: sends queued publishes, waits (up to
+    /// ``RabbitMQConfiguration/closeTimeout``) for outstanding confirms and the broker's
+    /// `close-ok`, ends every consumer sequence, and stops the I/O thread.
+    /// Calling it again, or on a connection already closed, returns at once.
+    public func close() async throws {
+        if core.terminalError != nil { return }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            if !core.submitIfRunning(.close(continuation)) { continuation.resume() }
+        }
+    }
+}
