@@ -77,7 +77,7 @@ final class IOLoop {
     }
 
     fileprivate static func threadMain(_ box: StartBox) {
-        crmq_set_thread_name("rmq-io")
+        crmq_set_thread_name(box.core.threadName)
         let loop = IOLoop(core: box.core)
         do {
             try loop.connect()

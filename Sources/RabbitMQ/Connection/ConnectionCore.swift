@@ -34,11 +34,15 @@ final class ConnectionCore: Sendable {
     let configuration: RabbitMQConfiguration
     let logger: Logger
     let name: String
+    /// Process-unique; the I/O thread is named `rmq-io-<id>` (what `top -H` and gdb show).
+    let id: UInt64
     let wakeDescriptor: Int32
+    var threadName: String { "rmq-io-\(id)" }
     private let state: Mutex<State>
 
-    init(configuration: RabbitMQConfiguration, name: String, wakeDescriptor: Int32) {
+    init(configuration: RabbitMQConfiguration, id: UInt64, name: String, wakeDescriptor: Int32) {
         self.configuration = configuration
+        self.id = id
         self.name = name
         var logger = configuration.logger
         logger[metadataKey: LogKey.connection] = "\(name)"

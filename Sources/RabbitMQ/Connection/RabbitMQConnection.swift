@@ -42,7 +42,7 @@ public final class RabbitMQConnection: Sendable {
         let id = counter.add(1, ordering: .relaxed).newValue
         let name = configuration.connectionName ?? "connection-\(id)"
         let wake = try IOLoop.makeWakeDescriptor()
-        let core = ConnectionCore(configuration: configuration, name: name, wakeDescriptor: wake)
+        let core = ConnectionCore(configuration: configuration, id: id, name: name, wakeDescriptor: wake)
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             IOLoop.start(core: core, onConnect: continuation)
         }

@@ -1,0 +1,161 @@
+import Foundation
+import RabbitMQ
+import Synchronization
+
+/// The throwaway broker that `scripts/test.sh` starts, as the tests see it: its URL, a way
+/// to run `rabbitmqctl` against it, and its process id (for SIGSTOP/SIGCONT).
+///
+/// Environment (exported by `scripts/broker.sh env`): `RABBITMQ_URL`, `RABBITMQ_TEST_CTL`.
+public enum TestBroker {
+    /// The broker URL; a clear failure when the tests run without `scripts/test.sh`.
+    public static var url: String {
+        get throws {
+            guard let url = ProcessInfo.processInfo.environment["RABBITMQ_URL"], !url.isEmpty else {
+                throw TestSupportError("RABBITMQ_URL is not set: run the tests through scripts/test.sh")
+            }
+            return url
+        }
+    }
+
+    /// A configuration for the test broker with a recognisable connection name.
+    public static func configuration(name: String = uniqueName("conn"), heartbeat: Duration = .seconds(10)) throws
+        -> RabbitMQConfiguration
+    {
+        var configuration = try RabbitMQConfiguration(uri: url)
+        configuration.connectionName = name
+        configuration.heartbeat = heartbeat
+        return configuration
+    }
+
+    /// Connects to the test broker.
+    public static func connect(name: String = uniqueName("conn"), heartbeat: Duration = .seconds(10)) async throws
+        -> RabbitMQConnection
+    {
+        try await RabbitMQConnection.connect(configuration: configuration(name: name, heartbeat: heartbeat))
+    }
+
+    private static let counter = Atomic<Int>(0)
+
+    /// A name no other test uses: prefix, process id and a counter.
+    public static func uniqueName(_ prefix: String) -> String {
+        "\(prefix)-\(getpid())-\(counter.add(1, ordering: .relaxed).newValue)"
+    }
+
+    /// Runs `rabbitmqctl` against the test node and returns its standard output.
+    @discardableResult
+    public static func ctl(_ arguments: String...) async throws -> String {
+        guard let script = ProcessInfo.processInfo.environment["RABBITMQ_TEST_CTL"] else {
+            throw TestSupportError("RABBITMQ_TEST_CTL is not set: run the tests through scripts/test.sh")
+        }
+        return try await run(script, ["ctl"] + arguments)
+    }
+
+    /// The OS process id of the broker (the Erlang VM).
+    public static func brokerPID() async throws -> Int32 {
+        guard let script = ProcessInfo.processInfo.environment["RABBITMQ_TEST_CTL"] else {
+            throw TestSupportError("RABBITMQ_TEST_CTL is not set: run the tests through scripts/test.sh")
+        }
+        let output = try await run(script, ["pid"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let pid = Int32(output) else { throw TestSupportError("broker.sh pid printed '\(output)'") }
+        return pid
+    }
+
+    /// Closes the broker side of the connection with this client-provided name, as an operator would.
+    public static func closeConnection(named name: String, reason: String = "closed by test") async throws {
+        let pid = try await connectionPID(named: name)
+        try await ctl("close_connection", pid, reason)
+    }
+
+    /// The Erlang pid of the connection whose client properties carry `name`.
+    public static func connectionPID(named name: String) async throws -> String {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline {
+            let listing = try await ctl("list_connections", "--no-table-headers", "--silent", "pid", "client_properties")
+            for line in listing.split(separator: "\n") where line.contains("\"\(name)\"") {
+                if let pid = line.split(separator: "\t").first { return String(pid) }
+            }
+            // The management listing is eventually consistent with new connections.
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw TestSupportError("no connection named \(name) on the broker")
+    }
+
+    /// Runs a program without blocking a cooperative thread; fails on a non-zero exit.
+    @discardableResult
+    public static func run(_ executable: String, _ arguments: [String], input: String? = nil) async throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let outputURL = FileManager.default.temporaryDirectory.appendingPathComponent("rmq-test-\(UUID().uuidString)")
+        _ = FileManager.default.createFile(atPath: outputURL.path, contents: nil)
+        let output = try FileHandle(forWritingTo: outputURL)
+        defer { try? FileManager.default.removeItem(at: outputURL) }
+        process.standardOutput = output
+        process.standardError = output
+        let inputPipe = Pipe()
+        process.standardInput = inputPipe
+        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+            process.terminationHandler = { process in continuation.resume(returning: process.terminationStatus) }
+            do {
+                try process.run()
+                if let input { inputPipe.fileHandleForWriting.write(Data(input.utf8)) }
+                try? inputPipe.fileHandleForWriting.close()
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }
+        try output.close()
+        let text = (try? String(contentsOf: outputURL, encoding: .utf8)) ?? ""
+        guard status == 0 else {
+            throw TestSupportError("\(executable) \(arguments.joined(separator: " ")) exited \(status): \(text)")
+        }
+        return text
+    }
+
+    /// The repository root (for scripts used by the tests).
+    public static func repositoryRoot(file: String = #filePath) -> URL {
+        var url = URL(fileURLWithPath: file)
+        while url.path != "/" {
+            url.deleteLastPathComponent()
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
+        }
+        return url
+    }
+}
+
+/// A failure of the test harness itself (not of the code under test).
+public struct TestSupportError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Waits for `condition` to hold, polling; for state that has no event to await.
+public func eventually(
+    timeout: Duration = .seconds(30), _ what: String, _ condition: () async throws -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    throw TestSupportError("timed out waiting for \(what)")
+}
+
+/// Runs `body` and fails with a clear error if it does not finish within `timeout`.
+public func withTimeout<T: Sendable>(
+    _ timeout: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            return nil
+        }
+        guard let first = try await group.next(), let value = first else {
+            group.cancelAll()
+            throw TestSupportError("timed out after \(timeout) waiting for \(what)")
+        }
+        group.cancelAll()
+        return value
+    }
+}

@@ -1,0 +1,48 @@
+import Testing
+
+@testable import RabbitMQ
+
+@Suite("Broker-free logic")
+struct CoreLogicTests {
+    @Test func channelNumbersReuseTheLowestFree() {
+        var allocator = ChannelNumberAllocator(max: 3)
+        #expect(allocator.allocate() == 1)
+        #expect(allocator.allocate() == 2)
+        #expect(allocator.allocate() == 3)
+        #expect(allocator.allocate() == nil)
+        allocator.release(2)
+        #expect(allocator.allocate() == 2)
+        allocator.release(1)
+        allocator.release(3)
+        #expect(allocator.allocate() == 1)
+        #expect(allocator.allocate() == 3)
+    }
+
+    @Test func replyCodesHaveNamesAndScopes() {
+        let error = RabbitMQError.serverClose(
+            scope: .channel, replyCode: 406, replyText: "PRECONDITION_FAILED - inequivalent arg 'durable'",
+            classID: 50, methodID: 10)
+        #expect(error.code == .preconditionFailed)
+        #expect(error.replyCode == 406)
+        #expect(error.scope == .channel)
+        #expect(error.description.contains("406 PRECONDITION_FAILED"))
+        #expect(error.description.contains("class 50, method 10"))
+        #expect(!error.isRetriable)
+        #expect(RabbitMQError.Code.reply(320) == .connectionForced)
+        #expect(RabbitMQError(code: .connectionForced, message: "x").isRetriable)
+        for code: UInt16 in [320, 403, 404, 405, 406, 501, 502, 503, 504, 505, 506, 530, 540, 541] {
+            #expect(RabbitMQError.Code.reply(code).description != "\(code) UNKNOWN")
+        }
+    }
+
+    @Test func confirmTicketResolvesEveryWaiterOnce() async throws {
+        let ticket = ConfirmTicket()
+        async let first = ticket.wait()
+        async let second = ticket.wait()
+        ticket.resolve(.success(.acked))
+        ticket.resolve(.success(.nacked))  // ignored: a ticket resolves once
+        #expect(try await first == .acked)
+        #expect(try await second == .acked)
+        #expect(try await ticket.wait() == .acked)
+    }
+}
