@@ -32,6 +32,7 @@ final class IOLoop {
     private var finished = false
     private var heartbeat = 0
     private let clock = ContinuousClock()
+    private var watch: Watchdog.Registration?
 
     /// Frames read per drain before commands get a turn.
     private static let frameBudget = 256
@@ -171,6 +172,14 @@ final class IOLoop {
         }
         negotiated.endpoint = endpoint
         core.setNegotiated(negotiated)
+        watch = Watchdog.shared.register(socket: socketDescriptor, heartbeatSeconds: heartbeat)
+    }
+
+    /// Runs a rabbitmq-c call that may block in a send, under the watchdog's eye.
+    @inline(__always)
+    private func guarded<T>(_ body: () -> T) -> T {
+        if let watch { return watch.guarded(body) }
+        return body()
     }
 
     private func configureTLS(_ socket: OpaquePointer) throws(RabbitMQError) {
@@ -281,7 +290,7 @@ final class IOLoop {
         for _ in 0..<budget {
             // With a zero timeout this returns a queued frame, reads what the socket has, or
             // times out at once; it also sends due heartbeats and reports a silent peer.
-            let status = amqp_simple_wait_frame_noblock(state, &frame, &zero)
+            let status = guarded { amqp_simple_wait_frame_noblock(state, &frame, &zero) }
             if status == AMQP_STATUS_TIMEOUT.rawValue { return false }
             guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "reading from the broker failed") }
             try dispatch(frame)
@@ -362,12 +371,14 @@ final class IOLoop {
             let status: Int32
             switch settlement.kind {
             case .ack:
-                status = amqp_basic_ack(state, channel.number, settlement.deliveryTag, settlement.multiple ? 1 : 0)
+                status = guarded { amqp_basic_ack(state, channel.number, settlement.deliveryTag, settlement.multiple ? 1 : 0) }
             case .nack:
-                status = amqp_basic_nack(
-                    state, channel.number, settlement.deliveryTag, settlement.multiple ? 1 : 0, settlement.requeue ? 1 : 0)
+                status = guarded {
+                    amqp_basic_nack(
+                        state, channel.number, settlement.deliveryTag, settlement.multiple ? 1 : 0, settlement.requeue ? 1 : 0)
+                }
             case .reject:
-                status = amqp_basic_reject(state, channel.number, settlement.deliveryTag, settlement.requeue ? 1 : 0)
+                status = guarded { amqp_basic_reject(state, channel.number, settlement.deliveryTag, settlement.requeue ? 1 : 0) }
             }
             guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "sending an acknowledgement failed") }
 
@@ -432,7 +443,7 @@ final class IOLoop {
     }
 
     private func send(_ channel: UInt16, _ method: amqp_method_number_t, _ body: UnsafeMutableRawPointer) throws(RabbitMQError) {
-        let status = amqp_send_method(state, channel, method, body)
+        let status = guarded { amqp_send_method(state, channel, method, body) }
         guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "sending to the broker failed") }
     }
 
@@ -532,10 +543,12 @@ final class IOLoop {
         let exchange = scratch.bytes(message.exchange)
         let routingKey = scratch.bytes(message.routingKey)
         let status = message.body.withUnsafeBytes { body in
-            // rabbitmq-c only reads the body (copies it into its frame buffer).
-            amqp_basic_publish(
-                state, channel.number, exchange, routingKey, message.mandatory ? 1 : 0, 0, &properties,
-                amqp_bytes_t(len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress)))
+            guarded {
+                // rabbitmq-c only reads the body (copies it into its frame buffer).
+                amqp_basic_publish(
+                    state, channel.number, exchange, routingKey, message.mandatory ? 1 : 0, 0, &properties,
+                    amqp_bytes_t(len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress)))
+            }
         }
         scratch.recycle()
         guard status == AMQP_STATUS_OK.rawValue else {
@@ -778,7 +791,7 @@ final class IOLoop {
             if case .terminated = sink.continuation.yield(delivery), !sink.noAck {
                 // Nobody iterates any more (the cancel is on its way): give it back at once
                 // instead of leaving it unacknowledged until the channel closes.
-                _ = amqp_basic_reject(state, channel.number, deliveryTag, 1)
+                _ = guarded { amqp_basic_reject(state, channel.number, deliveryTag, 1) }
             }
         case .returned(let replyCode, let replyText):
             let message = RabbitMQReturnedMessage(
@@ -1000,6 +1013,10 @@ final class IOLoop {
     }
 
     private func destroyState() {
+        if let watch {
+            Watchdog.shared.unregister(watch)
+            self.watch = nil
+        }
         if let state {
             amqp_destroy_connection(state)
             self.state = nil

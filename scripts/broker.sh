@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# Usage: scripts/broker.sh start|stop|restart|status|env|pid|pause|resume|ctl ARGS...
+#
+# A throwaway single-node RabbitMQ broker for tests and demos, started as a
+# plain process (no systemd, no Docker) from Debian's rabbitmq-server package.
+#
+#   start    start the node unless it already answers; wait until it is booted
+#   stop     stop the node (graceful, then SIGKILL) and delete its base dir
+#   restart  stop, then start
+#   status   `rabbitmqctl status` against the node (exit 0 iff it answers)
+#   env      print `export` lines for callers: eval "$(scripts/broker.sh env)"
+#   pid      print the OS pid of the node's Erlang VM (beam.smp), which owns
+#            the AMQP listening socket; SIGSTOP/SIGCONT it to freeze the broker
+#   pause    SIGSTOP that pid (needs root or the rabbitmq user)
+#   resume   SIGCONT that pid
+#   ctl ...  run `rabbitmqctl -n NODE ...` (bounded to 60 s)
+#
+# Environment (all optional):
+#   RMQ_NODE       Erlang node name            (default rmqswift@localhost)
+#   RMQ_PORT       AMQP port on 127.0.0.1      (default 5682)
+#   RMQ_DIST_PORT  Erlang distribution port    (default 25682)
+#   RMQ_BASE       data/log/config directory   (default /tmp/rmqswift-broker)
+#                  It must be reachable by user `rabbitmq` (so not under /root).
+#
+# Defaults differ from the stock 5672/rabbit@host so that this node never
+# collides with a system broker that apt may have started.
+set -euo pipefail
+
+RMQ_NODE=${RMQ_NODE:-rmqswift@localhost}
+RMQ_PORT=${RMQ_PORT:-5682}
+RMQ_DIST_PORT=${RMQ_DIST_PORT:-25682}
+RMQ_BASE=${RMQ_BASE:-/tmp/rmqswift-broker}
+
+PID_FILE="$RMQ_BASE/rabbitmq.pid"
+CONF_FILE="$RMQ_BASE/rabbitmq.conf"
+PLUGINS_FILE="$RMQ_BASE/enabled_plugins"
+ENV_CONF_FILE="$RMQ_BASE/rabbitmq-env.conf"
+LOG_DIR="$RMQ_BASE/log"
+MNESIA_DIR="$RMQ_BASE/mnesia"
+STARTUP_LOG="$LOG_DIR/startup.log"
+
+SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
+
+# Debian's /usr/sbin/rabbitmq{-server,ctl} are wrappers that re-run the real
+# scripts through `su rabbitmq -c "..."` after re-quoting the arguments with
+# double quotes, so `$`, backticks and backslashes in arguments get expanded
+# by /bin/sh. We call the real scripts ourselves, with argv intact, as the
+# same user the wrapper would use. Upstream (non-Debian) installs have no
+# /usr/lib/rabbitmq/bin, so fall back to whatever is on PATH.
+RMQ_BIN_DIR=/usr/lib/rabbitmq/bin
+if [[ ! -x "$RMQ_BIN_DIR/rabbitmqctl" ]]; then
+    RMQ_BIN_DIR="$(dirname "$(command -v rabbitmqctl || echo /usr/sbin/rabbitmqctl)")"
+fi
+
+die() { echo "broker.sh: $*" >&2; exit 1; }
+
+# Run a command as user rabbitmq.
+# Why user rabbitmq: the node must use the same HOME, hence the same Erlang
+# cookie (/var/lib/rabbitmq/.erlang.cookie), as every rabbitmqctl we run;
+# otherwise the CLI is refused with "Authentication failed (rejected by the
+# remote node)". runuser/sudo -H set HOME from passwd (runuser keeps the rest
+# of the environment, sudo drops it: pass settings with env(1)). We also cd
+# to / because the VM wants a cwd it can read, and /root is 0700.
+as_rabbitmq() {
+    if ! id -u rabbitmq >/dev/null 2>&1; then
+        # No rabbitmq user (non-Debian install): run as ourselves.
+        (cd / && "$@")
+    elif [[ "$(id -un)" == rabbitmq ]]; then
+        (cd / && "$@")
+    elif [[ "$(id -u)" -eq 0 ]]; then
+        (cd / && runuser -u rabbitmq -- "$@")
+    elif command -v sudo >/dev/null 2>&1; then
+        (cd / && sudo -H -u rabbitmq -- env ERL_EPMD_ADDRESS="$ERL_EPMD_ADDRESS" "$@")
+    else
+        die "must run as root or rabbitmq (or have sudo)"
+    fi
+}
+
+# Run a command as root (for chown/kill of the rabbitmq-owned VM).
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -- "$@"
+    else
+        die "need root (or sudo) for: $*"
+    fi
+}
+
+# Environment read by rabbitmq-server's own scripts. RABBITMQ_* variables win
+# over /etc/rabbitmq/rabbitmq-env.conf, and RABBITMQ_CONF_ENV_FILE points the
+# scripts at an empty file so a machine-wide env file can't leak in at all.
+NODE_ENV=(
+    RABBITMQ_NODENAME="$RMQ_NODE"
+    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+    RABBITMQ_NODE_PORT="$RMQ_PORT"
+    RABBITMQ_DIST_PORT="$RMQ_DIST_PORT"
+    RABBITMQ_MNESIA_BASE="$MNESIA_DIR"
+    RABBITMQ_LOG_BASE="$LOG_DIR"
+    RABBITMQ_PID_FILE="$PID_FILE"
+    RABBITMQ_CONFIG_FILE="$CONF_FILE"
+    RABBITMQ_ENABLED_PLUGINS_FILE="$PLUGINS_FILE"
+    RABBITMQ_CONF_ENV_FILE="$ENV_CONF_FILE"
+    # Without this the distribution listener binds every interface.
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+)
+
+# Whichever Erlang VM runs first (often the CLI of `status`, not the node)
+# spawns the epmd daemon; keep it on loopback too.
+export ERL_EPMD_ADDRESS=127.0.0.1
+
+# rabbitmqctl against our node, bounded (CTL_TIMEOUT seconds, default 60) so
+# a frozen (SIGSTOPped) VM can't hang the caller forever.
+ctl() {
+    as_rabbitmq timeout -k 5 "${CTL_TIMEOUT:-60}" "$RMQ_BIN_DIR/rabbitmqctl" -n "$RMQ_NODE" "$@"
+}
+
+# True if the process exists and is not a zombie. /proc works for any user,
+# unlike kill -0 on a process owned by rabbitmq.
+alive() {
+    local state
+    state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+    [[ -n "$state" && "$state" != Z ]]
+}
+
+# The VM pid from the pid file, if that process is alive.
+vm_pid() {
+    local pid
+    [[ -r "$PID_FILE" ]] || return 1
+    pid="$(tr -dc '0-9' <"$PID_FILE")"
+    [[ -n "$pid" ]] && alive "$pid" || return 1
+    echo "$pid"
+}
+
+is_running() {
+    [[ -d "$RMQ_BASE" ]] || return 1
+    ctl -q status >/dev/null 2>&1
+}
+
+print_logs() {
+    local f
+    # startup.log (the CLI's view) matches the glob too.
+    for f in "$LOG_DIR"/*.log; do
+        [[ -s "$f" ]] || continue
+        echo "----- tail of $f -----" >&2
+        tail -n 40 "$f" >&2 || true
+    done
+}
+
+write_config() {
+    # New-style (sysctl) config. guest stays loopback-only, which is fine
+    # because we only ever listen on 127.0.0.1.
+    cat >"$CONF_FILE" <<EOF
+listeners.tcp.default = 127.0.0.1:$RMQ_PORT
+log.file.level = info
+log.console = false
+EOF
+    # An empty plugin list: nothing from /etc/rabbitmq/enabled_plugins
+    # (e.g. management) gets started, which makes boot noticeably faster.
+    echo '[].' >"$PLUGINS_FILE"
+    : >"$ENV_CONF_FILE"
+}
+
+cmd_start() {
+    local pid
+    # A test may have left the VM SIGSTOPped; waking it is cheaper than the
+    # ~15 s a status call takes to give up on a frozen node.
+    if pid="$(vm_pid)"; then
+        as_root kill -CONT "$pid" 2>/dev/null || true
+    fi
+    if is_running; then
+        echo "broker.sh: $RMQ_NODE already running (pid $(vm_pid || echo '?'))"
+        return 0
+    fi
+    # A VM that is alive but does not answer (e.g. left SIGSTOPped by a test)
+    # would keep the ports busy: get rid of it before starting over.
+    if [[ -e "$RMQ_BASE" ]]; then
+        cmd_stop >/dev/null
+    fi
+
+    # Fail fast and clearly instead of after a full boot ending in eaddrinuse.
+    local port
+    for port in "$RMQ_PORT" "$RMQ_DIST_PORT"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            die "127.0.0.1:$port is already in use (set RMQ_PORT / RMQ_DIST_PORT)"
+        fi
+    done
+
+    local t0=$SECONDS
+    mkdir -p "$MNESIA_DIR" "$LOG_DIR"
+    write_config
+    # Written by us (possibly non-root) after the chown below hands the tree
+    # to rabbitmq.
+    : >"$STARTUP_LOG"
+    chmod 666 "$STARTUP_LOG"
+    if id -u rabbitmq >/dev/null 2>&1; then
+        as_root chown -R rabbitmq: "$RMQ_BASE"
+    fi
+
+    # -detached: erl forks the VM into the background and returns at once;
+    # the node writes its own pid (the beam.smp pid) to RABBITMQ_PID_FILE.
+    if ! as_rabbitmq env "${NODE_ENV[@]}" "$RMQ_BIN_DIR/rabbitmq-server" -detached \
+            >>"$STARTUP_LOG" 2>&1; then
+        echo "broker.sh: rabbitmq-server failed to launch" >&2
+        print_logs
+        exit 1
+    fi
+    # `wait PIDFILE` blocks until the pid file exists and the rabbit app has
+    # fully booted (listeners up), or gives up after the timeout.
+    # The outer bound is longer so that wait's own timeout reports first.
+    if ! CTL_TIMEOUT=90 ctl wait "$PID_FILE" --timeout 60 >>"$STARTUP_LOG" 2>&1; then
+        echo "broker.sh: $RMQ_NODE did not come up" >&2
+        print_logs
+        cmd_stop >/dev/null 2>&1 || true
+        exit 1
+    fi
+    echo "broker.sh: $RMQ_NODE up on amqp://127.0.0.1:$RMQ_PORT (pid $(vm_pid), $((SECONDS - t0))s)"
+}
+
+cmd_stop() {
+    local pid=""
+    pid="$(vm_pid || true)"
+    if [[ -n "$pid" ]]; then
+        # A paused VM can't process `stop`; wake it first.
+        as_root kill -CONT "$pid" 2>/dev/null || true
+        if ! ctl stop "$PID_FILE" >/dev/null 2>&1; then
+            echo "broker.sh: graceful stop failed, killing pid $pid" >&2
+        fi
+        if alive "$pid"; then
+            as_root kill -9 "$pid" 2>/dev/null || true
+            # Wait (bounded) for the kernel to release the ports.
+            for _ in $(seq 50); do
+                alive "$pid" || break
+                sleep 0.1
+            done
+        fi
+    fi
+    # epmd outlives the node it was started for. Stop it only if no other
+    # Erlang node is registered (epmd -kill refuses otherwise anyway).
+    if command -v epmd >/dev/null 2>&1 \
+            && ! epmd -names 2>/dev/null | grep -q '^name '; then
+        epmd -kill >/dev/null 2>&1 || true
+    fi
+    # Refuse to rm -rf something that doesn't look like ours.
+    if [[ -d "$RMQ_BASE" ]]; then
+        if [[ -e "$CONF_FILE" || -d "$MNESIA_DIR" || -z "$(ls -A "$RMQ_BASE")" ]]; then
+            as_root rm -rf "$RMQ_BASE"
+        else
+            die "$RMQ_BASE does not look like a broker dir; not deleting it"
+        fi
+    fi
+    echo "broker.sh: $RMQ_NODE stopped"
+}
+
+cmd_env() {
+    cat <<EOF
+export RABBITMQ_URL='amqp://guest:guest@127.0.0.1:$RMQ_PORT/'
+export RABBITMQ_TEST_NODE='$RMQ_NODE'
+export RABBITMQ_TEST_PIDFILE='$PID_FILE'
+export RABBITMQ_TEST_CTL='$SELF'
+EOF
+}
+
+main() {
+    local cmd="${1:-}"
+    [[ $# -gt 0 ]] && shift
+    case "$cmd" in
+        start) cmd_start ;;
+        stop) cmd_stop ;;
+        restart) cmd_stop; cmd_start ;;
+        status) ctl status ;;
+        env) cmd_env ;;
+        pid) vm_pid || die "$RMQ_NODE is not running" ;;
+        pause | resume)
+            local pid sig=STOP
+            [[ "$cmd" == resume ]] && sig=CONT
+            pid="$(vm_pid)" || die "$RMQ_NODE is not running"
+            as_root kill "-$sig" "$pid"
+            ;;
+        ctl) ctl "$@" ;;
+        -h | --help | help)
+            sed -n '2,/^set -euo/p' "$SELF" | sed -e '$d' -e 's/^# \{0,1\}//'
+            ;;
+        *)
+            sed -n '2,/^set -euo/p' "$SELF" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
+            exit 2
+            ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Usage: scripts/run.sh [extra args for the program]
+#
+# The README's main job, end to end: install dependencies, build, start a
+# throwaway broker unless RABBITMQ_URL points at one already (and stop it on
+# exit), then run the demo against it in release mode:
+#   swift run -c release rmq demo          once Sources/rmq exists
+#   swift run -c release rabbitmq-example  until then
+# The program finds the broker through RABBITMQ_URL in its environment.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [[ -d Sources/rmq ]]; then
+    product=rmq
+    args=(demo "$@")
+else
+    product=rabbitmq-example
+    args=("$@")
+fi
+
+scripts/install-deps.sh
+# Build before starting the broker: a release build takes minutes, and a
+# compile error should not cost a broker start/stop.
+swift build -c release --product "$product"
+
+if [[ -z "${RABBITMQ_URL:-}" ]]; then
+    # Stop the broker however we leave: normal end, failure or Ctrl-C.
+    trap 'scripts/broker.sh stop >/dev/null 2>&1 || true' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    scripts/broker.sh start
+    eval "$(scripts/broker.sh env)"
+fi
+export RABBITMQ_URL
+echo "run.sh: $product ${args[*]} against $RABBITMQ_URL"
+
+# Not exec: the EXIT trap must still run to stop the broker.
+swift run -c release --skip-build "$product" "${args[@]}"

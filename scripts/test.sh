@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Usage: scripts/test.sh [extra `swift test` args for the main run, e.g. --filter FrameTests]
+#
+# The one command that runs every test:
+#   1. scripts/install-deps.sh
+#   2. swift build --build-tests -Xswiftc -warnings-as-errors (once)
+#   3. a throwaway broker (scripts/broker.sh), unless RABBITMQ_URL is already
+#      set; it is stopped on exit, whatever happens
+#   4. swift test --skip BrokerWideTests       (unit + integration tests)
+#   5. swift test --filter BrokerWideTests     (tests that change broker-wide
+#      state: memory alarms, SIGSTOP of the broker...; run alone, serially)
+# Prints a summary ending in "tests: N passed, N failed, N skipped" and exits
+# non-zero if any step failed. Logs and xUnit files: .build/test-results/.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+BROKER_WIDE=BrokerWideTests
+RESULTS_DIR=.build/test-results
+SUMMARY=()
+FAILED=0
+STARTED_BROKER=0
+RAN_TESTS=0
+ST_XML=()  # the xUnit files written by Swift Testing (see run_tests)
+
+# Run one step, record its outcome, and keep going: a failing unit test must
+# not hide the result of the broker-wide tests.
+step() {
+    local name="$1" t0=$SECONDS rc=0
+    shift
+    echo "==> $name"
+    "$@" || rc=$?
+    if [[ $rc -eq 0 ]]; then
+        SUMMARY+=("PASS  $name ($((SECONDS - t0))s)")
+    else
+        SUMMARY+=("FAIL  $name (exit $rc, $((SECONDS - t0))s)")
+        FAILED=1
+    fi
+    return $rc
+}
+
+# Count test results over both frameworks. XCTest on Linux writes xUnit only
+# in --parallel mode, so its per-test lines in our logs are the source;
+# Swift Testing's come from its xUnit files.
+tally() {
+    python3 - "$RESULTS_DIR" ${ST_XML[@]+"${ST_XML[@]}"} <<'EOF'
+import glob, os, re, sys
+import xml.etree.ElementTree as ET
+d, xmls = sys.argv[1], sys.argv[2:]
+n = {"passed": 0, "failed": 0, "skipped": 0}
+for log in glob.glob(f"{d}/*.log"):
+    with open(log, errors="replace") as f:
+        for line in f:
+            m = re.match(r"Test Case '[^']*' (passed|failed|skipped) \(", line)
+            if m:
+                n[m.group(1)] += 1
+for x in xmls:
+    if not os.path.exists(x):
+        continue
+    try:
+        cases = ET.parse(x).iter("testcase")
+    except ET.ParseError:
+        continue
+    for tc in cases:
+        if tc.find("failure") is not None or tc.find("error") is not None:
+            n["failed"] += 1
+        elif tc.find("skipped") is not None:
+            n["skipped"] += 1
+        else:
+            n["passed"] += 1
+print(f"{n['passed']} passed, {n['failed']} failed, {n['skipped']} skipped")
+EOF
+}
+
+finish() {
+    local rc=$?
+    # Always stop a broker we started, so no Erlang VM outlives the run.
+    if [[ $STARTED_BROKER -eq 1 ]]; then
+        scripts/broker.sh stop >/dev/null 2>&1 || echo "test.sh: could not stop the broker" >&2
+    fi
+    if [[ $FAILED -eq 1 && $rc -eq 0 ]]; then rc=1; fi
+    echo
+    echo "==> test.sh summary"
+    if [[ ${#SUMMARY[@]} -gt 0 ]]; then printf '  %s\n' "${SUMMARY[@]}"; fi
+    if [[ $rc -eq 0 ]]; then echo "  result: OK"; else echo "  result: FAILED (exit $rc)"; fi
+    # Last line, in the plain "N passed, N failed" form tools look for.
+    if [[ $RAN_TESTS -eq 1 ]]; then echo "tests: $(tally || echo '0 passed, 0 failed')"; fi
+    exit $rc
+}
+trap finish EXIT
+# Make Ctrl-C / CI cancellation go through the EXIT trap too.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Steps 1-2 are prerequisites: nothing sensible runs without them.
+step "install dependencies" scripts/install-deps.sh || exit 1
+step "build (tests, warnings as errors)" swift build --build-tests -Xswiftc -warnings-as-errors || exit 1
+
+if [[ -z "${RABBITMQ_URL:-}" ]]; then
+    STARTED_BROKER=1
+    step "start broker" scripts/broker.sh start || exit 1
+    eval "$(scripts/broker.sh env)"
+else
+    echo "==> using the broker at $RABBITMQ_URL (tests that control the broker need RABBITMQ_TEST_CTL)"
+fi
+export RABBITMQ_URL
+
+# List first, per framework, so that each run enables only the frameworks
+# that have matching tests: a filter matching nothing makes a framework
+# report "0 tests", which reads as "ran no test".
+if ! XCT_LIST="$(swift test list --skip-build --disable-swift-testing)" \
+    || ! ST_LIST="$(swift test list --skip-build --disable-xctest)"; then
+    SUMMARY+=("FAIL  swift test list")
+    exit 1
+fi
+count() { # count LIST wide|other
+    local flag=-F
+    [[ $2 == other ]] && flag=-vF
+    grep "$flag" -- "$BROKER_WIDE" <<<"$1" | grep -c . || true
+}
+xct_other=$(count "$XCT_LIST" other) xct_wide=$(count "$XCT_LIST" wide)
+st_other=$(count "$ST_LIST" other) st_wide=$(count "$ST_LIST" wide)
+echo "==> tests: $((xct_other + st_other)) regular, $((xct_wide + st_wide)) broker-wide" \
+    "(XCTest $xct_other+$xct_wide, Swift Testing $st_other+$st_wide)"
+
+rm -rf "$RESULTS_DIR"
+mkdir -p "$RESULTS_DIR"
+
+# run_tests SLUG N_XCTEST N_SWIFT_TESTING swift-test-args...
+run_tests() {
+    local slug="$1" nx="$2" ns="$3" fw=()
+    shift 3
+    if [[ $nx -eq 0 ]]; then fw+=(--disable-xctest); fi
+    if [[ $ns -eq 0 ]]; then fw+=(--disable-swift-testing); fi
+    if [[ $ns -gt 0 ]]; then
+        # Swift Testing writes the given path, or NAME-swift-testing.xml when
+        # XCTest runs too (XCTest then owns NAME.xml, with --parallel only).
+        fw+=(--xunit-output "$RESULTS_DIR/$slug.xml")
+        if [[ $nx -gt 0 ]]; then ST_XML+=("$RESULTS_DIR/$slug-swift-testing.xml")
+        else ST_XML+=("$RESULTS_DIR/$slug.xml"); fi
+    fi
+    RAN_TESTS=1
+    # tee for the tally; stdbuf so that a test's own print()s are not lost in
+    # a pipe buffer if the test process crashes.
+    stdbuf -oL -eL swift test --skip-build "${fw[@]}" "$@" 2>&1 | tee "$RESULTS_DIR/$slug.log"
+}
+
+if [[ $# -gt 0 ]]; then
+    # The caller's own filters decide what runs; enable both frameworks.
+    step "swift test $* (without $BROKER_WIDE)" run_tests main 1 1 --skip "$BROKER_WIDE" "$@" || true
+elif [[ $((xct_other + st_other)) -gt 0 ]]; then
+    step "swift test (unit + integration)" run_tests main "$xct_other" "$st_other" --skip "$BROKER_WIDE" || true
+fi
+if [[ $((xct_wide + st_wide)) -gt 0 ]]; then
+    # --no-parallel: these tests freeze or alarm the one shared broker, so
+    # they must not overlap each other either.
+    step "swift test ($BROKER_WIDE)" run_tests broker-wide "$xct_wide" "$st_wide" \
+        --no-parallel --filter "$BROKER_WIDE" || true
+fi
+if [[ $((xct_other + st_other + xct_wide + st_wide)) -eq 0 ]]; then
+    SUMMARY+=("FAIL  no tests found")
+    FAILED=1
+fi
