@@ -68,7 +68,7 @@ final class IOLoop {
         pthread_detach(thread)
     }
 
-    fileprivate final class StartBox {
+    fileprivate final class StartBox: Sendable {
         let core: ConnectionCore
         let onConnect: CheckedContinuation<Void, any Error>
         init(core: ConnectionCore, onConnect: CheckedContinuation<Void, any Error>) {
@@ -320,8 +320,10 @@ final class IOLoop {
             let command = commands[index]
             index += 1
             if case .publish(let shared, let message, let ticket) = command {
+                // A held publish (connection blocked) keeps its place in the buffer limit
+                // until it is really sent, so publishers stay suspended meanwhile.
+                guard try publish(shared, message, ticket) else { continue }
                 publishes += 1
-                try publish(shared, message, ticket)
                 sentSinceDrain += 1
                 if sentSinceDrain >= Self.publishBatch {
                     sentSinceDrain = 0
@@ -522,14 +524,16 @@ final class IOLoop {
 
     // MARK: Publishing
 
-    private func publish(_ shared: ChannelShared, _ message: OutboundMessage, _ ticket: ConfirmTicket?) throws(RabbitMQError) {
+    /// Sends a publish, or holds it while the connection is blocked; returns whether it was sent.
+    private func publish(_ shared: ChannelShared, _ message: OutboundMessage, _ ticket: ConfirmTicket?) throws(RabbitMQError) -> Bool {
         if blocked || heldIndex < held.count {
             // connection.blocked: the broker stopped reading; a send now would block this
             // thread. Hold publishes (bounded by publishBufferLimit upstream) until unblocked.
             held.append((shared, message, ticket))
-            return
+            return false
         }
         try send(shared, message, ticket)
+        return true
     }
 
     private func send(_ shared: ChannelShared, _ message: OutboundMessage, _ ticket: ConfirmTicket?) throws(RabbitMQError) {
@@ -564,9 +568,12 @@ final class IOLoop {
     }
 
     private func releaseHeld() throws(RabbitMQError) {
+        var sent = 0
+        defer { core.releasePublishes(sent) }
         while !blocked, heldIndex < held.count {
             let (shared, message, ticket) = held[heldIndex]
             heldIndex += 1
+            sent += 1
             try send(shared, message, ticket)
         }
         if heldIndex == held.count {
@@ -973,6 +980,7 @@ final class IOLoop {
             finishChannel(channel, error: failure, graceful: error == nil)
         }
         for (_, _, ticket) in held[heldIndex...] { ticket?.resolve(.failure(failure)) }
+        core.releasePublishes(held.count - heldIndex)
         held.removeAll()
         heldIndex = 0
         var droppedPublishes = 0

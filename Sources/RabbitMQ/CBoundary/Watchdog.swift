@@ -42,7 +42,7 @@ final class Watchdog: Sendable {
 
     static let shared = Watchdog()
 
-    private let watches = Mutex<[ObjectIdentifier: Watch]>([:])
+    private let watches = LockedValue<[ObjectIdentifier: Watch]>([:])
     private let started = Atomic<Bool>(false)
 
     /// Registers a connected socket; nil when heartbeats are off (nothing tells a dead peer

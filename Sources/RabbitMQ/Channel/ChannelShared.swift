@@ -1,4 +1,3 @@
-import Synchronization
 
 /// The thread-safe identity and state of one opened channel, shared by its public handle,
 /// its deliveries and the I/O thread. A channel number is reused after close, so the I/O
@@ -16,7 +15,7 @@ final class ChannelShared: Sendable {
     let number: UInt16
     let generation: UInt64
     let core: ConnectionCore
-    private let state = Mutex(State())
+    private let state = LockedValue(State())
 
     init(number: UInt16, generation: UInt64, core: ConnectionCore) {
         self.number = number

@@ -1,6 +1,5 @@
 import Glibc
 import Logging
-import Synchronization
 
 /// The thread-safe half of a connection: the command inbox the I/O thread drains, the
 /// wake-up descriptor, channel-number allocation, publish back-pressure and event fan-out.
@@ -38,7 +37,7 @@ final class ConnectionCore: Sendable {
     let id: UInt64
     let wakeDescriptor: Int32
     var threadName: String { "rmq-io-\(id)" }
-    private let state: Mutex<State>
+    private let state: LockedValue<State>
 
     init(configuration: RabbitMQConfiguration, id: UInt64, name: String, wakeDescriptor: Int32) {
         self.configuration = configuration
@@ -48,7 +47,7 @@ final class ConnectionCore: Sendable {
         logger[metadataKey: LogKey.connection] = "\(name)"
         self.logger = logger
         self.wakeDescriptor = wakeDescriptor
-        self.state = Mutex(State())
+        self.state = LockedValue(State())
     }
 
     deinit {

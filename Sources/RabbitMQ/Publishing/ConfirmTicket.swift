@@ -1,4 +1,3 @@
-import Synchronization
 
 /// The one-shot result of a publish in confirm mode: resolved by the I/O thread, awaited by
 /// any task. Safe to await from several tasks; each sees the same outcome.
@@ -8,7 +7,7 @@ final class ConfirmTicket: Sendable {
         case done(Result<RabbitMQPublishOutcome, RabbitMQError>)
     }
 
-    private let state = Mutex(State.pending([]))
+    private let state = LockedValue(State.pending([]))
 
     func resolve(_ result: Result<RabbitMQPublishOutcome, RabbitMQError>) {
         let waiters: [CheckedContinuation<RabbitMQPublishOutcome, any Error>] = state.withLock { state in
