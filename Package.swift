@@ -11,10 +11,14 @@ let package = Package(
     name: "swift-rabbitmq",
     products: [
         .library(name: "RabbitMQ", targets: ["RabbitMQ"]),
+        .library(name: "RabbitMQPatterns", targets: ["RabbitMQPatterns"]),
+        .executable(name: "rmq", targets: ["rmq"]),
+        .executable(name: "rabbitmq-bench", targets: ["rabbitmq-bench"]),
         .executable(name: "rabbitmq-example", targets: ["rabbitmq-example"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         // C
@@ -35,12 +39,38 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "RabbitMQPatterns",
+            dependencies: ["RabbitMQ"],
+            swiftSettings: strictSettings
+        ),
+        // The raw rabbitmq-c baseline the benchmark compares the Swift layer against.
+        .target(
+            name: "CRabbitMQBaseline",
+            dependencies: ["CRabbitMQ"]
+        ),
+        .target(
             name: "RabbitMQTestSupport",
             dependencies: ["RabbitMQ"],
             swiftSettings: strictSettings
         ),
 
         // Executables
+        .executableTarget(
+            name: "rmq",
+            dependencies: [
+                "RabbitMQ", "RabbitMQPatterns",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "rabbitmq-bench",
+            dependencies: [
+                "RabbitMQ", "RabbitMQPatterns", "CRabbitMQBaseline",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "rabbitmq-example",
             dependencies: ["RabbitMQ"],
@@ -54,8 +84,13 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "RabbitMQPatternsTests",
+            dependencies: ["RabbitMQPatterns"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "IntegrationTests",
-            dependencies: ["RabbitMQ", "RabbitMQTestSupport"],
+            dependencies: ["RabbitMQ", "RabbitMQPatterns", "RabbitMQTestSupport"],
             swiftSettings: strictSettings
         ),
     ]

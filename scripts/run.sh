@@ -4,20 +4,14 @@
 # The README's main job, end to end: install dependencies, build, start a
 # throwaway broker unless RABBITMQ_URL points at one already (and stop it on
 # exit), then run the demo against it in release mode:
-#   swift run -c release rmq demo          once Sources/rmq exists
-#   swift run -c release rabbitmq-example  until then
+#   swift run -c release rabbitmq-example  (becomes `rmq demo` with the patterns)
 # The program finds the broker through RABBITMQ_URL in its environment.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-if [[ -d Sources/rmq ]]; then
-    product=rmq
-    args=(demo "$@")
-else
-    product=rabbitmq-example
-    args=("$@")
-fi
+product=rabbitmq-example
+args=("$@")
 
 scripts/install-deps.sh
 # Build before starting the broker: a release build takes minutes, and a

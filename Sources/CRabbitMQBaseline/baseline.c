@@ -1,0 +1,2 @@
+#include "baseline.h"
+int crmq_baseline_version(void) { return 1; }

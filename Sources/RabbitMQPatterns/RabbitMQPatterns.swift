@@ -1,0 +1,1 @@
+// Placeholder until the patterns land (issue 4).
