@@ -1,1 +1,0 @@
-// Placeholder until the patterns land (issue 4).
