@@ -1,0 +1,74 @@
+import RabbitMQ
+
+/// A durable direct exchange: envelopes are routed to the queues bound with exactly their
+/// routing key. Work queues, commands to one service, per-region streams.
+///
+/// The handle owns a channel in confirm mode, so ``publish(_:routingKey:mandatory:)``
+/// returns only once the broker has the message.
+///
+/// ```swift
+/// let orders = try await RabbitMQDirectExchange.declare("orders", on: connection)
+/// let eu = try await orders.subscribe(Order.self, queue: "orders.eu", bindingKeys: ["eu"],
+///                                     options: .init(messageTTL: .seconds(3600), maxLength: 10_000))
+/// try await orders.publish(RabbitMQEnvelope(type: "orders.order.placed", data: order), routingKey: "eu")
+/// ```
+public struct RabbitMQDirectExchange: Sendable {
+    /// The exchange name.
+    public let name: String
+    /// The confirm-mode channel this handle publishes on.
+    public let channel: RabbitMQChannel
+
+    /// Declares the exchange (or checks that an identical one exists) on a new channel.
+    ///
+    /// - Parameters:
+    ///   - name: The exchange name.
+    ///   - connection: The connection to open the handle's channel on.
+    ///   - durable: Survive a broker restart. Default: true.
+    /// - Throws: ``RabbitMQError`` (406 when it exists with another type or durability).
+    public static func declare(
+        _ name: String, on connection: RabbitMQConnection, durable: Bool = true
+    ) async throws -> Self {
+        Self(name: name, channel: try await ExchangeSetup.open(name, type: .direct, durable: durable, on: connection))
+    }
+
+    /// Publishes an envelope with `routingKey` and waits for the broker's confirmation.
+    ///
+    /// - Parameters:
+    ///   - mandatory: Fail when no queue is bound for the key, instead of losing the message
+    ///     silently. Default: true.
+    /// - Throws: ``RabbitMQPatternsError`` (`unroutable`, `nacked`, `invalidEnvelope`) or
+    ///   ``RabbitMQError``.
+    public func publish<Payload>(
+        _ envelope: RabbitMQEnvelope<Payload>, routingKey: String, mandatory: Bool = true
+    ) async throws {
+        try await channel.publishConfirmed(envelope, exchange: name, routingKey: routingKey, mandatory: mandatory)
+    }
+
+    /// Declares a queue with `options`, binds it with every key in `bindingKeys`, and consumes
+    /// it on a channel of its own with manual acknowledgements.
+    ///
+    /// - Parameters:
+    ///   - queue: The queue name.
+    ///   - bindingKeys: The routing keys to bind (at least one).
+    ///   - options: Durability, TTL, length limit, overflow, dead-lettering. Default: durable.
+    ///   - prefetch: Most unacknowledged messages at once. Default: 10.
+    public func subscribe<Payload>(
+        _ type: Payload.Type, queue: String, bindingKeys: [String], options: RabbitMQQueueOptions = .init(),
+        prefetch: UInt16 = 10
+    ) async throws -> RabbitMQSubscription<Payload> {
+        guard !bindingKeys.isEmpty else { throw RabbitMQPatternsError.invalidConfiguration("no binding keys") }
+        let arguments = try options.queueArguments()
+        return try await .start(on: channel.connection, prefetch: prefetch) { channel in
+            let declared = try await channel.queueDeclare(queue, durable: options.durable, arguments: arguments)
+            for key in bindingKeys {
+                try await channel.queueBind(queue: declared.name, exchange: name, routingKey: key)
+            }
+            return declared.name
+        }
+    }
+
+    /// Closes the handle's channel (the exchange stays).
+    public func close() async throws {
+        try await channel.close()
+    }
+}

@@ -1,0 +1,79 @@
+import RabbitMQ
+
+/// The envelopes arriving on a queue, as an `AsyncSequence` of ``RabbitMQEnvelopeMessage``s,
+/// from `subscribe` on ``RabbitMQDirectExchange``, ``RabbitMQTopicExchange`` or
+/// ``RabbitMQFanoutExchange``.
+///
+/// Acknowledge each message after handling it. A delivery that is not a valid envelope never
+/// reaches you: it is rejected without requeue, so it goes to the queue's dead-letter exchange
+/// (topic subscriptions always have one) instead of coming back forever.
+///
+/// Back-pressure is the prefetch count: the broker sends at most that many unacknowledged
+/// messages. The subscription has a channel of its own; ``cancel()`` stops it, ends the
+/// sequence and closes that channel, and unacknowledged messages go back to the queue.
+///
+/// ```swift
+/// for try await message in subscription {
+///     try await handle(message.data)
+///     try message.ack()
+/// }
+/// ```
+public struct RabbitMQSubscription<Payload: Codable & Sendable>: AsyncSequence, Sendable {
+    /// Iterates the messages.
+    public typealias Element = RabbitMQEnvelopeMessage<Payload>
+
+    /// The queue consumed (server-named for fanout subscriptions).
+    public let queue: String
+    /// Where rejected and invalid messages of ``queue`` end up, when the subscription declared
+    /// such a queue (topic subscriptions do).
+    public let deadLetterQueue: String?
+    /// The channel the subscription consumes on.
+    public let channel: RabbitMQChannel
+    let consumer: RabbitMQConsumer
+
+    /// Opens a channel, sets the prefetch, lets `declare` set up the queue on it, and consumes.
+    static func start(
+        on connection: RabbitMQConnection, prefetch: UInt16, deadLetterQueue: String? = nil,
+        declare: (RabbitMQChannel) async throws -> String
+    ) async throws -> Self {
+        let channel = try await connection.openChannel()
+        do {
+            try await channel.qos(prefetchCount: prefetch)
+            let queue = try await declare(channel)
+            let consumer = try await channel.consume(queue: queue)
+            return Self(queue: queue, deadLetterQueue: deadLetterQueue, channel: channel, consumer: consumer)
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+    }
+
+    /// Cancels the consumer and closes the subscription's channel; the sequence ends and
+    /// unacknowledged messages return to the queue.
+    public func cancel() async throws {
+        if channel.isOpen { try await consumer.cancel() }
+        try await channel.close()
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(base: consumer.makeAsyncIterator())
+    }
+
+    /// Iterates the messages, skipping (and dead-lettering) deliveries that are not envelopes.
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: RabbitMQConsumer.AsyncIterator
+
+        public mutating func next() async throws -> RabbitMQEnvelopeMessage<Payload>? {
+            while let delivery = try await base.next() {
+                do {
+                    let envelope = try RabbitMQEnvelope<Payload>(decoding: delivery.body)
+                    return RabbitMQEnvelopeMessage(envelope: envelope, delivery: delivery)
+                } catch {
+                    // Requeueing would hand the same bytes back at once, forever.
+                    try delivery.reject(requeue: false)
+                }
+            }
+            return nil
+        }
+    }
+}

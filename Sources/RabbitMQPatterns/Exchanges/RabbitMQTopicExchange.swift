@@ -1,0 +1,101 @@
+import RabbitMQ
+
+/// A durable topic exchange for events: each envelope is published with its type
+/// (`service.entity.action`) as routing key, and subscribers bind patterns where `*` matches
+/// one word and `#` zero or more.
+///
+/// Events carry the headers `event_type` and `version`, the correlation id and the app id
+/// (the metadata `source`). Every subscription queue has a dead-letter exchange, so a
+/// rejected or undecodable event is kept, not lost.
+///
+/// ```swift
+/// let events = try await RabbitMQTopicExchange.declare("events", on: connection)
+/// let audit = try await events.subscribe(Order.self, queue: "audit", patterns: ["orders.#"])
+/// try await events.publish(RabbitMQEnvelope(type: "orders.order.created", data: order))
+/// ```
+public struct RabbitMQTopicExchange: Sendable {
+    /// The exchange name.
+    public let name: String
+    /// The confirm-mode channel this handle publishes on.
+    public let channel: RabbitMQChannel
+
+    /// Declares the exchange (or checks that an identical one exists) on a new channel.
+    ///
+    /// - Parameters:
+    ///   - durable: Survive a broker restart. Default: true.
+    /// - Throws: ``RabbitMQError`` (406 when it exists with another type or durability).
+    public static func declare(
+        _ name: String, on connection: RabbitMQConnection, durable: Bool = true
+    ) async throws -> Self {
+        Self(name: name, channel: try await ExchangeSetup.open(name, type: .topic, durable: durable, on: connection))
+    }
+
+    /// The name of the direct exchange that subscription queues dead-letter to by default:
+    /// `<name>.dead-letter`.
+    public var deadLetterExchange: String { name + ".dead-letter" }
+
+    /// Publishes an event with routing key = its type, and waits for the broker's confirmation.
+    ///
+    /// - Parameters:
+    ///   - headers: Extra headers; `event_type` and `version` are always set. Default: none.
+    ///   - mandatory: Fail when no subscriber's pattern matches. Default: false (an event
+    ///     nobody listens to is not an error).
+    /// - Throws: ``RabbitMQPatternsError`` (`nacked`, `unroutable`, `invalidEnvelope`) or
+    ///   ``RabbitMQError``.
+    public func publish<Payload>(
+        _ envelope: RabbitMQEnvelope<Payload>, headers: RabbitMQFieldTable = [:], mandatory: Bool = false
+    ) async throws {
+        var headers = headers
+        headers["event_type"] = .string(envelope.type)
+        headers["version"] = .string(envelope.version)
+        try await channel.publishConfirmed(
+            envelope, exchange: name, routingKey: envelope.type, headers: headers, mandatory: mandatory)
+    }
+
+    /// Declares a durable queue bound with each pattern, with a dead-letter exchange, and
+    /// consumes it on a channel of its own with manual acknowledgements.
+    ///
+    /// Unless `options` names a dead-letter exchange, the queue dead-letters to
+    /// ``deadLetterExchange`` with its own name as routing key, and a durable queue
+    /// `<queue>.dead-letter` bound there keeps its dead letters
+    /// (``RabbitMQSubscription/deadLetterQueue``).
+    ///
+    /// - Parameters:
+    ///   - queue: The queue name (not empty: the dead-letter queue is named after it).
+    ///   - patterns: Binding patterns such as `orders.*.created` or `billing.#` (at least one).
+    ///   - options: Durability, TTL, length limit, overflow, dead-lettering. Default: durable.
+    ///   - prefetch: Most unacknowledged messages at once. Default: 10.
+    public func subscribe<Payload>(
+        _ type: Payload.Type, queue: String, patterns: [String], options: RabbitMQQueueOptions = .init(),
+        prefetch: UInt16 = 10
+    ) async throws -> RabbitMQSubscription<Payload> {
+        guard !queue.isEmpty else { throw RabbitMQPatternsError.invalidConfiguration("a topic queue needs a name") }
+        guard !patterns.isEmpty else { throw RabbitMQPatternsError.invalidConfiguration("no binding patterns") }
+        var options = options
+        var deadLetterQueue: String? = nil
+        if options.deadLetterExchange == nil {
+            options.deadLetterExchange = deadLetterExchange
+            options.deadLetterRoutingKey = queue
+            deadLetterQueue = queue + ".dead-letter"
+        }
+        let arguments = try options.queueArguments()
+        return try await .start(on: channel.connection, prefetch: prefetch, deadLetterQueue: deadLetterQueue) {
+            channel in
+            if let deadLetterQueue {
+                try await channel.exchangeDeclare(deadLetterExchange, type: .direct, durable: true)
+                try await channel.queueDeclare(deadLetterQueue, durable: true)
+                try await channel.queueBind(queue: deadLetterQueue, exchange: deadLetterExchange, routingKey: queue)
+            }
+            try await channel.queueDeclare(queue, durable: options.durable, arguments: arguments)
+            for pattern in patterns {
+                try await channel.queueBind(queue: queue, exchange: name, routingKey: pattern)
+            }
+            return queue
+        }
+    }
+
+    /// Closes the handle's channel (the exchange stays).
+    public func close() async throws {
+        try await channel.close()
+    }
+}
