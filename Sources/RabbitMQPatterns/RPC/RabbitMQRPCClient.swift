@@ -1,0 +1,205 @@
+import Foundation
+import RabbitMQ
+
+/// Calls RPC servers over RabbitMQ: publishes a request with a fresh correlation id and a
+/// reply-to address, and returns the reply to that request, or fails when none comes in time.
+///
+/// - Replies come back through direct reply-to by default (``ReplyQueue``): consumed with
+///   auto-ack on the channel that publishes the requests, as RabbitMQ requires.
+/// - Any number of calls may be in flight at once, from any tasks; each reply goes to the call
+///   with its correlation id. A reply that arrives after its call timed out is discarded
+///   (``discardedReplies``), never given to another call.
+/// - Requests are mandatory: a call to a routing key with no queue fails at once with
+///   `unroutable` instead of waiting for its timeout. They expire with their timeout, so the
+///   broker drops a request whose caller has given up.
+/// - A reply `{"error": "...", "success": false}` (what ``RabbitMQRPCServer`` sends when its
+///   handler fails) is thrown as a `remoteError`.
+///
+/// The client is a service: ``run()`` owns its channel and reply consumer and must be running
+/// for calls to complete. ``withClient(connection:configuration:_:)`` does that for a scope:
+///
+/// ```swift
+/// let price = try await RabbitMQRPCClient.withClient(connection: connection) { rpc in
+///     try await rpc.call(PriceRequest(sku: "A-1"), routingKey: "pricing", as: Price.self)
+/// }
+/// ```
+public final class RabbitMQRPCClient: Sendable {
+    /// The connection calls go over.
+    public let connection: RabbitMQConnection
+    /// How requests are sent and replies awaited.
+    public let configuration: Configuration
+    private let registry = RPCCallRegistry()
+
+    /// Creates a client; nothing happens on the broker until ``run()``.
+    public init(connection: RabbitMQConnection, configuration: Configuration = .init()) {
+        self.connection = connection
+        self.configuration = configuration
+    }
+
+    /// Runs `body` with a client whose ``run()`` runs alongside it, then stops the client.
+    public static func withClient<Result: Sendable>(
+        connection: RabbitMQConnection, configuration: Configuration = .init(),
+        _ body: (RabbitMQRPCClient) async throws -> Result
+    ) async throws -> Result {
+        let client = RabbitMQRPCClient(connection: connection, configuration: configuration)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await client.run() }
+            do {
+                let result = try await body(client)
+                group.cancelAll()
+                return result
+            } catch {
+                group.cancelAll()
+                throw error
+            }
+        }
+    }
+
+    /// How many replies were dropped because no call was waiting for them (late replies to
+    /// calls that timed out, or replies with an unknown correlation id).
+    public var discardedReplies: Int { registry.discardedReplies }
+
+    /// Opens the client's channel, starts consuming replies, and dispatches them until the
+    /// task is cancelled or the channel or connection closes. Calls made before it is ready
+    /// wait for it. When it ends, calls in flight and later calls fail with `closed`.
+    /// Call it once.
+    ///
+    /// - Throws: ``RabbitMQError`` when the channel or consumer cannot be set up or fails.
+    public func run() async throws {
+        try registry.beginStarting()
+        var channel: RabbitMQChannel? = nil
+        do {
+            let opened = try await connection.openChannel()
+            channel = opened
+            let returns = opened.returnedMessages()
+            let consumer: RabbitMQConsumer
+            let replyTo: String
+            if configuration.replyQueue.isDirectReplyTo {
+                replyTo = "amq.rabbitmq.reply-to"
+                // Direct reply-to requires auto-ack, and a consumer before the first request.
+                consumer = try await opened.consume(queue: replyTo, autoAck: true)
+            } else {
+                replyTo = try await opened.queueDeclare("", exclusive: true, autoDelete: true).name
+                consumer = try await opened.consume(queue: replyTo, autoAck: true, exclusive: true)
+            }
+            registry.setRunning(.init(channel: opened, replyTo: replyTo))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { [registry] in
+                    for try await reply in consumer {
+                        if let id = reply.properties.correlationID {
+                            registry.resolve(id, with: .success(reply), isReply: true)
+                        } else {
+                            registry.discardReply()
+                        }
+                    }
+                }
+                group.addTask { [registry] in
+                    for await returned in returns {
+                        guard let id = returned.properties.correlationID else { continue }
+                        let error = RabbitMQPatternsError(
+                            code: .unroutable,
+                            message: "no queue is bound to exchange '\(returned.exchange)' for key "
+                                + "'\(returned.routingKey)': is the RPC server running?")
+                        registry.resolve(id, with: .failure(error), isReply: false)
+                    }
+                }
+                // Whichever ends first (the reply consumer, normally) ends the client.
+                try await group.next()
+                group.cancelAll()
+            }
+        } catch {
+            registry.finish(RabbitMQPatternsError(code: .closed, message: "the RPC client stopped: \(error)"))
+            try? await channel?.close()
+            if error is CancellationError { return }
+            throw error
+        }
+        registry.finish(RabbitMQPatternsError(code: .closed, message: "the RPC client stopped"))
+        try? await channel?.close()
+    }
+
+    /// Sends `body` as a request and returns the reply.
+    ///
+    /// - Parameters:
+    ///   - body: The request body.
+    ///   - routingKey: Where to send it; with the default exchange, the server's queue name.
+    ///   - timeout: How long to wait for the reply. Default: ``Configuration/timeout``.
+    ///   - properties: Request properties to send (headers, content type...); correlation id,
+    ///     reply-to and expiration are set by the client.
+    /// - Returns: The reply delivery (already acknowledged).
+    /// - Throws: ``RabbitMQPatternsError``: `timeout`, `unroutable`, `remoteError` (with the
+    ///   server's error text), `closed` (the client is not running); ``RabbitMQError``.
+    public func call(
+        _ body: [UInt8], routingKey: String, timeout: Duration? = nil, properties: RabbitMQProperties = .init()
+    ) async throws -> RabbitMQDelivery {
+        let timeout = timeout ?? configuration.timeout
+        guard timeout > .zero else { throw RabbitMQPatternsError.invalidConfiguration("the timeout must be positive") }
+        let reply = try await withThrowingTaskGroup(of: RabbitMQDelivery.self) { group in
+            group.addTask { try await self.send(body, routingKey: routingKey, timeout: timeout, properties: properties) }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw RabbitMQPatternsError(
+                    code: .timeout, message: "no reply from '\(routingKey)' within \(Self.describe(timeout))")
+            }
+            defer { group.cancelAll() }
+            // The first child to finish decides; cancelling the other removes the call's slot.
+            guard let first = try await group.next() else { throw CancellationError() }
+            return first
+        }
+        if let message = RPCErrorReply.decode(reply.body) {
+            throw RabbitMQPatternsError(code: .remoteError, message: message)
+        }
+        return reply
+    }
+
+    /// Sends `request` as JSON and decodes the JSON reply as `Response`.
+    ///
+    /// ```swift
+    /// let price = try await rpc.call(PriceRequest(sku: "A-1"), routingKey: "pricing", as: Price.self)
+    /// ```
+    /// - Throws: as ``call(_:routingKey:timeout:properties:)``, and `invalidReply` when the
+    ///   reply does not decode as `Response`.
+    public func call<Request: Encodable & Sendable, Response: Decodable>(
+        _ request: Request, routingKey: String, as responseType: Response.Type = Response.self,
+        timeout: Duration? = nil
+    ) async throws -> Response {
+        let body = Array(try EnvelopeJSON.encoder().encode(request))
+        let reply = try await call(
+            body, routingKey: routingKey, timeout: timeout,
+            properties: RabbitMQProperties(contentType: "application/json", contentEncoding: "utf-8"))
+        do {
+            return try EnvelopeJSON.decoder().decode(Response.self, from: Data(reply.body))
+        } catch {
+            let reason = EnvelopeJSON.patternsError(error)
+            throw RabbitMQPatternsError(
+                code: .invalidReply, message: "the reply is not a \(Response.self): \(reason.message)", field: reason.field)
+        }
+    }
+
+    private func send(
+        _ body: [UInt8], routingKey: String, timeout: Duration, properties: RabbitMQProperties
+    ) async throws -> RabbitMQDelivery {
+        let link = try await registry.ready()
+        let id = UUID().uuidString.lowercased()
+        var properties = properties
+        properties.correlationID = id
+        properties.replyTo = link.replyTo
+        if configuration.expireRequests {
+            // At least 1 ms: "0" would expire a request before any consumer could see it.
+            properties.expiration = String(max(1, timeout.wholeMilliseconds))
+        }
+        registry.register(id)
+        do {
+            try await link.channel.publish(
+                body, exchange: configuration.exchange, routingKey: routingKey, properties: properties, mandatory: true)
+        } catch {
+            registry.remove(id)
+            throw error
+        }
+        return try await registry.wait(id)
+    }
+
+    static func describe(_ duration: Duration) -> String {
+        let milliseconds = duration.wholeMilliseconds
+        return milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
+    }
+}

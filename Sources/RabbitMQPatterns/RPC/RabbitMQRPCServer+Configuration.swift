@@ -1,0 +1,26 @@
+extension RabbitMQRPCServer {
+    /// How an ``RabbitMQRPCServer`` takes requests.
+    public struct Configuration: Sendable {
+        /// Declare the request queue before consuming (non-exclusive, so several servers can
+        /// share it). Default: true.
+        public var declareQueue: Bool
+        /// Declare the request queue durable. Requests expire with their callers' timeouts, so a
+        /// transient queue is usually right. Default: false.
+        public var durable: Bool
+        /// How many requests are handled at once; also the prefetch count, so the broker never
+        /// hands this server a request it is not working on yet (a queued request can still
+        /// expire; one sitting in our buffer could not). Default: 10.
+        public var concurrency: UInt16
+        /// Stop after answering this many requests; requests beyond it are left to other
+        /// servers. Default: nil, serve until cancelled.
+        public var requestLimit: Int?
+
+        /// Creates a configuration; see each property for its default.
+        public init(declareQueue: Bool = true, durable: Bool = false, concurrency: UInt16 = 10, requestLimit: Int? = nil) {
+            self.declareQueue = declareQueue
+            self.durable = durable
+            self.concurrency = concurrency
+            self.requestLimit = requestLimit
+        }
+    }
+}

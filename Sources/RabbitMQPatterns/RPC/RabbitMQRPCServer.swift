@@ -1,0 +1,126 @@
+import Foundation
+import RabbitMQ
+import Synchronization
+
+/// Answers RPC requests from a queue: runs a handler for each request and publishes its result
+/// to the request's reply-to address with the request's correlation id.
+///
+/// A handler that throws produces the reply `{"error": "<description>", "success": false}`,
+/// which ``RabbitMQRPCClient`` raises as a `remoteError` (and any other client can recognise).
+/// A request is acknowledged after its reply is sent; a server that dies mid-request leaves
+/// it to be redelivered. Requests without a reply-to address are dropped.
+///
+/// ```swift
+/// let server = RabbitMQRPCServer(connection: connection, queue: "pricing") { (request: PriceRequest) in
+///     Price(sku: request.sku, cents: try await catalog.price(of: request.sku))
+/// }
+/// try await server.run()  // until the task is cancelled
+/// ```
+public struct RabbitMQRPCServer: Sendable {
+    /// The connection the server consumes on.
+    public let connection: RabbitMQConnection
+    /// The request queue.
+    public let queue: String
+    /// How requests are taken.
+    public let configuration: Configuration
+    private let handler: @Sendable (RabbitMQRPCRequest) async throws -> RPCReplyBody
+
+    /// A server whose handler turns request bytes into reply bytes.
+    public init(
+        connection: RabbitMQConnection, queue: String, configuration: Configuration = .init(),
+        handler: @escaping @Sendable (RabbitMQRPCRequest) async throws -> [UInt8]
+    ) {
+        self.connection = connection
+        self.queue = queue
+        self.configuration = configuration
+        self.handler = { request in RPCReplyBody(body: try await handler(request), contentType: nil) }
+    }
+
+    /// A server whose handler takes and returns `Codable` values as JSON. A request that does
+    /// not decode as `Request` gets an error reply naming the field.
+    public init<Request: Decodable & Sendable, Response: Encodable & Sendable>(
+        connection: RabbitMQConnection, queue: String, configuration: Configuration = .init(),
+        handler: @escaping @Sendable (Request) async throws -> Response
+    ) {
+        self.connection = connection
+        self.queue = queue
+        self.configuration = configuration
+        self.handler = { request in
+            let decoded: Request
+            do {
+                decoded = try EnvelopeJSON.decoder().decode(Request.self, from: Data(request.body))
+            } catch {
+                throw RPCInvalidRequest(reason: EnvelopeJSON.patternsError(error).message)
+            }
+            let response = try await handler(decoded)
+            return RPCReplyBody(body: Array(try EnvelopeJSON.encoder().encode(response)), contentType: "application/json")
+        }
+    }
+
+    /// Consumes the request queue and answers requests until the task is cancelled, the
+    /// ``Configuration/requestLimit`` is reached, or the channel or connection fails.
+    /// Requests not yet answered when it stops are requeued for other servers.
+    ///
+    /// - Throws: ``RabbitMQError`` when the queue cannot be declared or consumed, or the
+    ///   channel fails.
+    public func run() async throws {
+        guard configuration.concurrency > 0 else {
+            throw RabbitMQPatternsError.invalidConfiguration("concurrency must be at least 1")
+        }
+        let channel = try await connection.openChannel()
+        do {
+            try await serve(on: channel)
+        } catch {
+            try? await channel.close()
+            if error is CancellationError { return }
+            throw error
+        }
+        try? await channel.close()
+    }
+
+    private func serve(on channel: RabbitMQChannel) async throws {
+        if configuration.declareQueue {
+            try await channel.queueDeclare(queue, durable: configuration.durable)
+        }
+        try await channel.qos(prefetchCount: configuration.concurrency)
+        let consumer = try await channel.consume(queue: queue)
+        let started = Atomic<Int>(0)
+        let limit = configuration.requestLimit
+        try await withThrowingDiscardingTaskGroup { group in
+            for try await delivery in consumer {
+                if let limit, started.add(1, ordering: .relaxed).newValue > limit {
+                    // Beyond the limit: leave it unacknowledged; closing the channel requeues it.
+                    continue
+                }
+                group.addTask { try await answer(delivery, on: channel) }
+                if let limit, started.load(ordering: .relaxed) >= limit {
+                    try await consumer.cancel()
+                }
+            }
+        }
+    }
+
+    private func answer(_ delivery: RabbitMQDelivery, on channel: RabbitMQChannel) async throws {
+        guard let replyTo = delivery.properties.replyTo, !replyTo.isEmpty else {
+            // Nobody to answer; requeueing would only bring it back.
+            try delivery.reject(requeue: false)
+            return
+        }
+        let request = RabbitMQRPCRequest(
+            body: delivery.body, properties: delivery.properties, redelivered: delivery.redelivered)
+        var properties = RabbitMQProperties(correlationID: delivery.properties.correlationID)
+        let reply: [UInt8]
+        do {
+            let result = try await handler(request)
+            reply = result.body
+            properties.contentType = result.contentType
+        } catch {
+            // Shutting down: leave the request to be requeued rather than answer "cancelled".
+            if Task.isCancelled { return }
+            reply = RPCErrorReply.encode(ErrorText.describe(error))
+            properties.contentType = "application/json"
+        }
+        try await channel.publish(reply, routingKey: replyTo, properties: properties)
+        try delivery.ack()
+    }
+}
