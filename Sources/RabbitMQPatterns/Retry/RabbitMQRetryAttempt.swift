@@ -1,0 +1,39 @@
+import Foundation
+import RabbitMQ
+
+/// One attempt at handling a message of a ``RabbitMQRetryQueue``, as its handler sees it.
+/// The retry consumer acknowledges, delays or parks the message from what the handler does.
+public struct RabbitMQRetryAttempt<Payload: Codable & Sendable>: Sendable {
+    /// The decoded envelope.
+    public let envelope: RabbitMQEnvelope<Payload>
+    /// 1 for the first delivery, 2 for the first retry, and so on.
+    public let attempt: Int
+    /// The number of the last attempt: the number of delays plus one. A failure of that
+    /// attempt parks the message.
+    public let maxAttempts: Int
+    /// Why the previous attempt failed (nil on the first attempt).
+    public let lastError: String?
+    /// When the first attempt failed (nil on the first attempt).
+    public let firstFailureAt: Date?
+    /// The message's AMQP properties and headers.
+    public let properties: RabbitMQProperties
+
+    /// Creates an attempt (for testing handlers).
+    public init(
+        envelope: RabbitMQEnvelope<Payload>, attempt: Int, maxAttempts: Int, lastError: String? = nil,
+        firstFailureAt: Date? = nil, properties: RabbitMQProperties = .init()
+    ) {
+        self.envelope = envelope
+        self.attempt = attempt
+        self.maxAttempts = maxAttempts
+        self.lastError = lastError
+        self.firstFailureAt = firstFailureAt
+        self.properties = properties
+    }
+
+    /// The payload, ``RabbitMQEnvelope/data``.
+    public var data: Payload { envelope.data }
+
+    /// Whether a failure now parks the message instead of retrying it.
+    public var isLastAttempt: Bool { attempt >= maxAttempts }
+}

@@ -1,0 +1,189 @@
+import Foundation
+import RabbitMQ
+
+/// Work with delayed retries and a dead-letter queue, kept by the broker: a failed message
+/// waits in a delay queue (1 s, then 5 s, then 25 s by default) and comes back; after its
+/// last attempt, or at once when it cannot succeed, it is parked in a dead-letter queue with
+/// the reason in its headers. Never a hot requeue loop, and no retry state in memory: a
+/// consumer can crash at any time.
+///
+/// ``declare(_:on:configuration:)`` sets up, for a name `N`:
+/// - the durable direct exchange `N` and work queue `N`, bound with routing key `N`;
+/// - one delay queue per distinct delay, `N.retry.<delay>` (`N.retry.1s`, `N.retry.250ms`),
+///   whose message TTL dead-letters back to exchange `N`;
+/// - the dead-letter (parking) queue `N.dead-letter`.
+///
+/// ``run(_:handler:)`` consumes the work queue and, for each message:
+/// - handler returns: ack;
+/// - handler throws: republish to the next delay queue with ``retryCountHeader`` + 1,
+///   ``lastErrorHeader`` and ``firstFailureAtHeader``, or park it when the delays are used up;
+/// - handler throws ``RabbitMQPatternsError/permanentFailure(_:file:line:)``, or the body is
+///   not a valid envelope: park it at once, with the reason in ``lastErrorHeader``.
+///
+/// Each republish is confirmed by the broker before the original is acknowledged, so a crash
+/// in between can duplicate a message but never lose one. If a republish fails, ``run(_:handler:)``
+/// stops with the error and the unacknowledged message returns to the work queue.
+///
+/// ```swift
+/// let emails = try await RabbitMQRetryQueue.declare("emails", on: connection)
+/// try await emails.publish(RabbitMQEnvelope(type: "email.send", data: email))
+/// try await emails.run(Email.self) { attempt in
+///     try await mailer.send(attempt.data)   // throws: retried in 1 s, 5 s, 25 s, then parked
+/// }
+/// ```
+public struct RabbitMQRetryQueue: Sendable {
+    /// The base name: of the work exchange and the work queue.
+    public let name: String
+    /// The retry ladder and consumer settings.
+    public let configuration: Configuration
+    /// The confirm-mode channel ``publish(_:)`` uses.
+    public let channel: RabbitMQChannel
+
+    /// The work exchange (`N`); publish here with routing key ``name``, or use ``publish(_:)``.
+    public var workExchange: String { name }
+    /// The work queue (`N`).
+    public var workQueue: String { name }
+    /// The delay queue of each retry, in order (`N.retry.1s`, ...); equal delays share a queue.
+    public var delayQueues: [String] { configuration.delays.map { Self.delayQueueName(name, $0) } }
+    /// The dead-letter (parking) queue (`N.dead-letter`).
+    public var deadLetterQueue: String { name + ".dead-letter" }
+
+    /// Declares the exchange and every queue, on a new channel that the handle keeps for
+    /// publishing. Idempotent; changing the delays adds delay queues and leaves the old ones
+    /// to drain back into the work queue.
+    ///
+    /// - Throws: ``RabbitMQPatternsError`` (`invalidConfiguration`), ``RabbitMQError`` (406 when
+    ///   one of the names exists with other settings).
+    public static func declare(
+        _ name: String, on connection: RabbitMQConnection, configuration: Configuration = .init()
+    ) async throws -> Self {
+        guard !name.isEmpty else { throw RabbitMQPatternsError.invalidConfiguration("the retry queue needs a name") }
+        try configuration.validate()
+        let queue = Self(name: name, configuration: configuration, channel: try await connection.openChannel())
+        do {
+            try await queue.declareTopology()
+            try await queue.channel.confirmSelect()
+            return queue
+        } catch {
+            try? await queue.channel.close()
+            throw error
+        }
+    }
+
+    private func declareTopology() async throws {
+        let durable = configuration.durable
+        try await channel.exchangeDeclare(workExchange, type: .direct, durable: durable)
+        try await channel.queueDeclare(workQueue, durable: durable)
+        try await channel.queueBind(queue: workQueue, exchange: workExchange, routingKey: name)
+        var declared = Set<String>()
+        for (queue, delay) in zip(delayQueues, configuration.delays) where declared.insert(queue).inserted {
+            try await channel.queueDeclare(
+                queue, durable: durable,
+                arguments: [
+                    "x-message-ttl": .int64(delay.wholeMilliseconds),
+                    "x-dead-letter-exchange": .string(workExchange),
+                    "x-dead-letter-routing-key": .string(name),
+                ])
+        }
+        try await channel.queueDeclare(deadLetterQueue, durable: durable)
+    }
+
+    /// Publishes an envelope to the work queue and waits for the broker's confirmation.
+    ///
+    /// - Throws: ``RabbitMQPatternsError`` (`unroutable` when the work queue is gone,
+    ///   `nacked`, `invalidEnvelope`), ``RabbitMQError``.
+    public func publish<Payload>(_ envelope: RabbitMQEnvelope<Payload>) async throws {
+        try await channel.publishConfirmed(
+            envelope, exchange: workExchange, routingKey: name, persistent: configuration.durable, mandatory: true)
+    }
+
+    /// Consumes the work queue until the task is cancelled or the channel or connection
+    /// fails, running `handler` for each message (see the type's description for what happens
+    /// after it). Runs on a channel of its own; several consumers may run at once.
+    ///
+    /// - Throws: ``RabbitMQError`` or ``RabbitMQPatternsError`` when a republish fails; the
+    ///   message being handled is then requeued by the broker.
+    public func run<Payload>(
+        _ type: Payload.Type, handler: @escaping @Sendable (RabbitMQRetryAttempt<Payload>) async throws -> Void
+    ) async throws {
+        let channel = try await self.channel.connection.openChannel()
+        do {
+            try await channel.qos(prefetchCount: configuration.concurrency)
+            try await channel.confirmSelect()
+            let consumer = try await channel.consume(queue: workQueue)
+            try await withThrowingDiscardingTaskGroup { group in
+                for try await delivery in consumer {
+                    group.addTask { try await handle(delivery, on: channel, handler: handler) }
+                }
+            }
+        } catch {
+            try? await channel.close()
+            if error is CancellationError { return }
+            throw error
+        }
+        try? await channel.close()
+    }
+
+    private func handle<Payload>(
+        _ delivery: RabbitMQDelivery, on channel: RabbitMQChannel,
+        handler: @Sendable (RabbitMQRetryAttempt<Payload>) async throws -> Void
+    ) async throws {
+        let headers = delivery.properties.headers
+        let failure: RetryDecision.Failure
+        do {
+            let envelope = try RabbitMQEnvelope<Payload>(decoding: delivery.body)
+            let attempt = RabbitMQRetryAttempt(
+                envelope: envelope, attempt: RetryDecision.retryCount(headers) + 1,
+                maxAttempts: configuration.delays.count + 1,
+                lastError: headers?[Self.lastErrorHeader]?.stringValue,
+                firstFailureAt: headers?[Self.firstFailureAtHeader]?.stringValue.flatMap(EnvelopeTimestamp.parse),
+                properties: delivery.properties)
+            do {
+                try await handler(attempt)
+                try delivery.ack()
+                return
+            } catch let error as RabbitMQPatternsError where error.code == .permanentFailure {
+                failure = .permanent(error.message)
+            } catch {
+                // Shutting down: leave the message unacknowledged; the broker requeues it.
+                if Task.isCancelled { return }
+                failure = .transient(ErrorText.describe(error))
+            }
+        } catch {
+            failure = .invalidEnvelope("invalid envelope: \(error.message)")
+        }
+        let decision = RetryDecision.decide(
+            headers: headers, failure: failure, delayCount: configuration.delays.count, now: Date())
+        var properties = delivery.properties
+        properties.headers = decision.headers
+        // The delay queue's TTL decides when it comes back; a per-message TTL would interfere.
+        properties.expiration = nil
+        let target: String
+        switch decision.destination {
+        case .delay(let index): target = delayQueues[index]
+        case .park: target = deadLetterQueue
+        }
+        try await channel.publishConfirmed(
+            delivery.body, exchange: "", routingKey: target, properties: properties, mandatory: true)
+        try delivery.ack()
+    }
+
+    /// Deletes the exchange and every queue of this retry queue, messages included.
+    public func delete() async throws {
+        for queue in [workQueue, deadLetterQueue] + Set(delayQueues).sorted() {
+            try await channel.queueDelete(queue)
+        }
+        try await channel.exchangeDelete(workExchange)
+    }
+
+    /// Closes the handle's publishing channel (the queues stay).
+    public func close() async throws {
+        try await channel.close()
+    }
+
+    static func delayQueueName(_ name: String, _ delay: Duration) -> String {
+        let milliseconds = delay.wholeMilliseconds
+        let text = milliseconds % 1000 == 0 ? "\(milliseconds / 1000)s" : "\(milliseconds)ms"
+        return "\(name).retry.\(text)"
+    }
+}
