@@ -69,6 +69,8 @@ extension RabbitMQEnvelope: Codable {
         case id, timestamp, version, type, data, metadata
     }
 
+    /// Decodes and validates an envelope; prefer ``init(decoding:)``, which reports problems
+    /// as ``RabbitMQPatternsError``.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         id = try container.decode(String.self, forKey: .id)
@@ -90,6 +92,7 @@ extension RabbitMQEnvelope: Codable {
         metadata = try container.decode(RabbitMQEnvelopeMetadata.self, forKey: .metadata)
     }
 
+    /// Encodes the envelope; ``encodedBody()`` also fixes the order of the keys.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(id, forKey: .id)

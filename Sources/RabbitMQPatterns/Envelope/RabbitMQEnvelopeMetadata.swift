@@ -55,6 +55,7 @@ public struct RabbitMQEnvelopeMetadata: Sendable, Hashable {
 }
 
 extension RabbitMQEnvelopeMetadata: Codable {
+    /// Reads a metadata object: every value must be a string (or null, read as absent).
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: DynamicCodingKey.self)
         self.init()
@@ -65,6 +66,7 @@ extension RabbitMQEnvelopeMetadata: Codable {
         }
     }
 
+    /// Writes the known entries, then the extra ones, omitting absent ones.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: DynamicCodingKey.self)
         try container.encodeIfPresent(source, forKey: DynamicCodingKey("source"))

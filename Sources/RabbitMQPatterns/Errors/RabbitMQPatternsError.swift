@@ -43,6 +43,7 @@ public struct RabbitMQPatternsError: Error, Sendable, CustomStringConvertible {
         /// A retry handler reported a failure that no retry can fix; the message is parked.
         public static let permanentFailure = Code(.permanentFailure)
 
+        /// The code in words, for example `timeout`.
         public var description: String {
             switch base {
             case .invalidEnvelope: "invalid envelope"
@@ -86,6 +87,7 @@ public struct RabbitMQPatternsError: Error, Sendable, CustomStringConvertible {
         Self(code: .permanentFailure, message: reason, file: file, line: line)
     }
 
+    /// The code, the field when there is one, and the message.
     public var description: String {
         var text = "RabbitMQPatternsError(\(code)"
         if let field { text += ", field '\(field)'" }

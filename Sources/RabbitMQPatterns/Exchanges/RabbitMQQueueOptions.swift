@@ -19,6 +19,7 @@ public struct RabbitMQQueueOptions: Sendable, Hashable {
         public static let rejectPublish = Overflow("reject-publish")
         /// Refuse the new message and dead-letter it.
         public static let rejectPublishDeadLetter = Overflow("reject-publish-dlx")
+        /// The argument value.
         public var description: String { name }
     }
 

@@ -55,6 +55,7 @@ public struct RabbitMQSubscription<Payload: Codable & Sendable>: AsyncSequence, 
         try await channel.close()
     }
 
+    /// An iterator over the messages; iterate a subscription from one task at a time.
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(base: consumer.makeAsyncIterator())
     }
@@ -63,6 +64,8 @@ public struct RabbitMQSubscription<Payload: Codable & Sendable>: AsyncSequence, 
     public struct AsyncIterator: AsyncIteratorProtocol {
         var base: RabbitMQConsumer.AsyncIterator
 
+        /// The next valid envelope, or nil once the subscription is cancelled.
+        /// - Throws: ``RabbitMQError`` when the broker cancels the consumer or the channel fails.
         public mutating func next() async throws -> RabbitMQEnvelopeMessage<Payload>? {
             while let delivery = try await base.next() {
                 do {

@@ -13,6 +13,7 @@ extension RabbitMQRPCClient {
 
         var isDirectReplyTo: Bool { base == .directReplyTo }
 
+        /// The mode in words.
         public var description: String {
             switch base {
             case .directReplyTo: "direct reply-to"

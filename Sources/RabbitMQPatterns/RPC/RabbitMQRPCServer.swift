@@ -88,6 +88,8 @@ public struct RabbitMQRPCServer: Sendable {
         let limit = configuration.requestLimit
         try await withThrowingDiscardingTaskGroup { group in
             for try await delivery in consumer {
+                // A failed reply (its channel is gone) cancels the group: stop taking requests.
+                if group.isCancelled { break }
                 if let limit, started.add(1, ordering: .relaxed).newValue > limit {
                     // Beyond the limit: leave it unacknowledged; closing the channel requeues it.
                     continue

@@ -113,6 +113,9 @@ public struct RabbitMQRetryQueue: Sendable {
             let consumer = try await channel.consume(queue: workQueue)
             try await withThrowingDiscardingTaskGroup { group in
                 for try await delivery in consumer {
+                    // A failed republish cancels the group: stop taking messages, and let the
+                    // error end run() so that the broker requeues what is unacknowledged.
+                    if group.isCancelled { break }
                     group.addTask { try await handle(delivery, on: channel, handler: handler) }
                 }
             }
