@@ -1,0 +1,51 @@
+import ArgumentParser
+import RabbitMQ
+import RabbitMQPatterns
+
+/// `rmq rpc serve`: answers requests from a queue, by echo or through a shell command.
+struct RPCServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Answer RPC requests from a queue (declared if missing).",
+        discussion: """
+            Echoes each request body by default. With --exec, runs COMMAND through /bin/sh with \
+            the request body on standard input and replies with its standard output; a \
+            non-zero exit becomes an error reply carrying its standard error.
+            """)
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(help: "The request queue.")
+    var queue: String
+
+    @Option(help: "Stop after answering this many requests.")
+    var count: Int?
+
+    @Option(help: ArgumentHelp("A shell command that computes each reply.", valueName: "command"))
+    var exec: String?
+
+    func run() async throws {
+        if let count, count < 1 { throw CLIError("--count must be at least 1") }
+        let connection = try await connection.connect(name: "rmq rpc serve")
+        let exec = self.exec
+        let server = RabbitMQRPCServer(
+            connection: connection, queue: queue, configuration: .init(concurrency: 1, requestLimit: count)
+        ) { request in
+            guard let exec else { return request.body }
+            let result = try await ShellCommand.run(exec, input: request.body)
+            guard result.status == 0 else {
+                let detail = String(decoding: result.errorOutput, as: UTF8.self)
+                    .split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
+                throw CLIError("command exited with status \(result.status)" + (detail.isEmpty ? "" : ": \(detail)"))
+            }
+            return result.output
+        }
+        do {
+            try await server.run()
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+        try await connection.close()
+    }
+}

@@ -1,0 +1,4 @@
+/// The demo's RPC request.
+struct PriceRequest: Codable, Sendable {
+    var sku: String
+}
