@@ -1,0 +1,131 @@
+import Foundation
+import RabbitMQ
+import RabbitMQPatterns
+import RabbitMQTestSupport
+import Testing
+
+struct Invoice: Codable, Sendable, Equatable {
+    struct Line: Codable, Sendable, Equatable {
+        var sku: String
+        var qty: Int
+    }
+    var invoice: String
+    var cents: Int
+    var lines: [Line]
+}
+
+/// Envelopes and RPC between this package and Python's pika, both ways.
+@Suite("Patterns: interop with pika", .timeLimit(.minutes(2)))
+struct PatternsInteropTests {
+    static var script: String {
+        TestBroker.repositoryRoot().appendingPathComponent("scripts/interop/pika_patterns.py").path
+    }
+
+    static func pika(_ arguments: String...) async throws -> String {
+        try await TestBroker.run("/usr/bin/env", ["python3", script] + arguments)
+    }
+
+    @Test func pikaReadsOurEnvelopeAndItsProperties() async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("envelope-to-pika"))
+        try await channel.confirmSelect()
+        let envelope = RabbitMQEnvelope(
+            type: "billing.invoice.paid",
+            data: Invoice(invoice: "INV-1", cents: 990, lines: [.init(sku: "A", qty: 2)]),
+            metadata: RabbitMQEnvelopeMetadata(source: "swift-billing", correlationID: "corr-7", userID: "u-1", extra: ["region": "eu"]),
+            timestamp: Date(timeIntervalSince1970: 1_715_949_000.5))
+        try await channel.publishConfirmed(envelope, routingKey: queue.name, headers: ["trace": "t-1"])
+
+        let output = try await Self.pika("read-envelope", TestBroker.url, queue.name)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+        #expect((json["problems"] as? [String]) == [], "\(output)")
+        let seen = try #require(json["envelope"] as? [String: Any])
+        #expect(seen["id"] as? String == envelope.id)
+        #expect(seen["type"] as? String == "billing.invoice.paid")
+        #expect(seen["version"] as? String == "1.0")
+        #expect(json["timestamp_epoch"] as? Double == 1_715_949_000.5)
+        let data = try #require(seen["data"] as? [String: Any])
+        #expect(data["invoice"] as? String == "INV-1")
+        #expect(data["cents"] as? Int == 990)
+        #expect(seen["metadata"] as? [String: String]
+            == ["source": "swift-billing", "correlation_id": "corr-7", "user_id": "u-1", "region": "eu"])
+        #expect(json["content_type"] as? String == "application/json")
+        #expect(json["delivery_mode"] as? Int == 2)
+        #expect(json["message_id"] as? String == envelope.id)
+        #expect(json["type"] as? String == "billing.invoice.paid")
+        #expect(json["timestamp"] as? Int == 1_715_949_000)
+        #expect(json["correlation_id"] as? String == "corr-7")
+        #expect(json["app_id"] as? String == "swift-billing")
+        #expect((json["headers"] as? [String: String]) == ["trace": "t-1"])
+
+        try await channel.queueDelete(queue.name)
+        try await connection.close()
+    }
+
+    @Test func weReadAnEnvelopeWrittenByPython() async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("envelope-from-pika"))
+        let id = try await Self.pika("write-envelope", TestBroker.url, queue.name)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+
+        let delivery = try #require(try await channel.get(queue: queue.name, autoAck: true))
+        let envelope = try delivery.envelope(Invoice.self)
+        #expect(envelope.id == id)
+        #expect(envelope.type == "billing.invoice.paid")
+        #expect(envelope.version == "2.0")
+        #expect(abs(envelope.timestamp.timeIntervalSince1970 - 1_715_949_000.123) < 0.0005)
+        #expect(envelope.data == Invoice(invoice: "INV-7", cents: 1250, lines: [.init(sku: "A", qty: 2)]))
+        #expect(envelope.metadata.source == "py-billing")
+        #expect(envelope.metadata.correlationID == "py-corr")
+        #expect(envelope.metadata.userID == "u-42")
+        #expect(envelope.metadata.extra == ["region": "eu"])
+
+        try await channel.queueDelete(queue.name)
+        try await connection.close()
+    }
+
+    @Test func aPikaClientCallsOurServer() async throws {
+        let queue = TestBroker.uniqueName("rpc-for-pika")
+        let connection = try await TestBroker.connect()
+        let setup = try await connection.openChannel()
+        try await setup.queueDeclare(queue)
+        let server = RabbitMQRPCServer(connection: connection, queue: queue) { request in
+            guard request.bodyString != "fail" else { throw RabbitMQPatternsError.permanentFailure("swift refuses") }
+            return Array(String(request.bodyString.reversed()).utf8)
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run() }
+            defer { group.cancelAll() }
+            #expect(try await Self.pika("rpc-call", TestBroker.url, queue, "stressed") == "desserts")
+            let failure = try await Self.pika("rpc-call", TestBroker.url, queue, "fail")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(failure.utf8)) as? [String: Any])
+            #expect(json["error"] as? String == "swift refuses")
+            #expect(json["success"] as? Bool == false)
+        }
+        try await setup.queueDelete(queue)
+        try await connection.close()
+    }
+
+    @Test func ourClientCallsAPikaServer() async throws {
+        let queue = TestBroker.uniqueName("rpc-by-pika")
+        let connection = try await TestBroker.connect()
+        let setup = try await connection.openChannel()
+        try await setup.queueDeclare(queue)
+        // pika answers two requests and exits; our calls wait in the queue until it consumes.
+        let pika = Task { try await Self.pika("rpc-serve", TestBroker.url, queue, "2") }
+        try await RabbitMQRPCClient.withClient(connection: connection) { client in
+            let reply = try await client.call(Array("hello pika".utf8), routingKey: queue)
+            #expect(reply.bodyString == "HELLO PIKA")
+            let error = await #expect(throws: RabbitMQPatternsError.self) {
+                try await client.call(Array("fail".utf8), routingKey: queue)
+            }
+            #expect(error?.code == .remoteError)
+            #expect(error?.message == "pika refuses")
+        }
+        _ = try await pika.value
+        try await setup.queueDelete(queue)
+        try await connection.close()
+    }
+}

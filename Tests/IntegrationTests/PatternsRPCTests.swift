@@ -1,0 +1,270 @@
+import Foundation
+import RabbitMQ
+import RabbitMQPatterns
+import RabbitMQTestSupport
+import Synchronization
+import Testing
+
+struct Quote: Codable, Sendable, Equatable {
+    var sku: String
+    var cents: Int
+}
+
+struct QuoteRequest: Codable, Sendable {
+    var sku: String
+}
+
+/// A gate a handler waits at until the test opens it: an event, not a sleep.
+final class Gate: Sendable {
+    private let stream: AsyncStream<Void>
+    private let continuation: AsyncStream<Void>.Continuation
+
+    init() { (stream, continuation) = AsyncStream.makeStream(of: Void.self) }
+
+    func open() { continuation.finish() }
+
+    func wait() async {
+        for await _ in stream {}
+    }
+}
+
+/// RPC end to end: replies, timeouts, late replies, remote errors, unroutable requests,
+/// expired requests, concurrency, both reply modes.
+@Suite("Patterns: RPC", .timeLimit(.minutes(2)))
+struct PatternsRPCTests {
+    /// Runs `body` with a server on `queue` (declared first, so calls never race its
+    /// declaration) and a client, and tears both down.
+    static func withServerAndClient<Result: Sendable>(
+        queue: String, server: @escaping @Sendable (RabbitMQConnection) -> RabbitMQRPCServer,
+        client configuration: RabbitMQRPCClient.Configuration = .init(),
+        _ body: @escaping @Sendable (RabbitMQRPCClient) async throws -> Result
+    ) async throws -> Result {
+        let connection = try await TestBroker.connect()
+        let setup = try await connection.openChannel()
+        try await setup.queueDeclare(queue)
+        let result = try await withThrowingTaskGroup(of: Void.self) { group in
+            let server = server(connection)
+            group.addTask { try await server.run() }
+            defer { group.cancelAll() }
+            return try await RabbitMQRPCClient.withClient(connection: connection, configuration: configuration, body)
+        }
+        try await setup.queueDelete(queue)
+        try await connection.close()
+        return result
+    }
+
+    @Test(arguments: [RabbitMQRPCClient.ReplyQueue.directReplyTo, .exclusiveQueue])
+    func typedCallsGetTheirReplies(replyQueue: RabbitMQRPCClient.ReplyQueue) async throws {
+        let queue = TestBroker.uniqueName("quotes")
+        let quotes = try await Self.withServerAndClient(
+            queue: queue,
+            server: { connection in
+                RabbitMQRPCServer(connection: connection, queue: queue) { (request: QuoteRequest) in
+                    Quote(sku: request.sku, cents: request.sku.count * 100)
+                }
+            },
+            client: .init(replyQueue: replyQueue)
+        ) { client in
+            [
+                try await client.call(QuoteRequest(sku: "A-1"), routingKey: queue, as: Quote.self),
+                try await client.call(QuoteRequest(sku: "B-22"), routingKey: queue, as: Quote.self),
+            ]
+        }
+        #expect(quotes == [Quote(sku: "A-1", cents: 300), Quote(sku: "B-22", cents: 400)])
+    }
+
+    @Test func manyConcurrentCallsOnOneClientAreEachAnsweredWithTheirOwnReply() async throws {
+        let queue = TestBroker.uniqueName("echo")
+        let count = 500
+        let replies = try await Self.withServerAndClient(
+            queue: queue,
+            server: { connection in
+                RabbitMQRPCServer(connection: connection, queue: queue, configuration: .init(concurrency: 16)) { request in
+                    // Finish out of order: later requests may overtake earlier ones.
+                    if request.body.last.map({ $0 % 3 == 0 }) == true { await Task.yield() }
+                    return request.body
+                }
+            }
+        ) { client in
+            try await withThrowingTaskGroup(of: (Int, String).self) { group in
+                for index in 0..<count {
+                    group.addTask {
+                        let reply = try await client.call(Array("request \(index)".utf8), routingKey: queue)
+                        return (index, reply.bodyString)
+                    }
+                }
+                var replies: [Int: String] = [:]
+                for try await (index, body) in group { replies[index] = body }
+                return replies
+            }
+        }
+        #expect(replies.count == count)
+        for index in 0..<count { #expect(replies[index] == "request \(index)") }
+    }
+
+    @Test func aCallTimesOutAndItsLateReplyIsDiscarded() async throws {
+        let queue = TestBroker.uniqueName("slow")
+        let gate = Gate()
+        let handled = Atomic<Int>(0)
+        try await Self.withServerAndClient(
+            queue: queue,
+            server: { connection in
+                RabbitMQRPCServer(connection: connection, queue: queue, configuration: .init(concurrency: 1)) { request in
+                    if request.bodyString == "slow" { await gate.wait() }
+                    handled.add(1, ordering: .relaxed)
+                    return request.body
+                }
+            }
+        ) { client in
+            let error = await #expect(throws: RabbitMQPatternsError.self) {
+                try await client.call(Array("slow".utf8), routingKey: queue, timeout: .milliseconds(300))
+            }
+            #expect(error?.code == .timeout)
+            #expect(client.discardedReplies == 0)
+            gate.open()
+            // The server answers in order on one channel, so the late reply has been dispatched
+            // (and dropped) by the time this call's reply arrives.
+            let next = try await client.call(Array("fast".utf8), routingKey: queue)
+            #expect(next.bodyString == "fast")
+            #expect(client.discardedReplies == 1)
+            #expect(handled.load(ordering: .relaxed) == 2)
+        }
+    }
+
+    @Test func aHandlerErrorBecomesATypedRemoteError() async throws {
+        struct OutOfStock: Error, CustomStringConvertible {
+            var description: String { "sku Z-9 is out of stock" }
+        }
+        let raw = TestBroker.uniqueName("raw")
+        let typed = TestBroker.uniqueName("typed")
+        let connection = try await TestBroker.connect()
+        let setup = try await connection.openChannel()
+        try await setup.queueDeclare(raw)
+        try await setup.queueDeclare(typed)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let rawServer = RabbitMQRPCServer(connection: connection, queue: raw) { _ -> [UInt8] in throw OutOfStock() }
+            let typedServer = RabbitMQRPCServer(connection: connection, queue: typed) { (request: QuoteRequest) in
+                Quote(sku: request.sku, cents: 1)
+            }
+            group.addTask { try await rawServer.run() }
+            group.addTask { try await typedServer.run() }
+            defer { group.cancelAll() }
+            try await RabbitMQRPCClient.withClient(connection: connection) { client in
+                let remote = await #expect(throws: RabbitMQPatternsError.self) {
+                    try await client.call(Array("Z-9".utf8), routingKey: raw)
+                }
+                #expect(remote?.code == .remoteError)
+                #expect(remote?.message == "sku Z-9 is out of stock")
+
+                // The error reply itself is the documented JSON.
+                let invalid = await #expect(throws: RabbitMQPatternsError.self) {
+                    try await client.call(Array(#"{"item": "A"}"#.utf8), routingKey: typed)
+                }
+                #expect(invalid?.code == .remoteError)
+                #expect(invalid?.message.contains("sku") == true, "names the missing field: \(String(describing: invalid))")
+            }
+        }
+        try await setup.queueDelete(raw)
+        try await setup.queueDelete(typed)
+        try await connection.close()
+    }
+
+    @Test func theErrorReplyIsPlainJSONForAnyClient() async throws {
+        let queue = TestBroker.uniqueName("json-error")
+        let connection = try await TestBroker.connect()
+        let setup = try await connection.openChannel()
+        try await setup.queueDeclare(queue)
+        let server = RabbitMQRPCServer(connection: connection, queue: queue) { _ -> [UInt8] in
+            throw RabbitMQPatternsError.permanentFailure("nope")
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run() }
+            defer { group.cancelAll() }
+            // A bare client of our own: direct reply-to by hand.
+            let channel = try await connection.openChannel()
+            let replies = try await channel.consume(queue: "amq.rabbitmq.reply-to", autoAck: true)
+            try await channel.publish(
+                Array("x".utf8), routingKey: queue,
+                properties: RabbitMQProperties(correlationID: "c-1", replyTo: "amq.rabbitmq.reply-to"))
+            var iterator = replies.makeAsyncIterator()
+            let reply = try #require(try await iterator.next())
+            #expect(reply.properties.correlationID == "c-1")
+            #expect(reply.properties.contentType == "application/json")
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any])
+            #expect(json["error"] as? String == "nope")
+            #expect(json["success"] as? Bool == false)
+            #expect(json.count == 2)
+        }
+        try await setup.queueDelete(queue)
+        try await connection.close()
+    }
+
+    @Test func aCallToNoQueueFailsAtOnceAsUnroutable() async throws {
+        let connection = try await TestBroker.connect()
+        try await RabbitMQRPCClient.withClient(connection: connection) { client in
+            let error = await #expect(throws: RabbitMQPatternsError.self) {
+                // A timeout far beyond the suite's limit: only the return can end this call.
+                try await client.call(Array("?".utf8), routingKey: TestBroker.uniqueName("nobody"), timeout: .seconds(600))
+            }
+            #expect(error?.code == .unroutable)
+        }
+        try await connection.close()
+    }
+
+    @Test func aRequestWhoseCallerGaveUpIsNeverProcessed() async throws {
+        let queue = TestBroker.uniqueName("stale")
+        let connection = try await TestBroker.connect()
+        let setup = try await connection.openChannel()
+        try await setup.queueDeclare(queue)
+        let seen = Recorded<String>()
+        try await RabbitMQRPCClient.withClient(connection: connection) { client in
+            // No server yet: the request waits in the queue until its expiration.
+            let error = await #expect(throws: RabbitMQPatternsError.self) {
+                try await client.call(Array("stale".utf8), routingKey: queue, timeout: .milliseconds(200))
+            }
+            #expect(error?.code == .timeout)
+            // The broker drops the request once its expiration passes (the call's timer may
+            // start a moment before the request reaches the queue).
+            try await eventually("the stale request to expire") {
+                try await setup.queueDeclare(queue, passive: true).messageCount == 0
+            }
+            let server = RabbitMQRPCServer(connection: connection, queue: queue) { request in
+                seen.append(request.bodyString)
+                return request.body
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await server.run() }
+                defer { group.cancelAll() }
+                let reply = try await client.call(Array("fresh".utf8), routingKey: queue)
+                #expect(reply.bodyString == "fresh")
+            }
+        }
+        #expect(seen.all == ["fresh"])
+        try await setup.queueDelete(queue)
+        try await connection.close()
+    }
+
+    @Test func stoppingTheClientFailsCallsInFlightAtOnce() async throws {
+        let queue = TestBroker.uniqueName("silent")
+        let connection = try await TestBroker.connect()
+        let setup = try await connection.openChannel()
+        try await setup.queueDeclare(queue)
+        let client = RabbitMQRPCClient(connection: connection)
+        let running = Task { try await client.run() }
+        let call = Task { try await client.call(Array("?".utf8), routingKey: queue, timeout: .seconds(600)) }
+        // The request is in the queue once the broker counts it; then stop the client.
+        try await eventually("the request to be queued") {
+            try await setup.queueDeclare(queue, passive: true).messageCount == 1
+        }
+        running.cancel()
+        try await running.value
+        let error = await #expect(throws: RabbitMQPatternsError.self) { try await call.value }
+        #expect(error?.code == .closed)
+        let later = await #expect(throws: RabbitMQPatternsError.self) {
+            try await client.call(Array("?".utf8), routingKey: queue)
+        }
+        #expect(later?.code == .closed)
+        try await setup.queueDelete(queue)
+        try await connection.close()
+    }
+}
