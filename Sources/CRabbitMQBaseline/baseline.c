@@ -1,2 +1,0 @@
-#include "baseline.h"
-int crmq_baseline_version(void) { return 1; }
