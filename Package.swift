@@ -69,6 +69,7 @@ let package = Package(
             dependencies: [
                 "RabbitMQ", "RabbitMQPatterns", "CRabbitMQBaseline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),

@@ -1,0 +1,104 @@
+import Glibc
+
+/// Prepares the broker for a scenario and runs it with either implementation.
+struct Runner: Sendable {
+    let c: CBaseline
+    let swift: SwiftScenarios
+    let maxSeconds: Double
+    /// Queue names carry the process id, so concurrent benchmarks on one broker do not mix.
+    let prefix = "rabbitmq-bench.\(getpid())"
+
+    var rpcQueue: String { "\(prefix).rpc-server" }
+
+    func queue(for scenario: Scenario) -> String { "\(prefix).\(scenario.kind.rawValue)" }
+
+    /// Resets the scenario's queue; for `consume`, fills it with exactly `count` messages.
+    func prepare(_ scenario: Scenario, count: Int) async throws {
+        let queue = queue(for: scenario)
+        switch scenario.kind {
+        case .publish, .publishHeaders, .confirmStream, .confirmEach:
+            try await c.resetQueue(queue, maxLength: Scenario.maxQueueLength)
+        case .consume:
+            try await c.resetQueue(queue, maxLength: 0)
+            // In a child process: filling costs about as much as the run itself.
+            let fill = try ChildProcess.spawn(
+                ["fill", "--queue", queue, "--size", "\(scenario.size)", "--messages", "\(count)"])
+            let status = try await fill.wait(seconds: maxSeconds)
+            guard status == 0 else { throw BenchError("filling \(queue) failed (exit status \(status))") }
+        case .rpc:
+            break  // the echo server's queue lives as long as the server
+        }
+    }
+
+    func run(_ scenario: Scenario, _ implementation: Implementation, count: Int) async throws -> RunResult {
+        try await prepare(scenario, count: count)
+        let queue = queue(for: scenario)
+        let size = scenario.size
+        switch (scenario.kind, implementation) {
+        case (.publish, .c), (.publishHeaders, .c):
+            return try await c.publish(
+                queue: queue, size: size, count: count, headers: scenario.kind == .publishHeaders, maxSeconds: maxSeconds)
+        case (.publish, .swift), (.publishHeaders, .swift):
+            return try await swift.publish(
+                queue: queue, size: size, count: count, headers: scenario.kind == .publishHeaders, maxSeconds: maxSeconds)
+        case (.confirmStream, .c):
+            return try await c.confirmStream(
+                queue: queue, size: size, count: count, window: Scenario.confirmWindow, maxSeconds: maxSeconds)
+        case (.confirmStream, .swift):
+            return try await swift.confirmStream(
+                queue: queue, size: size, count: count, window: Scenario.confirmWindow, maxSeconds: maxSeconds)
+        case (.confirmEach, .c):
+            return try await c.confirmEach(queue: queue, size: size, count: count, maxSeconds: maxSeconds)
+        case (.confirmEach, .swift):
+            return try await swift.confirmEach(queue: queue, size: size, count: count, maxSeconds: maxSeconds)
+        case (.consume, .c):
+            return try await c.consume(
+                queue: queue, count: count, prefetch: Scenario.prefetch, ackEvery: Scenario.ackEvery, maxSeconds: maxSeconds)
+        case (.consume, .swift):
+            return try await swift.consume(
+                queue: queue, count: count, prefetch: Scenario.prefetch, ackEvery: Scenario.ackEvery, maxSeconds: maxSeconds)
+        case (.rpc, .c):
+            return try await c.rpc(serverQueue: rpcQueue, size: size, count: count, maxSeconds: maxSeconds)
+        case (.rpc, .swift):
+            return try await swift.rpc(serverQueue: rpcQueue, size: size, count: count, maxSeconds: maxSeconds)
+        }
+    }
+
+    /// What the scenario's check value should be; a mismatch means the run did not do what
+    /// it claims (lost messages, nacks, mismatched replies), reported next to the numbers.
+    func problem(_ scenario: Scenario, _ result: RunResult, count: Int) async throws -> String? {
+        let expected: UInt64
+        let what: String
+        var check = result.check
+        switch scenario.kind {
+        case .publish, .publishHeaders:
+            expected = UInt64(min(count, Scenario.maxQueueLength))
+            what = "messages in the queue"
+            // The declare-ok that ends the run proves the channel has routed every publish,
+            // but the queue process answers queue.declare ahead of the messages still in its
+            // mailbox (RabbitMQ prioritises it), so its count can lag: give it a moment.
+            for _ in 0..<40 where check != expected {
+                try await Task.sleep(for: .milliseconds(50))
+                check = UInt64(try await c.counts(queue(for: scenario)).messages)
+            }
+        case .confirmStream, .confirmEach:
+            expected = 0
+            what = "nacks"
+        case .consume:
+            expected = UInt64(count * scenario.size)
+            what = "body bytes received"
+        case .rpc:
+            expected = UInt64(count)
+            what = "replies with the right correlation id"
+        }
+        if result.messages != UInt64(count) { return "\(result.messages) of \(count) messages" }
+        if check != expected { return "\(what): \(check), expected \(expected)" }
+        return nil
+    }
+
+    func cleanUp() async {
+        for kind in Scenario.Kind.allCases where kind != .rpc {
+            try? await c.deleteQueue("\(prefix).\(kind.rawValue)")
+        }
+    }
+}

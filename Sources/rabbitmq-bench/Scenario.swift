@@ -1,0 +1,84 @@
+/// One benchmark scenario: what is measured, with which body size and how many messages.
+struct Scenario: Sendable {
+    /// The scenarios `--scenario` accepts.
+    enum Kind: String, CaseIterable, Sendable {
+        /// Fire-and-forget transient publishes to a queue through the default exchange.
+        case publish
+        /// The same with a six-entry headers table: the field-table conversion end to end.
+        case publishHeaders = "publish-headers"
+        /// Publisher confirms with up to `confirmWindow` outstanding.
+        case confirmStream = "confirm-stream"
+        /// Publish, wait for the confirm, repeat.
+        case confirmEach = "confirm-each"
+        /// Consume a pre-filled queue, manual acks (prefetch 1000, ack multiple every 100).
+        case consume
+        /// Sequential request/reply over direct reply-to against an echo server process.
+        case rpc
+
+        var hasLatency: Bool { self == .confirmEach || self == .rpc }
+
+        /// Body sizes run when `--size` is not given.
+        var defaultSizes: [Int] { self == .publish ? [16, 1024, 65536] : [16] }
+
+        /// Messages per run when `--messages` is not given: sized so the default set fits in
+        /// about three minutes on a 2-core machine.
+        func defaultMessages(size: Int, smoke: Bool) -> Int {
+            switch self {
+            case .confirmEach, .rpc: return smoke ? 50 : 3_000
+            case .publish where size >= 65536: return smoke ? 100 : 6_000
+            case .publish where size >= 1024: return smoke ? 200 : 75_000
+            case .publish: return smoke ? 200 : 150_000
+            case .publishHeaders, .confirmStream, .consume: return smoke ? 200 : 75_000
+            }
+        }
+    }
+
+    // Not here, and why:
+    // - Field-table conversion alone (broker-free): the Swift -> C conversion is internal to
+    //   the RabbitMQ module (CBoundary), so this executable cannot call it through the public
+    //   API. `publish-headers` measures it end to end instead, against a C loop that passes
+    //   an equal amqp_table_t.
+    // HOOK(issue 4, RabbitMQPatterns): add here, once that module's API exists,
+    // - `envelope`: broker-free envelope encode + decode with small and 16 KiB payloads
+    //   (no C equivalent: report absolute numbers, no ratio);
+    // - `rpc-patterns`: the patterns layer's RPC client against the same echo server as `rpc`,
+    //   compared with the C baseline's `crmq_bench_rpc_client`.
+    // Each needs a Kind case, a SwiftScenarios (or PatternsScenarios) function and a branch
+    // in Runner.run; the report and JSON pick them up unchanged.
+
+    static let prefetch = 1000
+    static let ackEvery = 100
+    static let confirmWindow = 1000
+    /// Publish queues keep at most this many messages (x-max-length drops the oldest), so
+    /// fire-and-forget runs cannot fill the broker's memory.
+    static let maxQueueLength = 1000
+
+    var kind: Kind
+    var size: Int
+    var messages: Int
+
+    var label: String { "\(kind.rawValue) \(Self.format(size: size))" }
+
+    static func format(size: Int) -> String {
+        if size >= 1024 && size % 1024 == 0 { return "\(size / 1024) KiB" }
+        return "\(size) B"
+    }
+
+    /// The scenarios to run: every kind (or the named ones) at its default sizes (or `size`).
+    static func selection(names: [String], size: Int?, messages: Int?, smoke: Bool) throws -> [Scenario] {
+        var kinds: [Kind] = []
+        for name in names.flatMap({ $0.split(separator: ",").map(String.init) }) {
+            guard let kind = Kind(rawValue: name) else {
+                let known = Kind.allCases.map(\.rawValue).joined(separator: ", ")
+                throw BenchError("unknown scenario '\(name)' (known: \(known))")
+            }
+            if !kinds.contains(kind) { kinds.append(kind) }
+        }
+        if kinds.isEmpty { kinds = Kind.allCases }
+        return kinds.flatMap { kind in
+            (size.map { [$0] } ?? kind.defaultSizes).map { size in
+                Scenario(kind: kind, size: size, messages: messages ?? kind.defaultMessages(size: size, smoke: smoke))
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+/// The runs of one scenario, paired by round, and what they add up to.
+struct ScenarioReport: Sendable {
+    var scenario: Scenario
+    var c: [RunResult] = []
+    var swift: [RunResult] = []
+    var problems: [String] = []
+
+    /// A metric's median and range over the rounds.
+    struct Summary: Sendable {
+        var median: Double
+        var min: Double
+        var max: Double
+
+        init?(_ values: [Double]) {
+            guard !values.isEmpty else { return nil }
+            let sorted = values.sorted()
+            let middle = sorted.count / 2
+            median = sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+            min = sorted[0]
+            max = sorted[sorted.count - 1]
+        }
+    }
+
+    enum Metric: String, CaseIterable, Sendable {
+        case throughput = "messages_per_second"
+        case cpu = "cpu_ns_per_message"
+        case p50 = "p50_ns"
+        case p99 = "p99_ns"
+
+        func value(_ run: RunResult) -> Double? {
+            switch self {
+            case .throughput: run.messagesPerSecond
+            case .cpu: run.cpuNanosecondsPerMessage
+            case .p50: run.p50.map { Double($0) }
+            case .p99: run.p99.map { Double($0) }
+            }
+        }
+    }
+
+    func summary(_ implementation: Implementation, _ metric: Metric) -> Summary? {
+        Summary((implementation == .c ? c : swift).compactMap(metric.value))
+    }
+
+    /// Swift/C of each round's pair of runs (same round, same broker state), then summarized.
+    func ratio(_ metric: Metric) -> Summary? {
+        Summary(
+            zip(c, swift).compactMap { c, swift in
+                guard let c = metric.value(c), let swift = metric.value(swift), c > 0 else { return nil }
+                return swift / c
+            })
+    }
+
+    /// The issue's targets for this scenario as (metric, limit, whether higher is better).
+    var targets: [(Metric, Double, Bool)] {
+        switch scenario.kind {
+        case .publish, .publishHeaders, .consume: [(.throughput, 0.95, true), (.cpu, 1.10, false)]
+        case .confirmStream: [(.throughput, 0.90, true)]
+        case .confirmEach: [(.throughput, 0.95, true)]
+        case .rpc: [(.p50, 1.10, false)]
+        }
+    }
+
+    var targetVerdict: String {
+        var misses: [String] = []
+        for (metric, limit, higherIsBetter) in targets {
+            guard let ratio = ratio(metric)?.median else { continue }
+            let met = higherIsBetter ? ratio >= limit : ratio <= limit
+            if !met { misses.append("\(metric.shortName) \(higherIsBetter ? "<" : ">") \(format(limit, digits: 2))") }
+        }
+        return misses.isEmpty ? "met" : "MISS: " + misses.joined(separator: ", ")
+    }
+}
+
+extension ScenarioReport.Metric {
+    var shortName: String {
+        switch self {
+        case .throughput: "msg/s"
+        case .cpu: "CPU/msg"
+        case .p50: "p50"
+        case .p99: "p99"
+        }
+    }
+}
