@@ -265,16 +265,27 @@ struct RMQToolTests {
         let (connection, channel, queue) = try await Self.declareQueue("cli-reconnect")
         let name = TestBroker.uniqueName("rmq-consume")
         let uri = try TestBroker.url + "?connection_name=\(name)"
-        // The idle timeout bounds a failure to reconnect: the result then lacks "after".
+        // The idle timeout bounds a failure to reconnect (the result then lacks "after"); it is
+        // generous because rabbitmqctl can take many seconds on a loaded machine.
         let consumer = Task {
-            try await RMQTool.run(["consume", "--queue", queue, "--count", "2", "--idle-timeout", "20", "--uri", uri])
+            try await RMQTool.run(["consume", "--queue", queue, "--count", "2", "--idle-timeout", "90", "--uri", uri])
         }
         try await channel.publish(Array("before".utf8), routingKey: queue)
-        try await TestBroker.closeConnection(named: name)
+        // Acknowledged (so it cannot come back as a duplicate) before the connection goes away.
+        try await eventually(timeout: .seconds(60), "rmq to acknowledge the first message") {
+            let listing = try await TestBroker.ctl("list_queues", "--no-table-headers", "--silent", "name", "messages")
+            return listing.split(separator: "\n").contains { $0 == "\(queue)\t0" }
+        }
+        let first = try await TestBroker.connectionPID(named: name)
+        try await TestBroker.ctl("close_connection", first, "closed by test")
+        // Back under the same name on a new connection, whoever reconnected (rmq or the library).
+        try await eventually(timeout: .seconds(60), "rmq to reconnect") {
+            try await TestBroker.connectionPID(named: name) != first
+        }
         try await channel.publish(Array("after".utf8), routingKey: queue)
         let result = try await consumer.value
         #expect(result.status == 0, "\(result)")
-        #expect(try result.jsonLines().compactMap { $0["body"] as? String }.sorted() == ["after", "before"])
+        #expect(try result.jsonLines().compactMap { $0["body"] as? String } == ["before", "after"], "\(result)")
         try await channel.queueDelete(queue)
         try await connection.close()
     }

@@ -1,0 +1,205 @@
+import RabbitMQ
+import RabbitMQPatterns
+import RabbitMQTestSupport
+import Synchronization
+import Testing
+
+// The README's pattern examples, compiled and run against the test broker. Keep each
+// function body identical to its README code block, apart from the lines that hand values
+// back to the test. The names are the README's, so each test deletes them before and after.
+
+struct OrderPlaced: Codable, Sendable {
+    var orderID: Int
+    var cents: Int
+}
+
+struct PriceRequest: Codable, Sendable {
+    var sku: String
+}
+
+struct Price: Codable, Sendable, Equatable {
+    var sku: String
+    var cents: Int
+}
+
+struct Email: Codable, Sendable {
+    var to: String
+}
+
+/// Stands in for a mail service: fails the first attempt, then records what it sent.
+final class Mailer: Sendable {
+    private let attempts = Atomic<Int>(0)
+    let sent = Recorded<String>()
+
+    func send(_ email: Email) async throws {
+        if attempts.add(1, ordering: .relaxed).newValue == 1 { throw TestSupportError("SMTP timeout") }
+        sent.append(email.to)
+    }
+}
+
+@Suite("README: patterns", .timeLimit(.minutes(2)))
+struct PatternsReadmeTests {
+    static func deleting(queues: [String], exchanges: [String], _ body: (RabbitMQConnection) async throws -> Void) async throws {
+        let connection = try await TestBroker.connect()
+        func clean() async throws {
+            let channel = try await connection.openChannel()
+            for queue in queues { try await channel.queueDelete(queue) }
+            for exchange in exchanges { try await channel.exchangeDelete(exchange) }
+            try await channel.close()
+        }
+        try await clean()
+        try await body(connection)
+        try await clean()
+        try await connection.close()
+    }
+
+    @Test func envelopeExampleRuns() throws {
+        let (decoded, field) = try envelopeExample()
+        #expect(decoded.data.orderID == 42)
+        #expect(decoded.metadata.correlationID == "req-7")
+        #expect(field == "id")
+    }
+
+    @Test func directExampleRuns() async throws {
+        try await Self.deleting(queues: ["orders.eu"], exchanges: ["orders"]) { connection in
+            let result = try await directExample(connection: connection)
+            #expect(result == "42 uk")
+        }
+    }
+
+    @Test func topicExampleRuns() async throws {
+        try await Self.deleting(queues: ["audit", "audit.dead-letter"], exchanges: ["events", "events.dead-letter"]) { connection in
+            let result = try await topicExample(connection: connection)
+            #expect(result == "shop.order.placed")
+        }
+    }
+
+    @Test func fanoutExampleRuns() async throws {
+        try await Self.deleting(queues: [], exchanges: ["notices"]) { connection in
+            let result = try await fanoutExample(connection: connection)
+            #expect(result == 42)
+        }
+    }
+
+    @Test func rpcExampleRuns() async throws {
+        try await Self.deleting(queues: ["pricing"], exchanges: []) { connection in
+            try await connection.openChannel().queueDeclare("pricing")
+            let price = try await withThrowingTaskGroup(of: Price?.self) { group in
+                group.addTask {
+                    try await rpcServerExample(connection: connection)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                return try await rpcClientExample(connection: connection)
+            }
+            #expect(price == Price(sku: "A-1", cents: 1250))
+        }
+    }
+
+    @Test func retryExampleRuns() async throws {
+        let mailer = Mailer()
+        try await Self.deleting(
+            queues: ["emails", "emails.dead-letter", "emails.retry.1s", "emails.retry.5s", "emails.retry.25s"],
+            exchanges: ["emails"]
+        ) { connection in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await retryExample(connection: connection, mailer: mailer) }
+                defer { group.cancelAll() }
+                try await eventually("the email to be sent on its second attempt") { mailer.sent.all == ["a@example.com"] }
+            }
+        }
+    }
+}
+
+private func envelopeExample() throws -> (RabbitMQEnvelope<OrderPlaced>, String?) {
+    let envelope = RabbitMQEnvelope(
+        type: "shop.order.placed", data: OrderPlaced(orderID: 42, cents: 1999),
+        metadata: RabbitMQEnvelopeMetadata(source: "shop", correlationID: "req-7"))
+    let body = try envelope.encodedBody()  // {"id":"6f1c…","timestamp":"2024-05-17T12:30:00.123Z","version":"1.0",…}
+    let decoded = try RabbitMQEnvelope<OrderPlaced>(decoding: body)
+
+    do {
+        _ = try RabbitMQEnvelope<OrderPlaced>(decoding: Array(#"{"id": 7}"#.utf8))
+    } catch {
+        print(error.field ?? "-")  // "id": the missing or mistyped field
+        return (decoded, error.field)
+    }
+    return (decoded, nil)
+}
+
+private func directExample(connection: RabbitMQConnection) async throws -> String {
+    let envelope = RabbitMQEnvelope(type: "shop.order.placed", data: OrderPlaced(orderID: 42, cents: 1999))
+
+    let orders = try await RabbitMQDirectExchange.declare("orders", on: connection)
+    let europe = try await orders.subscribe(
+        OrderPlaced.self, queue: "orders.eu", bindingKeys: ["eu", "uk"],
+        options: RabbitMQQueueOptions(messageTTL: .seconds(3600), maxLength: 10_000, overflow: .rejectPublish))
+
+    try await orders.publish(envelope, routingKey: "uk")  // returns once the broker has it
+
+    for try await message in europe {
+        print(message.data.orderID, message.delivery.routingKey)  // 42 uk
+        try message.ack()
+        return "\(message.data.orderID) \(message.delivery.routingKey)"
+    }
+    return ""
+}
+
+private func topicExample(connection: RabbitMQConnection) async throws -> String {
+    let envelope = RabbitMQEnvelope(type: "shop.order.placed", data: OrderPlaced(orderID: 42, cents: 1999))
+
+    let events = try await RabbitMQTopicExchange.declare("events", on: connection)
+    let audit = try await events.subscribe(OrderPlaced.self, queue: "audit", patterns: ["shop.#"])
+
+    try await events.publish(envelope)  // routing key "shop.order.placed"
+
+    for try await message in audit {
+        print(message.envelope.type, message.delivery.properties.headers?["event_type"] ?? "")
+        try message.ack()  // message.reject() would send it to "audit.dead-letter"
+        return message.envelope.type
+    }
+    return ""
+}
+
+private func fanoutExample(connection: RabbitMQConnection) async throws -> Int {
+    let envelope = RabbitMQEnvelope(type: "shop.order.placed", data: OrderPlaced(orderID: 42, cents: 1999))
+
+    let notices = try await RabbitMQFanoutExchange.declare("notices", on: connection)
+    let mine = try await notices.subscribe(OrderPlaced.self)  // a server-named exclusive queue
+
+    try await notices.publish(envelope)  // every subscriber gets a copy
+
+    for try await message in mine {
+        try message.ack()
+        return message.data.orderID
+    }
+    return 0
+}
+
+private func rpcServerExample(connection: RabbitMQConnection) async throws {
+    let server = RabbitMQRPCServer(connection: connection, queue: "pricing") { (request: PriceRequest) -> Price in
+        guard request.sku.hasPrefix("A-") else {
+            throw RabbitMQPatternsError.permanentFailure("unknown sku")  // the caller gets a .remoteError
+        }
+        return Price(sku: request.sku, cents: 1250)
+    }
+    try await server.run()  // answers requests until its task is cancelled
+}
+
+private func rpcClientExample(connection: RabbitMQConnection) async throws -> Price {
+    let price = try await RabbitMQRPCClient.withClient(connection: connection) { rpc in
+        try await rpc.call(PriceRequest(sku: "A-1"), routingKey: "pricing", as: Price.self, timeout: .seconds(5))
+    }
+    return price
+}
+
+private func retryExample(connection: RabbitMQConnection, mailer: Mailer) async throws {
+    let emails = try await RabbitMQRetryQueue.declare("emails", on: connection)  // delays 1 s, 5 s, 25 s
+
+    try await emails.publish(RabbitMQEnvelope(type: "email.requested", data: Email(to: "a@example.com")))
+
+    try await emails.run(Email.self) { attempt in
+        // Throwing retries it after 1 s, 5 s, 25 s, then parks it in "emails.dead-letter".
+        try await mailer.send(attempt.data)
+    }
+}
