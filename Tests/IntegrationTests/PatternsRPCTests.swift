@@ -14,20 +14,6 @@ struct QuoteRequest: Codable, Sendable {
     var sku: String
 }
 
-/// A gate a handler waits at until the test opens it: an event, not a sleep.
-final class Gate: Sendable {
-    private let stream: AsyncStream<Void>
-    private let continuation: AsyncStream<Void>.Continuation
-
-    init() { (stream, continuation) = AsyncStream.makeStream(of: Void.self) }
-
-    func open() { continuation.finish() }
-
-    func wait() async {
-        for await _ in stream {}
-    }
-}
-
 /// RPC end to end: replies, timeouts, late replies, remote errors, unroutable requests,
 /// expired requests, concurrency, both reply modes.
 @Suite("Patterns: RPC", .timeLimit(.minutes(2)))
@@ -114,7 +100,10 @@ struct PatternsRPCTests {
                     handled.add(1, ordering: .relaxed)
                     return request.body
                 }
-            }
+            },
+            // Without expiration, the slow request reaches the server however slow the machine
+            // is (with it, it may expire in the queue, which another test covers).
+            client: .init(expireRequests: false)
         ) { client in
             let error = await #expect(throws: RabbitMQPatternsError.self) {
                 try await client.call(Array("slow".utf8), routingKey: queue, timeout: .milliseconds(300))

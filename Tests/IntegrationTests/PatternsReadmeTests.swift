@@ -1,7 +1,6 @@
 import RabbitMQ
 import RabbitMQPatterns
 import RabbitMQTestSupport
-import Synchronization
 import Testing
 
 // The README's pattern examples, compiled and run against the test broker. Keep each
@@ -24,17 +23,6 @@ struct Price: Codable, Sendable, Equatable {
 
 struct Email: Codable, Sendable {
     var to: String
-}
-
-/// Stands in for a mail service: fails the first attempt, then records what it sent.
-final class Mailer: Sendable {
-    private let attempts = Atomic<Int>(0)
-    let sent = Recorded<String>()
-
-    func send(_ email: Email) async throws {
-        if attempts.add(1, ordering: .relaxed).newValue == 1 { throw TestSupportError("SMTP timeout") }
-        sent.append(email.to)
-    }
 }
 
 @Suite("README: patterns", .timeLimit(.minutes(2)))

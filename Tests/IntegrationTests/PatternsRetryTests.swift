@@ -2,35 +2,10 @@ import Foundation
 import RabbitMQ
 import RabbitMQPatterns
 import RabbitMQTestSupport
-import Synchronization
 import Testing
 
 struct Job: Codable, Sendable, Equatable {
     var id: String
-}
-
-/// What a retry handler saw: each attempt's number and when it arrived and failed.
-final class AttemptRecorder: Sendable {
-    struct Attempt: Sendable {
-        var id: String
-        var number: Int
-        var at: ContinuousClock.Instant
-        var lastError: String?
-    }
-
-    private let attempts = Mutex<[Attempt]>([])
-    private let events: AsyncStream<Attempt>.Continuation
-    let stream: AsyncStream<Attempt>
-
-    init() { (stream, events) = AsyncStream.makeStream(of: Attempt.self) }
-
-    func record(_ attempt: RabbitMQRetryAttempt<Job>) {
-        let entry = Attempt(id: attempt.data.id, number: attempt.attempt, at: .now, lastError: attempt.lastError)
-        attempts.withLock { $0.append(entry) }
-        events.yield(entry)
-    }
-
-    var all: [Attempt] { attempts.withLock { $0 } }
 }
 
 /// The retry ladder against a real broker: delays, headers, parking, poison messages.

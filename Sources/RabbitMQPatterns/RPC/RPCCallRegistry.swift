@@ -1,5 +1,4 @@
 import RabbitMQ
-import Synchronization
 
 /// The state an ``RabbitMQRPCClient`` shares between its callers and its reply reader: whether
 /// the reply consumer is up, and one slot per call in flight, keyed by correlation id.
@@ -33,7 +32,7 @@ final class RPCCallRegistry: Sendable {
         var discardedReplies = 0
     }
 
-    private let state = Mutex(State())
+    private let state = LockedState(State())
 
     var discardedReplies: Int { state.withLock { $0.discardedReplies } }
 

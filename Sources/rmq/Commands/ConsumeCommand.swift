@@ -49,7 +49,9 @@ struct ConsumeCommand: AsyncParsableCommand {
         help: ArgumentHelp("Exit after this many seconds without a message.", valueName: "seconds"))
     var idleTimeout: Double?
 
-    @Flag(name: .customLong("auto-ack"), help: "Let the broker consider messages acknowledged on sending.")
+    @Flag(
+        name: .customLong("auto-ack"),
+        help: "Let the broker consider messages acknowledged on sending (those in flight when rmq exits are lost).")
     var autoAck = false
 
     func run() async throws {
@@ -71,7 +73,7 @@ struct ConsumeCommand: AsyncParsableCommand {
 /// Counts deliveries and knows when the last one arrived, for `--count` and `--idle-timeout`.
 final class ConsumeProgress: Sendable {
     private let received = Atomic<Int>(0)
-    private let lastActivity = Mutex(ContinuousClock.now)
+    private let lastActivity = LockedState(ContinuousClock.now)
 
     var count: Int { received.load(ordering: .relaxed) }
 

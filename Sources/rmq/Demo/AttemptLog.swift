@@ -1,9 +1,7 @@
-import Synchronization
-
 /// Which attempts the demo's retry handler saw, per payment id; shared between the handler
 /// and the report.
 final class AttemptLog: Sendable {
-    private let attempts = Mutex<[String: [Int]]>([:])
+    private let attempts = LockedState<[String: [Int]]>([:])
 
     func record(_ id: String, attempt: Int) {
         attempts.withLock { $0[id, default: []].append(attempt) }
