@@ -213,8 +213,8 @@ struct RMQToolTests {
         Self.expectOneLineError(remote, containing: "remote error: command exited with status 3: no stock")
         #expect(try await failingServer.value.status == 0)
 
-        // Echo by default, and --count ends the server.
-        let echo = try await channel.queueDeclare(TestBroker.uniqueName("cli-rpc-echo")).name
+        // Echo by default, on a queue that exists already (durable), and --count ends the server.
+        let echo = try await channel.queueDeclare(TestBroker.uniqueName("cli-rpc-echo"), durable: true).name
         let echoServer = Task { try await RMQTool.run(["rpc", "serve", "--queue", echo, "--count", "2"]) }
         for body in ["one", "two"] {
             let reply = try await RMQTool.run(["rpc", "call", "--queue", echo, body])

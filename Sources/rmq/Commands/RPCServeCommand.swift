@@ -6,7 +6,7 @@ import RabbitMQPatterns
 struct RPCServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Answer RPC requests from a queue (declared if missing).",
+        abstract: "Answer RPC requests from a queue (declared, not durable, if missing).",
         discussion: """
             Echoes each request body by default. With --exec, runs COMMAND through /bin/sh with \
             the request body on standard input and replies with its standard output; a \
@@ -28,8 +28,19 @@ struct RPCServeCommand: AsyncParsableCommand {
         if let count, count < 1 { throw CLIError("--count must be at least 1") }
         let connection = try await connection.connect(name: "rmq rpc serve")
         let exec = self.exec
+        // Serve an existing queue as it is (durable or not); declare only a missing one.
+        let exists: Bool
+        do {
+            let probe = try await connection.openChannel()
+            try await probe.queueDeclare(queue, passive: true)
+            try await probe.close()
+            exists = true
+        } catch let error as RabbitMQError where error.code == .notFound {
+            exists = false
+        }
         let server = RabbitMQRPCServer(
-            connection: connection, queue: queue, configuration: .init(concurrency: 1, requestLimit: count)
+            connection: connection, queue: queue,
+            configuration: .init(declareQueue: !exists, concurrency: 1, requestLimit: count)
         ) { request in
             guard let exec else { return request.body }
             let result = try await ShellCommand.run(exec, input: request.body)
