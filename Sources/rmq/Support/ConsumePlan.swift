@@ -60,9 +60,11 @@ struct ConsumePlan: Sendable {
                 if Task.isCancelled { return }
                 guard connectedBefore, Self.isWorthReconnecting(error) else { throw error }
                 failures += 1
-                StandardStreams.writeError("rmq: connection lost (\(CLIError.message(for: error))); reconnecting")
                 // Back off, up to 5 s, so a broker that is down is not hammered.
-                try await Task.sleep(for: .milliseconds(min(5000, 100 << min(failures, 6))))
+                let delay = min(5000, 100 << min(failures, 6))
+                let what = failures == 1 ? "connection lost" : "reconnecting failed"
+                StandardStreams.writeError("rmq: \(what) (\(CLIError.message(for: error))); retrying in \(delay) ms")
+                try await Task.sleep(for: .milliseconds(delay))
             }
         }
     }
