@@ -18,20 +18,33 @@ public enum TestBroker {
     }
 
     /// A configuration for the test broker with a recognisable connection name.
-    public static func configuration(name: String = uniqueName("conn"), heartbeat: Duration = .seconds(10)) throws
-        -> RabbitMQConfiguration
-    {
+    /// Recovery retries quickly in tests (the broker is local).
+    public static func configuration(
+        name: String = uniqueName("conn"), heartbeat: Duration = .seconds(10),
+        recovery: RabbitMQConfiguration.Recovery = fastRecovery
+    ) throws -> RabbitMQConfiguration {
         var configuration = try RabbitMQConfiguration(uri: url)
         configuration.connectionName = name
         configuration.heartbeat = heartbeat
+        configuration.recovery = recovery
         return configuration
     }
 
     /// Connects to the test broker.
-    public static func connect(name: String = uniqueName("conn"), heartbeat: Duration = .seconds(10)) async throws
-        -> RabbitMQConnection
-    {
-        try await RabbitMQConnection.connect(configuration: configuration(name: name, heartbeat: heartbeat))
+    public static func connect(
+        name: String = uniqueName("conn"), heartbeat: Duration = .seconds(10),
+        recovery: RabbitMQConfiguration.Recovery = fastRecovery
+    ) async throws -> RabbitMQConnection {
+        try await RabbitMQConnection.connect(configuration: configuration(name: name, heartbeat: heartbeat, recovery: recovery))
+    }
+
+    /// Recovery with short delays, for a broker on this machine.
+    public static var fastRecovery: RabbitMQConfiguration.Recovery {
+        var recovery = RabbitMQConfiguration.Recovery()
+        recovery.initialDelay = .milliseconds(100)
+        recovery.maxDelay = .seconds(2)
+        recovery.publishWaitTimeout = .seconds(120)
+        return recovery
     }
 
     private static let counter = Atomic<Int>(0)
@@ -60,10 +73,29 @@ public enum TestBroker {
         return pid
     }
 
-    /// Closes the broker side of the connection with this client-provided name, as an operator would.
+    /// Closes the broker side of the connection with this client-provided name, as
+    /// `rabbitmqctl close_connection` does, in one rabbitmqctl call (each call boots an
+    /// Erlang VM, which is slow on a busy machine).
     public static func closeConnection(named name: String, reason: String = "closed by test") async throws {
-        let pid = try await connectionPID(named: name)
-        try await ctl("close_connection", pid, reason)
+        precondition(name.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }, "plain connection names only")
+        let safeReason = reason.filter { $0 != "\"" && $0 != "\\" }
+        // Connections of other tests come and go meanwhile: one that dies while we look at it
+        // (noproc) counts as not ours.
+        let expression = """
+            Name = <<"\(name)">>, \
+            Props = fun(P) -> try proplists:get_value(client_properties, \
+            rabbit_networking:connection_info(P, [client_properties]), []) catch _:_ -> [] end end, \
+            length([rabbit_networking:close_connection(P, "\(safeReason)") || P <- rabbit_networking:connections(), \
+            lists:member({<<"connection_name">>, longstr, Name}, Props(P))]).
+            """
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            let closed = try await ctl("eval", expression).trimmingCharacters(in: .whitespacesAndNewlines)
+            if closed != "0" { return }
+            // A connection this new may not be registered with the broker yet.
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw TestSupportError("no connection named \(name) on the broker")
     }
 
     /// The Erlang pid of the connection whose client properties carry `name`.
