@@ -155,6 +155,20 @@ vm_pid() {
     echo "$pid"
 }
 
+# Fallback for a VM without a pid file (a boot that timed out before the VM
+# wrote it): the beam whose environment names our pid file. Only works with
+# read access to /proc/PID/environ, i.e. as root or user rabbitmq.
+scan_vm_pid() {
+    local p
+    for p in $(pgrep -x beam.smp 2>/dev/null || true); do
+        if [[ -r "/proc/$p/environ" ]] && alive "$p" && is_our_vm "$p"; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
 is_running() {
     [[ -d "$RMQ_BASE" ]] || return 1
     ctl -q status >/dev/null 2>&1
@@ -290,7 +304,7 @@ cmd_stop() {
 # new connections are refused; epmd drops the registration by itself.
 cmd_kill() {
     local pid
-    if ! pid="$(vm_pid)"; then
+    if ! pid="$(vm_pid)" && ! pid="$(scan_vm_pid)"; then
         echo "broker.sh: $RMQ_NODE is not running"
         return 0
     fi

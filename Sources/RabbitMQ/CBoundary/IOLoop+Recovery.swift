@@ -325,6 +325,9 @@ extension IOLoop {
         for channel in channels.values.sorted(by: { $0.number < $1.number }) where !channel.republish.isEmpty {
             let entries = channel.republish
             channel.republish.removeAll()
+            logger.debug(
+                "publishing unconfirmed messages again",
+                metadata: [LogKey.channel: "\(channel.number)", "rabbitmq.count": "\(entries.count)"])
             for (index, entry) in entries.enumerated() {
                 guard let message = entry.message, channel.phase == .open else {
                     let error = channel.shared.closeReason ?? RabbitMQError.channelClosed()

@@ -335,8 +335,11 @@ final class IOLoop {
             if case .publish(let shared, let message, let ticket) = command {
                 // A held publish (connection blocked) keeps its place in the buffer limit
                 // until it is really sent, so publishers stay suspended meanwhile.
-                guard try publish(shared, message, ticket) else { continue }
-                publishes += 1
+                publishes += 1  // released in the defer, even when the send throws
+                guard try publish(shared, message, ticket) else {
+                    publishes -= 1
+                    continue
+                }
                 sentSinceDrain += 1
                 if sentSinceDrain >= Self.publishBatch {
                     sentSinceDrain = 0
@@ -556,6 +559,14 @@ final class IOLoop {
             if shared.isConfirmMode { shared.releaseConfirmSlots(1) }
             return
         }
+        if channel.confirmMode {
+            // Recorded before the send: if the connection dies inside it, recovery publishes
+            // the message again instead of losing it.
+            let sequence = channel.nextPublishSequence
+            channel.nextPublishSequence += 1
+            let keep = message.mandatory || configuration.recovery.republishUnconfirmed
+            channel.unconfirmed[sequence] = ChannelIO.Unconfirmed(ticket: ticket, message: keep ? message : nil)
+        }
         var properties = scratch.properties(message.properties)
         let exchange = scratch.bytes(message.exchange)
         let routingKey = scratch.bytes(message.routingKey)
@@ -568,16 +579,7 @@ final class IOLoop {
             }
         }
         scratch.recycle()
-        guard status == AMQP_STATUS_OK.rawValue else {
-            ticket?.resolve(.failure(.library(status, "publishing failed")))
-            throw .library(status, "publishing failed")
-        }
-        if channel.confirmMode {
-            let sequence = channel.nextPublishSequence
-            channel.nextPublishSequence += 1
-            let keep = message.mandatory || configuration.recovery.republishUnconfirmed
-            channel.unconfirmed[sequence] = ChannelIO.Unconfirmed(ticket: ticket, message: keep ? message : nil)
-        }
+        guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "publishing failed") }
     }
 
     func releaseHeld() throws(RabbitMQError) {
@@ -920,6 +922,12 @@ final class IOLoop {
             channel.oldestUnconfirmed += 1
         }
         channel.shared.releaseConfirmSlots(resolved)
+        logger.trace(
+            "confirm",
+            metadata: [
+                LogKey.channel: "\(channel.number)", "rabbitmq.tag": "\(tag)", "rabbitmq.multiple": "\(multiple)",
+                "rabbitmq.acked": "\(acked)", "rabbitmq.resolved": "\(resolved)",
+            ])
     }
 
     // MARK: Channel close

@@ -95,10 +95,16 @@ final class ConnectionCore: Sendable {
         _ = withUnsafeBytes(of: &one) { write(wakeDescriptor, $0.baseAddress, 8) }
     }
 
-    /// I/O thread: swaps the inbox out (O(1), keeps both buffers' capacity).
+    /// I/O thread: moves the inbox out (O(1) when `buffer` is empty, keeping both buffers'
+    /// capacity); commands still in `buffer` stay first, so order is kept.
     func takeCommands(into buffer: inout [Command]) {
         state.withLock { state in
-            swap(&state.inbox, &buffer)
+            if buffer.isEmpty {
+                swap(&state.inbox, &buffer)
+            } else {
+                buffer.append(contentsOf: state.inbox)
+                state.inbox.removeAll(keepingCapacity: true)
+            }
             state.wakePending = true
         }
     }
