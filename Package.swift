@@ -91,6 +91,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "FaultTests",
+            dependencies: ["RabbitMQ", "RabbitMQTestSupport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "IntegrationTests",
             dependencies: ["RabbitMQ", "RabbitMQPatterns", "RabbitMQTestSupport"],
             swiftSettings: strictSettings

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Usage: scripts/broker.sh start|stop|restart|status|env|pid|pause|resume|ctl ARGS...
+# Usage: scripts/broker.sh start|stop|restart|status|env|pid|pause|resume|kill|ctl ARGS...
 #
 # A throwaway single-node RabbitMQ broker for tests and demos, started as a
 # plain process (no systemd, no Docker) from Debian's rabbitmq-server package.
 #
-#   start    start the node unless it already answers; wait until it is booted
+#   start    start the node unless it already answers; wait until it is booted.
+#            An existing base dir is reused (durable queues and persistent
+#            messages survive `kill` + `start`); `restart` starts from scratch.
 #   stop     stop the node (graceful, then SIGKILL) and delete its base dir
 #   restart  stop, then start
 #   status   `rabbitmqctl status` against the node (exit 0 iff it answers)
@@ -13,6 +15,8 @@
 #            the AMQP listening socket; SIGSTOP/SIGCONT it to freeze the broker
 #   pause    SIGSTOP that pid (needs root or the rabbitmq user)
 #   resume   SIGCONT that pid
+#   kill     SIGKILL that pid (a crash: no clean shutdown), keeping the base
+#            dir so that `start` brings the node back with its data
 #   ctl ...  run `rabbitmqctl -n NODE ...` (bounded to 60 s)
 #
 # Environment (all optional):
@@ -21,6 +25,8 @@
 #   RMQ_DIST_PORT  Erlang distribution port    (default 25682)
 #   RMQ_BASE       data/log/config directory   (default /tmp/rmqswift-broker)
 #                  It must be reachable by user `rabbitmq` (so not under /root).
+#   RMQ_START_TIMEOUT  seconds `start` waits for the boot (default 60)
+#   RMQ_EXTRA_CONF     extra rabbitmq.conf lines (e.g. from scripts/cluster.sh)
 #
 # Defaults differ from the stock 5672/rabbit@host so that this node never
 # collides with a system broker that apt may have started.
@@ -123,13 +129,44 @@ alive() {
     [[ -n "$state" && "$state" != Z ]]
 }
 
-# The VM pid from the pid file, if that process is alive.
+# True if pid is an Erlang VM started with our pid file. After `kill` (or a
+# crash) the pid file is stale and its pid may since have been reused by an
+# unrelated process, which we must never signal. The environment check needs
+# read access to /proc/PID/environ (root or user rabbitmq); without it we
+# settle for "it is a beam".
+is_our_vm() {
+    local comm environ
+    comm="$(cat "/proc/$1/comm" 2>/dev/null)" || return 1
+    [[ "$comm" == beam* ]] || return 1
+    if [[ -r "/proc/$1/environ" ]]; then
+        # Read it whole first: `tr | grep -q` could fail under pipefail
+        # when grep exits early and tr gets SIGPIPE.
+        environ="$(tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null)" || return 1
+        grep -qxF "RABBITMQ_PID_FILE=$PID_FILE" <<<"$environ"
+    fi
+}
+
+# The VM pid from the pid file, if that process is alive and ours.
 vm_pid() {
     local pid
     [[ -r "$PID_FILE" ]] || return 1
     pid="$(tr -dc '0-9' <"$PID_FILE")"
-    [[ -n "$pid" ]] && alive "$pid" || return 1
+    [[ -n "$pid" ]] && alive "$pid" && is_our_vm "$pid" || return 1
     echo "$pid"
+}
+
+# Fallback for a VM without a pid file (a boot that timed out before the VM
+# wrote it): the beam whose environment names our pid file. Only works with
+# read access to /proc/PID/environ, i.e. as root or user rabbitmq.
+scan_vm_pid() {
+    local p
+    for p in $(pgrep -x beam.smp 2>/dev/null || true); do
+        if [[ -r "/proc/$p/environ" ]] && alive "$p" && is_our_vm "$p"; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
 }
 
 is_running() {
@@ -155,6 +192,9 @@ listeners.tcp.default = 127.0.0.1:$RMQ_PORT
 log.file.level = info
 log.console = false
 EOF
+    if [[ -n "${RMQ_EXTRA_CONF:-}" ]]; then
+        printf '%s\n' "$RMQ_EXTRA_CONF" >>"$CONF_FILE"
+    fi
     # An empty plugin list: nothing from /etc/rabbitmq/enabled_plugins
     # (e.g. management) gets started, which makes boot noticeably faster.
     echo '[].' >"$PLUGINS_FILE"
@@ -172,11 +212,14 @@ cmd_start() {
         echo "broker.sh: $RMQ_NODE already running (pid $(vm_pid || echo '?'))"
         return 0
     fi
-    # A VM that is alive but does not answer (e.g. left SIGSTOPped by a test)
-    # would keep the ports busy: get rid of it before starting over.
-    if [[ -e "$RMQ_BASE" ]]; then
-        cmd_stop >/dev/null
-    fi
+    # A VM that is alive but does not answer (hung, or still booting from an
+    # earlier attempt) would keep the ports busy: get rid of it. The base dir
+    # stays: after `kill` (or a crash) the node must come back with its
+    # durable queues, persistent messages and, in a cluster, its membership.
+    cmd_kill >/dev/null
+    # The pid file of a dead VM would make `rabbitmqctl wait` below read the
+    # old pid and give up at once ("process is not running").
+    as_root rm -f "$PID_FILE"
 
     # Fail fast and clearly instead of after a full boot ending in eaddrinuse.
     local port
@@ -208,10 +251,14 @@ cmd_start() {
     # `wait PIDFILE` blocks until the pid file exists and the rabbit app has
     # fully booted (listeners up), or gives up after the timeout.
     # The outer bound is longer so that wait's own timeout reports first.
-    if ! CTL_TIMEOUT=90 ctl wait "$PID_FILE" --timeout 60 >>"$STARTUP_LOG" 2>&1; then
-        echo "broker.sh: $RMQ_NODE did not come up" >&2
+    local timeout=${RMQ_START_TIMEOUT:-60}
+    if ! CTL_TIMEOUT=$((timeout + 30)) ctl wait "$PID_FILE" --timeout "$timeout" \
+            >>"$STARTUP_LOG" 2>&1; then
+        echo "broker.sh: $RMQ_NODE did not come up within ${timeout}s" >&2
         print_logs
-        cmd_stop >/dev/null 2>&1 || true
+        # Kill the half-booted VM but keep the base dir: its logs explain the
+        # failure, and its data may be all a cluster node has. `stop` wipes it.
+        cmd_kill >/dev/null 2>&1 || true
         exit 1
     fi
     echo "broker.sh: $RMQ_NODE up on amqp://127.0.0.1:$RMQ_PORT (pid $(vm_pid), $((SECONDS - t0))s)"
@@ -252,6 +299,28 @@ cmd_stop() {
     echo "broker.sh: $RMQ_NODE stopped"
 }
 
+# SIGKILL the VM, as a crash would: no clean shutdown, nothing deleted. The
+# kernel closes its sockets at once, so clients see the connection reset and
+# new connections are refused; epmd drops the registration by itself.
+cmd_kill() {
+    local pid
+    if ! pid="$(vm_pid)" && ! pid="$(scan_vm_pid)"; then
+        echo "broker.sh: $RMQ_NODE is not running"
+        return 0
+    fi
+    as_root kill -9 "$pid" 2>/dev/null || true
+    # Bounded wait until the process is gone, so its ports are free when we
+    # return and an immediate `start` can bind them again.
+    for _ in $(seq 100); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    if alive "$pid"; then
+        die "pid $pid of $RMQ_NODE survived SIGKILL"
+    fi
+    echo "broker.sh: $RMQ_NODE killed (pid $pid); data kept in $RMQ_BASE"
+}
+
 cmd_env() {
     cat <<EOF
 export RABBITMQ_URL='amqp://guest:guest@127.0.0.1:$RMQ_PORT/'
@@ -277,6 +346,7 @@ main() {
             pid="$(vm_pid)" || die "$RMQ_NODE is not running"
             as_root kill "-$sig" "$pid"
             ;;
+        kill) cmd_kill ;;
         ctl) ctl "$@" ;;
         -h | --help | help)
             sed -n '2,/^set -euo/p' "$SELF" | sed -e '$d' -e 's/^# \{0,1\}//'

@@ -7,19 +7,23 @@
 #   3. a throwaway broker (scripts/broker.sh), unless RABBITMQ_URL is already
 #      set; it is stopped on exit, whatever happens
 #   4. swift test --skip BrokerWideTests       (unit + integration tests)
-#   5. swift test --filter BrokerWideTests     (tests that change broker-wide
-#      state: memory alarms, SIGSTOP of the broker...; run alone, serially)
+#   5. swift test --filter "BrokerWideTests|FaultTests" (tests that change
+#      broker-wide state: memory alarms, SIGSTOP, kill -9 and restart of the
+#      broker, a node killed in a three-node cluster that scripts/cluster.sh
+#      starts for them; run alone, serially)
 # Prints a summary ending in "tests: N passed, N failed, N skipped" and exits
 # non-zero if any step failed. Logs and xUnit files: .build/test-results/.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-BROKER_WIDE=BrokerWideTests
+# Tests that freeze, alarm, kill or restart brokers: run alone, serially, after the rest.
+BROKER_WIDE="BrokerWideTests|FaultTests"
 RESULTS_DIR=.build/test-results
 SUMMARY=()
 FAILED=0
 STARTED_BROKER=0
+STARTED_CLUSTER=0
 RAN_TESTS=0
 ST_XML=()  # the xUnit files written by Swift Testing (see run_tests)
 
@@ -78,6 +82,9 @@ finish() {
     if [[ $STARTED_BROKER -eq 1 ]]; then
         scripts/broker.sh stop >/dev/null 2>&1 || echo "test.sh: could not stop the broker" >&2
     fi
+    if [[ $STARTED_CLUSTER -eq 1 ]]; then
+        scripts/cluster.sh stop >/dev/null 2>&1 || echo "test.sh: could not stop the cluster" >&2
+    fi
     if [[ $FAILED -eq 1 && $rc -eq 0 ]]; then rc=1; fi
     echo
     echo "==> test.sh summary"
@@ -114,8 +121,8 @@ if ! XCT_LIST="$(swift test list --skip-build --disable-swift-testing)" \
     exit 1
 fi
 count() { # count LIST wide|other
-    local flag=-F
-    [[ $2 == other ]] && flag=-vF
+    local flag=-E
+    [[ $2 == other ]] && flag=-vE
     grep "$flag" -- "$BROKER_WIDE" <<<"$1" | grep -c . || true
 }
 xct_other=$(count "$XCT_LIST" other) xct_wide=$(count "$XCT_LIST" wide)
@@ -150,6 +157,13 @@ if [[ $# -gt 0 ]]; then
     step "swift test $* (without $BROKER_WIDE)" run_tests main 1 1 --skip "$BROKER_WIDE" "$@" || true
 elif [[ $((xct_other + st_other)) -gt 0 ]]; then
     step "swift test (unit + integration)" run_tests main "$xct_other" "$st_other" --skip "$BROKER_WIDE" || true
+fi
+if [[ $((xct_wide + st_wide)) -gt 0 && -z "${RABBITMQ_CLUSTER_URLS:-}" ]]; then
+    # The failover tests need a three-node cluster on this machine.
+    STARTED_CLUSTER=1
+    step "start three-node cluster" scripts/cluster.sh start || true
+    eval "$(scripts/cluster.sh env)"
+    export RABBITMQ_CLUSTER_URLS RABBITMQ_CLUSTER_CTL
 fi
 if [[ $((xct_wide + st_wide)) -gt 0 ]]; then
     # --no-parallel: these tests freeze or alarm the one shared broker, so

@@ -18,20 +18,33 @@ public enum TestBroker {
     }
 
     /// A configuration for the test broker with a recognisable connection name.
-    public static func configuration(name: String = uniqueName("conn"), heartbeat: Duration = .seconds(10)) throws
-        -> RabbitMQConfiguration
-    {
+    /// Recovery retries quickly in tests (the broker is local).
+    public static func configuration(
+        name: String = uniqueName("conn"), heartbeat: Duration = .seconds(10),
+        recovery: RabbitMQConfiguration.Recovery = fastRecovery
+    ) throws -> RabbitMQConfiguration {
         var configuration = try RabbitMQConfiguration(uri: url)
         configuration.connectionName = name
         configuration.heartbeat = heartbeat
+        configuration.recovery = recovery
         return configuration
     }
 
     /// Connects to the test broker.
-    public static func connect(name: String = uniqueName("conn"), heartbeat: Duration = .seconds(10)) async throws
-        -> RabbitMQConnection
-    {
-        try await RabbitMQConnection.connect(configuration: configuration(name: name, heartbeat: heartbeat))
+    public static func connect(
+        name: String = uniqueName("conn"), heartbeat: Duration = .seconds(10),
+        recovery: RabbitMQConfiguration.Recovery = fastRecovery
+    ) async throws -> RabbitMQConnection {
+        try await RabbitMQConnection.connect(configuration: configuration(name: name, heartbeat: heartbeat, recovery: recovery))
+    }
+
+    /// Recovery with short delays, for a broker on this machine.
+    public static var fastRecovery: RabbitMQConfiguration.Recovery {
+        var recovery = RabbitMQConfiguration.Recovery()
+        recovery.initialDelay = .milliseconds(100)
+        recovery.maxDelay = .seconds(2)
+        recovery.publishWaitTimeout = .seconds(120)
+        return recovery
     }
 
     private static let counter = Atomic<Int>(0)
@@ -60,10 +73,29 @@ public enum TestBroker {
         return pid
     }
 
-    /// Closes the broker side of the connection with this client-provided name, as an operator would.
+    /// Closes the broker side of the connection with this client-provided name, as
+    /// `rabbitmqctl close_connection` does, in one rabbitmqctl call (each call boots an
+    /// Erlang VM, which is slow on a busy machine).
     public static func closeConnection(named name: String, reason: String = "closed by test") async throws {
-        let pid = try await connectionPID(named: name)
-        try await ctl("close_connection", pid, reason)
+        precondition(name.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }, "plain connection names only")
+        let safeReason = reason.filter { $0 != "\"" && $0 != "\\" }
+        // Connections of other tests come and go meanwhile: one that dies while we look at it
+        // (noproc) counts as not ours.
+        let expression = """
+            Name = <<"\(name)">>, \
+            Props = fun(P) -> try proplists:get_value(client_properties, \
+            rabbit_networking:connection_info(P, [client_properties]), []) catch _:_ -> [] end end, \
+            length([rabbit_networking:close_connection(P, "\(safeReason)") || P <- rabbit_networking:connections(), \
+            lists:member({<<"connection_name">>, longstr, Name}, Props(P))]).
+            """
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            let closed = try await ctl("eval", expression).trimmingCharacters(in: .whitespacesAndNewlines)
+            if closed != "0" { return }
+            // A connection this new may not be registered with the broker yet.
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw TestSupportError("no connection named \(name) on the broker")
     }
 
     /// The Erlang pid of the connection whose client properties carry `name`.
@@ -81,31 +113,45 @@ public enum TestBroker {
     }
 
     /// Runs a program without blocking a cooperative thread; fails on a non-zero exit.
+    ///
+    /// posix_spawn plus a plain thread blocked in waitpid: Foundation's Process sometimes
+    /// never reported the exit of a script that had started a detached daemon (the child
+    /// stayed a zombie), which hung the broker-restart tests.
     @discardableResult
     public static func run(_ executable: String, _ arguments: [String], input: String? = nil) async throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let outputURL = FileManager.default.temporaryDirectory.appendingPathComponent("rmq-test-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: outputURL.path, contents: nil)
-        let output = try FileHandle(forWritingTo: outputURL)
-        defer { try? FileManager.default.removeItem(at: outputURL) }
-        process.standardOutput = output
-        process.standardError = output
-        let inputPipe = Pipe()
-        process.standardInput = inputPipe
-        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-            process.terminationHandler = { process in continuation.resume(returning: process.terminationStatus) }
-            do {
-                try process.run()
-                if let input { inputPipe.fileHandleForWriting.write(Data(input.utf8)) }
-                try? inputPipe.fileHandleForWriting.close()
-            } catch {
-                continuation.resume(throwing: error)
-            }
+        let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("rmq-test-\(UUID().uuidString)").path
+        let inputPath = FileManager.default.temporaryDirectory.appendingPathComponent("rmq-test-in-\(UUID().uuidString)").path
+        _ = FileManager.default.createFile(atPath: inputPath, contents: Data((input ?? "").utf8))
+        defer {
+            try? FileManager.default.removeItem(atPath: outputPath)
+            try? FileManager.default.removeItem(atPath: inputPath)
         }
-        try output.close()
-        let text = (try? String(contentsOf: outputURL, encoding: .utf8)) ?? ""
+        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, inputPath, O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+            let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+            defer { for pointer in argv { free(pointer) } }
+            var pid: pid_t = 0
+            let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+            guard spawned == 0 else {
+                continuation.resume(throwing: TestSupportError("cannot start \(executable): errno \(spawned)"))
+                return
+            }
+            let child = pid
+            let waiter = Thread {
+                var status: Int32 = 0
+                while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+                // WIFEXITED / WEXITSTATUS, spelled out (the C macros do not import).
+                let exited = status & 0x7f == 0
+                continuation.resume(returning: exited ? (status >> 8) & 0xff : 128 + (status & 0x7f))
+            }
+            waiter.start()
+        }
+        let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
         guard status == 0 else {
             throw TestSupportError("\(executable) \(arguments.joined(separator: " ")) exited \(status): \(text)")
         }

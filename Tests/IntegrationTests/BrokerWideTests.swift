@@ -48,7 +48,7 @@ struct BrokerWideTests {
     }
 
     @Test func pausedBrokerIsDetectedByHeartbeatWithoutAStuckThread() async throws {
-        let connection = try await TestBroker.connect(heartbeat: .seconds(2))
+        let connection = try await TestBroker.connect(heartbeat: .seconds(2), recovery: .disabled)
         #expect(connection.negotiatedHeartbeat == 2)
         let channel = try await connection.openChannel()
         let queue = try await channel.queueDeclare("", exclusive: true)
@@ -90,7 +90,7 @@ struct BrokerWideTests {
     @Test func publisherStuckInASendToAPausedBrokerIsFreed() async throws {
         // rabbitmq-c 0.11 blocks forever in amqp_basic_publish once the socket buffer is full
         // and the peer is silent (upstream #780); the watchdog must shut the socket down.
-        let connection = try await TestBroker.connect(heartbeat: .seconds(2))
+        let connection = try await TestBroker.connect(heartbeat: .seconds(2), recovery: .disabled)
         let channel = try await connection.openChannel()
         let queue = try await channel.queueDeclare("", exclusive: true, arguments: ["x-max-length": 10])
         let body = [UInt8](repeating: 7, count: 64 * 1024)

@@ -62,9 +62,9 @@ struct ConnectionTests {
         try await connection.close()
     }
 
-    @Test func brokerSideCloseSurfacesATypedErrorEverywhere() async throws {
+    @Test func brokerSideCloseSurfacesATypedErrorEverywhereWithoutRecovery() async throws {
         let name = TestBroker.uniqueName("closed")
-        let connection = try await TestBroker.connect(name: name)
+        let connection = try await TestBroker.connect(name: name, recovery: .disabled)
         let events = connection.events()
         let channel = try await connection.openChannel()
         let queue = try await channel.queueDeclare("", exclusive: true)

@@ -14,6 +14,8 @@ final class ChannelIO {
             case consume(String, CheckedContinuation<ChannelReply, any Error>)
             case cancel(String, CheckedContinuation<ChannelReply, any Error>?)
             case close
+            /// A request the I/O thread makes itself (recovery) and waits for in place.
+            case `internal`(ReplyBox)
         }
         var kind: Kind
         var expected: (amqp_method_number_t, amqp_method_number_t)
@@ -35,28 +37,45 @@ final class ChannelIO {
         var body: [UInt8] = []
     }
 
-    /// A publish awaiting its confirm; the message is kept only for mandatory publishes,
-    /// to match a `basic.return` (which carries no sequence number) to it.
+    /// A publish awaiting its confirm. The message is kept to publish it again after a
+    /// recovery, and to match a `basic.return` (which carries no sequence number) to it.
     struct Unconfirmed {
         var ticket: ConfirmTicket?
-        var mandatory: OutboundMessage?
+        var message: OutboundMessage?
         var returned: RabbitMQReturnedMessage?
     }
 
+    /// A consumer as recorded for recovery: where its deliveries go and how to register it again.
+    struct Consumer {
+        var sink: ConsumerSink
+        var request: ConsumeRequest
+    }
+
     let shared: ChannelShared
-    var phase = Phase.opening
+    var phase = Phase.opening {
+        didSet { if phase == .open { wasOpened = true } }
+    }
+    /// Whether the application ever got this channel (a recovery re-opens only those).
+    private(set) var wasOpened = false
     var pending: [Pending] = []
     var pendingHead = 0
     var content: Content?
-    var consumers: [String: ConsumerSink] = [:]
+    var consumers: [String: Consumer] = [:]
+    /// The last `basic.qos` the broker accepted, re-applied after recovery.
+    var prefetch: (count: UInt16, global: Bool)?
+    /// Unconfirmed publishes of a lost connection, in order, to publish again after recovery.
+    var republish: [Unconfirmed] = []
+    /// A channel the I/O thread opened for itself (topology recovery); never user-visible.
+    let isInternal: Bool
     var confirmMode = false
     var nextPublishSequence: UInt64 = 1
     var unconfirmed: [UInt64: Unconfirmed] = [:]
     var oldestUnconfirmed: UInt64 = 1
     var closeWaiters: [CheckedContinuation<Void, any Error>] = []
 
-    init(shared: ChannelShared) {
+    init(shared: ChannelShared, isInternal: Bool = false) {
         self.shared = shared
+        self.isInternal = isInternal
     }
 
     var number: UInt16 { shared.number }
@@ -80,4 +99,9 @@ final class ChannelIO {
         pendingHead = 0
         return rest
     }
+}
+
+/// Where a reply to an internal request lands (I/O thread only).
+final class ReplyBox {
+    var result: Result<ChannelReply, RabbitMQError>?
 }

@@ -11,28 +11,33 @@ import Logging
 /// sent and checked whatever the application is doing. No user code runs here: it only
 /// resumes continuations and yields into streams.
 final class IOLoop {
-    private struct Closing {
+    struct Closing {
         var waiters: [CheckedContinuation<Void, any Error>]
         var deadline: ContinuousClock.Instant
         var sentClose = false
     }
 
-    private let core: ConnectionCore
-    private let configuration: RabbitMQConfiguration
-    private var logger: Logger
-    private var state: amqp_connection_state_t?
-    private var socketDescriptor: Int32 = -1
-    private let scratch = ScratchPool()
-    private var channels: [UInt16: ChannelIO] = [:]
-    private var commands: [Command] = []
-    private var held: [(ChannelShared, OutboundMessage, ConfirmTicket?)] = []
-    private var heldIndex = 0
-    private var blocked = false
-    private var closing: Closing?
-    private var finished = false
-    private var heartbeat = 0
-    private let clock = ContinuousClock()
-    private var watch: Watchdog.Registration?
+    let core: ConnectionCore
+    let configuration: RabbitMQConfiguration
+    var logger: Logger
+    var state: amqp_connection_state_t?
+    var socketDescriptor: Int32 = -1
+    let scratch = ScratchPool()
+    var channels: [UInt16: ChannelIO] = [:]
+    var commands: [Command] = []
+    var held: [(ChannelShared, OutboundMessage, ConfirmTicket?)] = []
+    var heldIndex = 0
+    var blocked = false
+    var closing: Closing?
+    var finished = false
+    var heartbeat = 0
+    let clock = ContinuousClock()
+    var watch: Watchdog.Registration?
+    /// Bumped on every reconnect; deliveries carry it so stale settlements are dropped.
+    var epoch: UInt64 = 1
+    /// What to declare again after a reconnect.
+    var registry = TopologyRegistry()
+    var random = SystemRandomNumberGenerator()
 
     /// Frames read per drain before commands get a turn.
     private static let frameBudget = 256
@@ -94,10 +99,15 @@ final class IOLoop {
 
     // MARK: Connect
 
-    private func connect() throws(RabbitMQError) {
+    /// One pass over the endpoints (in order or shuffled); returns the one that answered.
+    /// A refused login stops the pass: other nodes of the cluster would refuse it too.
+    @discardableResult
+    func connect() throws(RabbitMQError) -> RabbitMQConfiguration.Endpoint {
         var failures: [String] = []
         var lastError: RabbitMQError?
-        for endpoint in configuration.endpoints {
+        var endpoints = configuration.endpoints
+        if configuration.endpointSelection == .shuffled { endpoints.shuffle(using: &random) }
+        for endpoint in endpoints {
             do {
                 try connect(to: endpoint)
                 logger[metadataKey: LogKey.endpoint] = "\(endpoint)"
@@ -105,28 +115,29 @@ final class IOLoop {
                     "connected",
                     metadata: ["rabbitmq.heartbeat": "\(heartbeat)", "rabbitmq.frame_max": "\(core.negotiated.frameMax)"])
                 core.emit(.connected(endpoint: endpoint.description))
-                return
+                return endpoint
             } catch {
                 destroyState()
                 logger.debug(
                     "connection attempt failed",
                     metadata: [LogKey.endpoint: "\(endpoint)", LogKey.error: "\(error)"])
-                // Wrong credentials or vhost will not get better on another node of the same cluster.
-                if error.code == .authenticationFailed || error.code == .accessRefused || error.code == .notAllowed {
-                    throw error
-                }
+                if Self.isLoginRefusal(error) { throw error }
                 failures.append("\(endpoint): \(error.message)")
                 lastError = error
             }
         }
-        if configuration.endpoints.count == 1, let lastError { throw lastError }
+        if endpoints.count == 1, let lastError { throw lastError }
         throw RabbitMQError(
             code: lastError?.code ?? .connectFailed, scope: .connection,
             message: "no endpoint could be reached (\(failures.joined(separator: "; ")))",
             libraryStatus: lastError?.libraryStatus)
     }
 
-    private func connect(to endpoint: RabbitMQConfiguration.Endpoint) throws(RabbitMQError) {
+    static func isLoginRefusal(_ error: RabbitMQError) -> Bool {
+        error.code == .authenticationFailed || error.code == .accessRefused || error.code == .notAllowed
+    }
+
+    func connect(to endpoint: RabbitMQConfiguration.Endpoint) throws(RabbitMQError) {
         guard let state = amqp_new_connection() else {
             throw RabbitMQError(code: .library, message: "amqp_new_connection failed")
         }
@@ -177,12 +188,12 @@ final class IOLoop {
 
     /// Runs a rabbitmq-c call that may block in a send, under the watchdog's eye.
     @inline(__always)
-    private func guarded<T>(_ body: () -> T) -> T {
+    func guarded<T>(_ body: () -> T) -> T {
         if let watch { return watch.guarded(body) }
         return body()
     }
 
-    private func configureTLS(_ socket: OpaquePointer) throws(RabbitMQError) {
+    func configureTLS(_ socket: OpaquePointer) throws(RabbitMQError) {
         let tls = configuration.tls
         _ = amqp_ssl_socket_set_ssl_versions(socket, AMQP_TLSv1_2, AMQP_TLSvLATEST)
         amqp_ssl_socket_set_verify_peer(socket, tls.verifyPeer ? 1 : 0)
@@ -201,7 +212,7 @@ final class IOLoop {
         }
     }
 
-    private func clientProperties() -> RabbitMQFieldTable {
+    func clientProperties() -> RabbitMQFieldTable {
         // rabbitmq-c advertises only authentication_failure_close and
         // exchange_exchange_bindings; without the others the broker never sends
         // basic.cancel, connection.blocked or basic.nack. It merges this table into its own.
@@ -221,7 +232,7 @@ final class IOLoop {
         return properties
     }
 
-    private func checkLogin(_ reply: amqp_rpc_reply_t, endpoint: RabbitMQConfiguration.Endpoint) throws(RabbitMQError) {
+    func checkLogin(_ reply: amqp_rpc_reply_t, endpoint: RabbitMQConfiguration.Endpoint) throws(RabbitMQError) {
         switch reply.reply_type {
         case AMQP_RESPONSE_NORMAL:
             return
@@ -247,7 +258,7 @@ final class IOLoop {
 
     // MARK: Loop
 
-    private func run() {
+    func run() {
         var pollDescriptors = [
             pollfd(fd: socketDescriptor, events: Int16(POLLIN), revents: 0),
             pollfd(fd: core.wakeDescriptor, events: Int16(POLLIN), revents: 0),
@@ -260,6 +271,8 @@ final class IOLoop {
                 if finished { break }
                 if busy || amqp_frames_enqueued(state) != 0 || amqp_data_in_buffer(state) != 0 { continue }
                 guard core.prepareToSleep() else { continue }
+                // Recovery replaces the socket: always poll the current one.
+                pollDescriptors[0].fd = socketDescriptor
                 pollDescriptors[0].revents = 0
                 pollDescriptors[1].revents = 0
                 let result = poll(&pollDescriptors, 2, pollTimeoutMilliseconds())
@@ -276,7 +289,7 @@ final class IOLoop {
         }
     }
 
-    private func pollTimeoutMilliseconds() -> Int32 {
+    func pollTimeoutMilliseconds() -> Int32 {
         // Half a heartbeat keeps heartbeats flowing; 250 ms bounds deadline checks.
         var timeout = 250
         if heartbeat > 0 { timeout = min(timeout, heartbeat * 500) }
@@ -284,7 +297,7 @@ final class IOLoop {
     }
 
     /// Reads and dispatches frames until none is buffered; returns true when the budget ran out.
-    private func drainFrames(budget: Int = IOLoop.frameBudget) throws(RabbitMQError) -> Bool {
+    func drainFrames(budget: Int = IOLoop.frameBudget) throws(RabbitMQError) -> Bool {
         var frame = amqp_frame_t()
         var zero = timeval(tv_sec: 0, tv_usec: 0)
         for _ in 0..<budget {
@@ -305,7 +318,7 @@ final class IOLoop {
     // MARK: Commands
 
     /// Runs queued commands; returns true when there may be more work right away.
-    private func runCommands() throws(RabbitMQError) -> Bool {
+    func runCommands() throws(RabbitMQError) -> Bool {
         core.takeCommands(into: &commands)
         guard !commands.isEmpty else { return false }
         var publishes = 0
@@ -322,8 +335,11 @@ final class IOLoop {
             if case .publish(let shared, let message, let ticket) = command {
                 // A held publish (connection blocked) keeps its place in the buffer limit
                 // until it is really sent, so publishers stay suspended meanwhile.
-                guard try publish(shared, message, ticket) else { continue }
-                publishes += 1
+                publishes += 1  // released in the defer, even when the send throws
+                guard try publish(shared, message, ticket) else {
+                    publishes -= 1
+                    continue
+                }
                 sentSinceDrain += 1
                 if sentSinceDrain >= Self.publishBatch {
                     sentSinceDrain = 0
@@ -340,7 +356,7 @@ final class IOLoop {
         return true
     }
 
-    private func execute(_ command: Command) throws(RabbitMQError) {
+    func execute(_ command: Command) throws(RabbitMQError) {
         switch command {
         case .openChannel(let shared, let continuation):
             guard closing == nil else {
@@ -369,7 +385,7 @@ final class IOLoop {
         case .settle(let shared, let settlement):
             // A settlement for a channel that closed meanwhile is dropped: the broker has
             // requeued the message, and a stale tag would close the new channel with 406.
-            guard let channel = usableChannel(shared) else { return }
+            guard let channel = usableChannel(shared), settlement.epoch == epoch else { return }
             let status: Int32
             switch settlement.kind {
             case .ack:
@@ -397,7 +413,7 @@ final class IOLoop {
             defer { scratch.recycle() }
             try send(channel.number, AMQP_BASIC_CONSUME_METHOD, &consume)
             // Registered now: deliveries may follow consume-ok in the same read.
-            channel.consumers[request.consumerTag] = sink
+            channel.consumers[request.consumerTag] = ChannelIO.Consumer(sink: sink, request: request)
             enqueue(channel, .consume(request.consumerTag, continuation), expecting: AMQP_BASIC_CONSUME_OK_METHOD)
 
         case .cancelConsumer(let shared, let tag, let continuation):
@@ -423,18 +439,18 @@ final class IOLoop {
         }
     }
 
-    private func usableChannel(_ shared: ChannelShared) -> ChannelIO? {
+    func usableChannel(_ shared: ChannelShared) -> ChannelIO? {
         guard let channel = channels[shared.number], channel.shared === shared, channel.phase == .open else {
             return nil
         }
         return channel
     }
 
-    private func closedError(_ shared: ChannelShared) -> RabbitMQError {
+    func closedError(_ shared: ChannelShared) -> RabbitMQError {
         shared.closeReason ?? core.terminalError ?? .channelClosed()
     }
 
-    private func enqueue(
+    func enqueue(
         _ channel: ChannelIO, _ kind: ChannelIO.Pending.Kind, expecting reply: amqp_method_number_t,
         or alternative: amqp_method_number_t? = nil
     ) {
@@ -444,13 +460,13 @@ final class IOLoop {
                 deadline: clock.now.advanced(by: configuration.requestTimeout)))
     }
 
-    private func send(_ channel: UInt16, _ method: amqp_method_number_t, _ body: UnsafeMutableRawPointer) throws(RabbitMQError) {
+    func send(_ channel: UInt16, _ method: amqp_method_number_t, _ body: UnsafeMutableRawPointer) throws(RabbitMQError) {
         let status = guarded { amqp_send_method(state, channel, method, body) }
         guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "sending to the broker failed") }
     }
 
     /// Encodes and sends a synchronous request; returns the reply method(s) it expects.
-    private func send(_ request: ChannelRequest, on channel: ChannelIO) throws(RabbitMQError) -> (amqp_method_number_t, amqp_method_number_t) {
+    func send(_ request: ChannelRequest, on channel: ChannelIO) throws(RabbitMQError) -> (amqp_method_number_t, amqp_method_number_t) {
         defer { scratch.recycle() }
         let number = channel.number
         let empty = amqp_bytes_t(len: 0, bytes: nil)
@@ -525,7 +541,7 @@ final class IOLoop {
     // MARK: Publishing
 
     /// Sends a publish, or holds it while the connection is blocked; returns whether it was sent.
-    private func publish(_ shared: ChannelShared, _ message: OutboundMessage, _ ticket: ConfirmTicket?) throws(RabbitMQError) -> Bool {
+    func publish(_ shared: ChannelShared, _ message: OutboundMessage, _ ticket: ConfirmTicket?) throws(RabbitMQError) -> Bool {
         if blocked || heldIndex < held.count {
             // connection.blocked: the broker stopped reading; a send now would block this
             // thread. Hold publishes (bounded by publishBufferLimit upstream) until unblocked.
@@ -536,12 +552,20 @@ final class IOLoop {
         return true
     }
 
-    private func send(_ shared: ChannelShared, _ message: OutboundMessage, _ ticket: ConfirmTicket?) throws(RabbitMQError) {
+    func send(_ shared: ChannelShared, _ message: OutboundMessage, _ ticket: ConfirmTicket?) throws(RabbitMQError) {
         guard let channel = usableChannel(shared) else {
             let error = closedError(shared)
             ticket?.resolve(.failure(error))
             if shared.isConfirmMode { shared.releaseConfirmSlots(1) }
             return
+        }
+        if channel.confirmMode {
+            // Recorded before the send: if the connection dies inside it, recovery publishes
+            // the message again instead of losing it.
+            let sequence = channel.nextPublishSequence
+            channel.nextPublishSequence += 1
+            let keep = message.mandatory || configuration.recovery.republishUnconfirmed
+            channel.unconfirmed[sequence] = ChannelIO.Unconfirmed(ticket: ticket, message: keep ? message : nil)
         }
         var properties = scratch.properties(message.properties)
         let exchange = scratch.bytes(message.exchange)
@@ -555,19 +579,10 @@ final class IOLoop {
             }
         }
         scratch.recycle()
-        guard status == AMQP_STATUS_OK.rawValue else {
-            ticket?.resolve(.failure(.library(status, "publishing failed")))
-            throw .library(status, "publishing failed")
-        }
-        if channel.confirmMode {
-            let sequence = channel.nextPublishSequence
-            channel.nextPublishSequence += 1
-            channel.unconfirmed[sequence] = ChannelIO.Unconfirmed(
-                ticket: ticket, mandatory: message.mandatory ? message : nil)
-        }
+        guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "publishing failed") }
     }
 
-    private func releaseHeld() throws(RabbitMQError) {
+    func releaseHeld() throws(RabbitMQError) {
         var sent = 0
         defer { core.releasePublishes(sent) }
         while !blocked, heldIndex < held.count {
@@ -584,7 +599,7 @@ final class IOLoop {
 
     // MARK: Dispatch
 
-    private func dispatch(_ frame: amqp_frame_t) throws(RabbitMQError) {
+    func dispatch(_ frame: amqp_frame_t) throws(RabbitMQError) {
         let number = frame.channel
         switch Int32(frame.frame_type) {
         case AMQP_FRAME_METHOD:
@@ -627,7 +642,7 @@ final class IOLoop {
         }
     }
 
-    private func connectionMethod(_ method: amqp_method_t) throws(RabbitMQError) {
+    func connectionMethod(_ method: amqp_method_t) throws(RabbitMQError) {
         switch method.id {
         case AMQP_CONNECTION_CLOSE_METHOD:
             let close = method.decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
@@ -656,7 +671,7 @@ final class IOLoop {
         }
     }
 
-    private func channelMethod(_ number: UInt16, _ method: amqp_method_t) throws(RabbitMQError) {
+    func channelMethod(_ number: UInt16, _ method: amqp_method_t) throws(RabbitMQError) {
         guard let channel = channels[number] else {
             logger.debug("frame for an unknown channel ignored", metadata: [LogKey.channel: "\(number)"])
             return
@@ -716,9 +731,9 @@ final class IOLoop {
             // node failure). It sends nowait, so no cancel-ok is due.
             let cancel = decoded!.assumingMemoryBound(to: amqp_basic_cancel_t.self).pointee
             let tag = String(amqpBytes: cancel.consumer_tag)
-            if let sink = channel.consumers.removeValue(forKey: tag) {
+            if let consumer = channel.consumers.removeValue(forKey: tag) {
                 logger.info("consumer cancelled by the broker", metadata: [LogKey.consumerTag: "\(tag)"])
-                sink.continuation.finish(
+                consumer.sink.continuation.finish(
                     throwing: RabbitMQError(
                         code: .consumerCancelled,
                         message: "the broker cancelled consumer \(tag) (its queue was deleted or became unavailable)"))
@@ -728,7 +743,7 @@ final class IOLoop {
         }
     }
 
-    private func beginContent(_ channel: ChannelIO, _ content: ChannelIO.Content) throws(RabbitMQError) {
+    func beginContent(_ channel: ChannelIO, _ content: ChannelIO.Content) throws(RabbitMQError) {
         guard channel.content == nil else {
             throw RabbitMQError(
                 code: .protocolError, scope: .connection, message: "content method before the previous content ended")
@@ -737,64 +752,116 @@ final class IOLoop {
     }
 
     /// Matches a reply to the oldest request of its channel.
-    private func reply(_ channel: ChannelIO, _ method: amqp_method_t) throws(RabbitMQError) {
+    func reply(_ channel: ChannelIO, _ method: amqp_method_t) throws(RabbitMQError) {
         guard let head = channel.head, head.expected.0 == method.id || head.expected.1 == method.id else {
             throw RabbitMQError(
                 code: .protocolError, scope: .connection,
                 message: "unexpected method \(method.id) on channel \(channel.number)")
         }
-        let decoded = method.decoded
-        switch method.id {
-        case AMQP_BASIC_GET_OK_METHOD:
-            return  // completed with its content
-        default:
-            _ = channel.popHead()
-        }
+        // basic.get-ok never comes here: it completes its request when its content is complete.
+        _ = channel.popHead()
         switch head.kind {
         case .open(let continuation):
             channel.phase = .open
             continuation.resume()
-        case .request(_, let continuation):
-            switch method.id {
-            case AMQP_QUEUE_DECLARE_OK_METHOD:
-                let ok = decoded!.assumingMemoryBound(to: amqp_queue_declare_ok_t.self).pointee
-                continuation.resume(
-                    returning: .queueDeclared(
-                        RabbitMQQueueDeclareResult(
-                            name: String(amqpBytes: ok.queue), messageCount: ok.message_count,
-                            consumerCount: ok.consumer_count)))
-            case AMQP_QUEUE_PURGE_OK_METHOD:
-                let ok = decoded!.assumingMemoryBound(to: amqp_queue_purge_ok_t.self).pointee
-                continuation.resume(returning: .messageCount(ok.message_count))
-            case AMQP_QUEUE_DELETE_OK_METHOD:
-                let ok = decoded!.assumingMemoryBound(to: amqp_queue_delete_ok_t.self).pointee
-                continuation.resume(returning: .messageCount(ok.message_count))
-            case AMQP_BASIC_GET_EMPTY_METHOD:
-                continuation.resume(returning: .delivery(nil))
-            default:
-                continuation.resume(returning: .ok)
-            }
+        case .request(let request, let continuation):
+            let reply = decodeReply(method)
+            record(request, reply: reply, on: channel)
+            continuation.resume(returning: reply)
         case .consume(let tag, let continuation):
             continuation.resume(returning: .consumerTag(tag))
         case .cancel(let tag, let continuation):
-            channel.consumers.removeValue(forKey: tag)?.continuation.finish()
+            if let consumer = channel.consumers.removeValue(forKey: tag) {
+                consumer.sink.continuation.finish()
+                forgetAutoDeleteQueue(consumer.request.queue)
+            }
             continuation?.resume(returning: .ok)
         case .close:
+            break
+        case .internal(let box):
+            if method.id == AMQP_CHANNEL_OPEN_OK_METHOD { channel.phase = .open }
+            box.result = .success(decodeReply(method))
+        }
+    }
+
+    /// Copies a reply's fields out of rabbitmq-c's pool.
+    func decodeReply(_ method: amqp_method_t) -> ChannelReply {
+        let decoded = method.decoded
+        switch method.id {
+        case AMQP_QUEUE_DECLARE_OK_METHOD:
+            let ok = decoded!.assumingMemoryBound(to: amqp_queue_declare_ok_t.self).pointee
+            return .queueDeclared(
+                RabbitMQQueueDeclareResult(
+                    name: String(amqpBytes: ok.queue), messageCount: ok.message_count, consumerCount: ok.consumer_count))
+        case AMQP_QUEUE_PURGE_OK_METHOD:
+            return .messageCount(decoded!.assumingMemoryBound(to: amqp_queue_purge_ok_t.self).pointee.message_count)
+        case AMQP_QUEUE_DELETE_OK_METHOD:
+            return .messageCount(decoded!.assumingMemoryBound(to: amqp_queue_delete_ok_t.self).pointee.message_count)
+        case AMQP_BASIC_CONSUME_OK_METHOD:
+            return .consumerTag(String(amqpBytes: decoded!.assumingMemoryBound(to: amqp_basic_consume_ok_t.self).pointee.consumer_tag))
+        case AMQP_BASIC_GET_EMPTY_METHOD:
+            return .delivery(nil)
+        default:
+            return .ok
+        }
+    }
+
+    /// Keeps the topology registry in step with what the broker accepted.
+    func record(_ request: ChannelRequest, reply: ChannelReply, on channel: ChannelIO) {
+        switch request {
+        case .exchangeDeclare(let name, let type, let passive, let durable, let autoDelete, let isInternal, let arguments):
+            guard !passive, !name.isEmpty else { return }
+            registry.record(
+                .init(name: name, type: type, durable: durable, autoDelete: autoDelete, isInternal: isInternal, arguments: arguments))
+        case .exchangeDelete(let name, _):
+            registry.deleteExchange(named: name)
+        case .exchangeBind(let destination, let source, let routingKey, let arguments):
+            registry.record(
+                .init(destinationKind: .exchange, destination: destination, source: source, routingKey: routingKey, arguments: arguments))
+        case .exchangeUnbind(let destination, let source, let routingKey, let arguments):
+            registry.removeBinding(
+                .init(destinationKind: .exchange, destination: destination, source: source, routingKey: routingKey, arguments: arguments))
+        case .queueDeclare(let name, let passive, let durable, let exclusive, let autoDelete, let arguments):
+            guard !passive, case .queueDeclared(let result) = reply else { return }
+            registry.record(
+                .init(
+                    requestedName: name, name: result.name, durable: durable, exclusive: exclusive, autoDelete: autoDelete,
+                    arguments: arguments))
+        case .queueDelete(let name, _, _):
+            registry.deleteQueue(named: name)
+        case .queueBind(let queue, let exchange, let routingKey, let arguments):
+            registry.record(
+                .init(destinationKind: .queue, destination: queue, source: exchange, routingKey: routingKey, arguments: arguments))
+        case .queueUnbind(let queue, let exchange, let routingKey, let arguments):
+            registry.removeBinding(
+                .init(destinationKind: .queue, destination: queue, source: exchange, routingKey: routingKey, arguments: arguments))
+        case .basicQos(let prefetchCount, let global):
+            channel.prefetch = (prefetchCount, global)
+        case .queuePurge, .basicGet, .confirmSelect:
             break
         }
     }
 
-    private func contentComplete(_ channel: ChannelIO, _ content: ChannelIO.Content) {
+    /// The broker deletes an auto-delete queue when its last consumer goes: forget it too.
+    func forgetAutoDeleteQueue(_ name: String) {
+        guard let queue = registry.queue(named: name), queue.autoDelete else { return }
+        let stillConsumed = channels.values.contains { channel in
+            channel.consumers.values.contains { $0.request.queue == name }
+        }
+        if !stillConsumed { registry.deleteQueue(named: name) }
+    }
+
+    func contentComplete(_ channel: ChannelIO, _ content: ChannelIO.Content) {
         switch content.kind {
         case .deliver(let consumerTag, let deliveryTag, let redelivered):
-            guard let sink = channel.consumers[consumerTag] else {
+            guard let sink = channel.consumers[consumerTag]?.sink else {
                 logger.debug("delivery for an unknown consumer ignored", metadata: [LogKey.consumerTag: "\(consumerTag)"])
                 return
             }
             let delivery = RabbitMQDelivery(
                 body: content.body, properties: content.properties, exchange: content.exchange,
                 routingKey: content.routingKey, redelivered: redelivered, deliveryTag: deliveryTag,
-                consumerTag: consumerTag, messageCount: nil, channel: sink.noAck ? nil : channel.shared)
+                consumerTag: consumerTag, messageCount: nil, channel: sink.noAck ? nil : channel.shared, epoch: epoch)
             if case .terminated = sink.continuation.yield(delivery), !sink.noAck {
                 // Nobody iterates any more (the cancel is on its way): give it back at once
                 // instead of leaving it unacknowledged until the channel closes.
@@ -815,7 +882,7 @@ final class IOLoop {
                     RabbitMQDelivery(
                         body: content.body, properties: content.properties, exchange: content.exchange,
                         routingKey: content.routingKey, redelivered: redelivered, deliveryTag: deliveryTag,
-                        consumerTag: "", messageCount: messageCount, channel: noAck ? nil : channel.shared)))
+                        consumerTag: "", messageCount: messageCount, channel: noAck ? nil : channel.shared, epoch: epoch)))
         }
     }
 
@@ -823,10 +890,10 @@ final class IOLoop {
 
     /// basic.return carries no sequence number but precedes the ack of its message: give it
     /// to the oldest unconfirmed mandatory publish with the same exchange, key and body.
-    private func attachReturn(_ channel: ChannelIO, _ message: RabbitMQReturnedMessage) {
+    func attachReturn(_ channel: ChannelIO, _ message: RabbitMQReturnedMessage) {
         var sequence = channel.oldestUnconfirmed
         while sequence < channel.nextPublishSequence {
-            if var entry = channel.unconfirmed[sequence], entry.returned == nil, let sent = entry.mandatory,
+            if var entry = channel.unconfirmed[sequence], entry.returned == nil, let sent = entry.message, sent.mandatory,
                 sent.exchange == message.exchange, sent.routingKey == message.routingKey, sent.body == message.body
             {
                 entry.returned = message
@@ -837,7 +904,7 @@ final class IOLoop {
         }
     }
 
-    private func confirm(_ channel: ChannelIO, _ tag: UInt64, multiple: Bool, acked: Bool) {
+    func confirm(_ channel: ChannelIO, _ tag: UInt64, multiple: Bool, acked: Bool) {
         var resolved = 0
         let first = multiple ? channel.oldestUnconfirmed : tag
         if first <= tag {
@@ -855,11 +922,17 @@ final class IOLoop {
             channel.oldestUnconfirmed += 1
         }
         channel.shared.releaseConfirmSlots(resolved)
+        logger.trace(
+            "confirm",
+            metadata: [
+                LogKey.channel: "\(channel.number)", "rabbitmq.tag": "\(tag)", "rabbitmq.multiple": "\(multiple)",
+                "rabbitmq.acked": "\(acked)", "rabbitmq.resolved": "\(resolved)",
+            ])
     }
 
     // MARK: Channel close
 
-    private func beginClose(_ channel: ChannelIO, reason: String) throws(RabbitMQError) {
+    func beginClose(_ channel: ChannelIO, reason: String) throws(RabbitMQError) {
         channel.phase = .closing
         let error = RabbitMQError(code: .closed, scope: .channel, message: "the channel was \(reason)")
         channel.shared.markClosed(error)
@@ -871,7 +944,7 @@ final class IOLoop {
         enqueue(channel, .close, expecting: AMQP_CHANNEL_CLOSE_OK_METHOD)
     }
 
-    private func failPending(_ channel: ChannelIO, _ error: RabbitMQError) {
+    func failPending(_ channel: ChannelIO, _ error: RabbitMQError) {
         for pending in channel.takeAllPending() {
             switch pending.kind {
             case .open(let continuation): continuation.resume(throwing: error)
@@ -879,24 +952,27 @@ final class IOLoop {
             case .consume(_, let continuation): continuation.resume(throwing: error)
             case .cancel(_, let continuation): continuation?.resume(throwing: error)
             case .close: break
+            case .internal(let box): box.result = .failure(error)
             }
         }
     }
 
     /// The channel is gone (close-ok exchanged or connection lost): fail what waits on it
     /// and free its number.
-    private func finishChannel(_ channel: ChannelIO, error: RabbitMQError, graceful: Bool) {
+    func finishChannel(_ channel: ChannelIO, error: RabbitMQError, graceful: Bool) {
         channels[channel.number] = nil
         channel.shared.markClosed(error)
         failPending(channel, error)
-        for (_, sink) in channel.consumers {
-            if graceful { sink.continuation.finish() } else { sink.continuation.finish(throwing: error) }
+        for (_, consumer) in channel.consumers {
+            if graceful { consumer.sink.continuation.finish() } else { consumer.sink.continuation.finish(throwing: error) }
         }
         channel.consumers.removeAll()
         let unconfirmed = channel.unconfirmed
         channel.unconfirmed.removeAll()
         for (_, entry) in unconfirmed { entry.ticket?.resolve(.failure(error)) }
-        channel.shared.releaseConfirmSlots(unconfirmed.count)
+        for entry in channel.republish { entry.ticket?.resolve(.failure(error)) }
+        channel.shared.releaseConfirmSlots(unconfirmed.count + channel.republish.count)
+        channel.republish.removeAll()
         for waiter in channel.closeWaiters { waiter.resume() }
         channel.closeWaiters.removeAll()
         core.releaseChannel(channel.number)
@@ -904,7 +980,7 @@ final class IOLoop {
 
     // MARK: Timers
 
-    private func runTimers() throws(RabbitMQError) {
+    func runTimers() throws(RabbitMQError) {
         let now = clock.now
         for channel in channels.values {
             guard let head = channel.head, head.deadline <= now else { continue }
@@ -933,7 +1009,7 @@ final class IOLoop {
 
     // MARK: Connection close
 
-    private func beginConnectionClose(_ continuation: CheckedContinuation<Void, any Error>?) {
+    func beginConnectionClose(_ continuation: CheckedContinuation<Void, any Error>?) {
         if closing != nil {
             if let continuation { closing!.waiters.append(continuation) }
             return
@@ -947,7 +1023,7 @@ final class IOLoop {
         commands.append(contentsOf: remaining)
     }
 
-    private func sendConnectionClose() throws(RabbitMQError) {
+    func sendConnectionClose() throws(RabbitMQError) {
         closing?.sentClose = true
         var close = amqp_connection_close_t(
             reply_code: 200, reply_text: scratch.bytes("Normal shutdown"), class_id: 0, method_id: 0)
@@ -957,19 +1033,23 @@ final class IOLoop {
 
     // MARK: Teardown
 
-    private func connectionLost(_ error: RabbitMQError) {
+    func connectionLost(_ error: RabbitMQError) {
         if closing != nil {
             // The socket went away while we were closing anyway.
             teardown(nil)
             return
         }
         logger.warning("connection lost", metadata: [LogKey.error: "\(error)"])
-        teardown(error)
+        if configuration.recovery.isEnabled && Self.isRecoverable(error) {
+            recover(after: error)
+        } else {
+            teardown(error)
+        }
     }
 
     /// Ends the connection: fails or finishes everything that waits, destroys the C state,
     /// stops the loop. `error` is nil for a close the application asked for.
-    private func teardown(_ error: RabbitMQError?) {
+    func teardown(_ error: RabbitMQError?) {
         guard !finished else { return }
         finished = true
         let failure = error ?? RabbitMQError(code: .closed, scope: .connection, message: "the connection was closed by the application")
@@ -998,7 +1078,7 @@ final class IOLoop {
         closing = nil
     }
 
-    private func fail(_ command: Command, _ error: RabbitMQError) {
+    func fail(_ command: Command, _ error: RabbitMQError) {
         switch command {
         case .openChannel(let shared, let continuation):
             core.releaseChannel(shared.number)
@@ -1020,7 +1100,7 @@ final class IOLoop {
         }
     }
 
-    private func destroyState() {
+    func destroyState() {
         if let watch {
             Watchdog.shared.unregister(watch)
             self.watch = nil

@@ -103,6 +103,12 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
     public var publishBufferLimit: Int
     /// TLS settings, used by `amqps` endpoints. Default: verify peer and host name, no CA file.
     public var tls: TLS
+    /// Automatic recovery of lost connections. Default: enabled; see ``Recovery``.
+    public var recovery: Recovery
+    /// The order in which ``endpoints`` are tried when connecting and reconnecting; each
+    /// attempt on an endpoint is bounded by ``connectTimeout`` and ``handshakeTimeout``.
+    /// Default: `.inOrder`.
+    public var endpointSelection: EndpointSelection
     /// Where the connection logs (routine events at info or below). Default: a logger with
     /// label `rabbitmq` (which logs nothing unless the application bootstrapped swift-log).
     public var logger: Logger
@@ -127,6 +133,8 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
         self.clientProperties = [:]
         self.publishBufferLimit = 1024
         self.tls = TLS()
+        self.recovery = Recovery()
+        self.endpointSelection = .inOrder
         self.logger = Logger(label: "rabbitmq")
     }
 
@@ -154,6 +162,18 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
             ("requestTimeout", requestTimeout), ("closeTimeout", closeTimeout),
         ] where value <= .zero {
             throw .invalidConfiguration("\(name) must be positive")
+        }
+        guard recovery.initialDelay >= .zero, recovery.maxDelay >= recovery.initialDelay else {
+            throw .invalidConfiguration("recovery delays must satisfy 0 <= initialDelay <= maxDelay")
+        }
+        guard recovery.multiplier >= 1, (0...1).contains(recovery.jitter) else {
+            throw .invalidConfiguration("recovery multiplier must be >= 1 and jitter within 0...1")
+        }
+        if let attempts = recovery.maxAttempts, attempts < 1 {
+            throw .invalidConfiguration("recovery maxAttempts must be at least 1 (or nil)")
+        }
+        guard recovery.publishWaitTimeout > .zero else {
+            throw .invalidConfiguration("recovery publishWaitTimeout must be positive")
         }
         guard publishBufferLimit > 0 else {
             throw .invalidConfiguration("publishBufferLimit must be positive")

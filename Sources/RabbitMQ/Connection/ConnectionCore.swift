@@ -17,9 +17,19 @@ final class ConnectionCore: Sendable {
         var nextChannelGeneration: UInt64 = 0
         var queuedPublishes = 0
         var publishWaiters: [CheckedContinuation<Void, any Error>] = []
+        /// While the connection is recovering, publishers wait here (bounded, with a deadline).
+        var recovering = false
+        var outageWaiters: [OutageWaiter] = []
         var eventContinuations: [Int: AsyncStream<RabbitMQConnectionEvent>.Continuation] = [:]
         var nextEventSubscriber = 0
         var negotiated = Negotiated()
+        /// Server-named queues re-declared under new names by recovery: old -> new.
+        var renamedQueues: [String: String] = [:]
+    }
+
+    struct OutageWaiter: Sendable {
+        var continuation: CheckedContinuation<Void, any Error>
+        var deadline: ContinuousClock.Instant
     }
 
     struct Negotiated: Sendable {
@@ -85,10 +95,16 @@ final class ConnectionCore: Sendable {
         _ = withUnsafeBytes(of: &one) { write(wakeDescriptor, $0.baseAddress, 8) }
     }
 
-    /// I/O thread: swaps the inbox out (O(1), keeps both buffers' capacity).
+    /// I/O thread: moves the inbox out (O(1) when `buffer` is empty, keeping both buffers'
+    /// capacity); commands still in `buffer` stay first, so order is kept.
     func takeCommands(into buffer: inout [Command]) {
         state.withLock { state in
-            swap(&state.inbox, &buffer)
+            if buffer.isEmpty {
+                swap(&state.inbox, &buffer)
+            } else {
+                buffer.append(contentsOf: state.inbox)
+                state.inbox.removeAll(keepingCapacity: true)
+            }
             state.wakePending = true
         }
     }
@@ -117,30 +133,96 @@ final class ConnectionCore: Sendable {
     // MARK: Publish back-pressure
 
     /// Reserves room for one publish in the inbox, suspending while the buffer is full.
+    /// While the connection recovers, waits for it (at most `publishBufferLimit` publishers,
+    /// each for at most `recovery.publishWaitTimeout`) instead of queueing more messages.
     func reservePublish() async throws {
         let limit = configuration.publishBufferLimit
-        let reserved: Bool = try state.withLock { state throws(RabbitMQError) in
-            if let terminal = state.terminal { throw terminal }
-            guard state.queuedPublishes < limit, state.publishWaiters.isEmpty else { return false }
-            state.queuedPublishes += 1
-            return true
-        }
-        if reserved { return }
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let outcome: RabbitMQError?? = state.withLock { state in
-                if let terminal = state.terminal { return .some(terminal) }
-                if state.queuedPublishes < limit && state.publishWaiters.isEmpty {
-                    state.queuedPublishes += 1
-                    return .some(nil)
+        while true {
+            enum Step { case reserved, waitForRoom, waitForRecovery }
+            let step: Step = try state.withLock { state throws(RabbitMQError) in
+                if let terminal = state.terminal { throw terminal }
+                if state.recovering { return .waitForRecovery }
+                guard state.queuedPublishes < limit, state.publishWaiters.isEmpty else { return .waitForRoom }
+                state.queuedPublishes += 1
+                return .reserved
+            }
+            switch step {
+            case .reserved:
+                return
+            case .waitForRoom:
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    let outcome: RabbitMQError?? = state.withLock { state in
+                        if let terminal = state.terminal { return .some(terminal) }
+                        if state.queuedPublishes < limit && state.publishWaiters.isEmpty {
+                            state.queuedPublishes += 1
+                            return .some(nil)
+                        }
+                        state.publishWaiters.append(continuation)
+                        return nil
+                    }
+                    switch outcome {
+                    case .some(.some(let error)): continuation.resume(throwing: error)
+                    case .some(.none): continuation.resume()
+                    case .none: break
+                    }
                 }
-                state.publishWaiters.append(continuation)
-                return nil
+                return
+            case .waitForRecovery:
+                // Resumed (without a reservation) when recovery ends: then try again.
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                    let outcome: RabbitMQError?? = state.withLock { state in
+                        if let terminal = state.terminal { return .some(terminal) }
+                        guard state.recovering else { return .some(nil) }
+                        guard state.outageWaiters.count < limit else {
+                            return .some(
+                                RabbitMQError(
+                                    code: .resourceError, scope: .none,
+                                    message: "the connection is recovering and \(limit) publishes already wait for it"))
+                        }
+                        state.outageWaiters.append(
+                            OutageWaiter(
+                                continuation: continuation,
+                                deadline: .now + configuration.recovery.publishWaitTimeout))
+                        return nil
+                    }
+                    switch outcome {
+                    case .some(.some(let error)): continuation.resume(throwing: error)
+                    case .some(.none): continuation.resume()
+                    case .none: break
+                    }
+                }
             }
-            switch outcome {
-            case .some(.some(let error)): continuation.resume(throwing: error)
-            case .some(.none): continuation.resume()
-            case .none: break
-            }
+        }
+    }
+
+    /// I/O thread: the connection was lost (true) or is back (false).
+    func setRecovering(_ recovering: Bool) {
+        let resumed: [OutageWaiter] = state.withLock { state in
+            state.recovering = recovering
+            guard !recovering else { return [] }
+            let waiters = state.outageWaiters
+            state.outageWaiters.removeAll()
+            return waiters
+        }
+        for waiter in resumed { waiter.continuation.resume() }
+    }
+
+    var isRecovering: Bool { state.withLock { $0.recovering } }
+
+    /// I/O thread, while recovering: fails publishers that waited past their deadline.
+    func expireOutageWaiters(now: ContinuousClock.Instant) {
+        let expired: [OutageWaiter] = state.withLock { state in
+            let expired = state.outageWaiters.filter { $0.deadline <= now }
+            guard !expired.isEmpty else { return [] }
+            state.outageWaiters.removeAll { $0.deadline <= now }
+            return expired
+        }
+        let timeout = configuration.recovery.publishWaitTimeout
+        for waiter in expired {
+            waiter.continuation.resume(
+                throwing: RabbitMQError(
+                    code: .timeout, scope: .none,
+                    message: "the connection did not recover within \(timeout); the message was not published"))
         }
     }
 
@@ -167,12 +249,16 @@ final class ConnectionCore: Sendable {
 
     /// I/O thread, at teardown: fails every waiting publisher.
     func failPublishWaiters(_ error: RabbitMQError) {
-        let waiters = state.withLock { state in
+        let (waiters, outage) = state.withLock { state in
             let waiters = state.publishWaiters
             state.publishWaiters.removeAll()
-            return waiters
+            let outage = state.outageWaiters
+            state.outageWaiters.removeAll()
+            state.recovering = false
+            return (waiters, outage)
         }
         for waiter in waiters { waiter.resume(throwing: error) }
+        for waiter in outage { waiter.continuation.resume(throwing: error) }
     }
 
     // MARK: Channel numbers
@@ -199,12 +285,26 @@ final class ConnectionCore: Sendable {
     func setNegotiated(_ negotiated: Negotiated) {
         state.withLock { state in
             state.negotiated = negotiated
+            // Channels keep their numbers across recovery: size the allocator only once.
+            guard state.channelNumbers.max == 0 else { return }
             state.channelNumbers = ChannelNumberAllocator(
                 max: min(configuration.channelMax, negotiated.channelMax == 0 ? 65535 : negotiated.channelMax))
         }
     }
 
     var negotiated: Negotiated { state.withLock { $0.negotiated } }
+
+    func recordRename(from old: String, to new: String) {
+        state.withLock { state in
+            state.renamedQueues[old] = new
+            // Keep chains short: names that pointed at `old` now point at `new`.
+            for (key, value) in state.renamedQueues where value == old { state.renamedQueues[key] = new }
+        }
+    }
+
+    func currentName(ofQueue name: String) -> String {
+        state.withLock { $0.renamedQueues[name] ?? name }
+    }
 
     // MARK: Events
 

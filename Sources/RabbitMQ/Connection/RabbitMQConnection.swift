@@ -81,7 +81,15 @@ public final class RabbitMQConnection: Sendable {
     /// The broker's server properties (product, version, capabilities, cluster name).
     public var serverProperties: RabbitMQFieldTable { core.negotiated.serverProperties }
 
-    /// A new subscription to this connection's events (blocked, unblocked, closed). Each call
+    /// The name a queue has now: recovery re-declares a server-named queue (`amq.gen-...`)
+    /// under a new name, and publishers that route to it by name should follow. Returns
+    /// `name` unchanged for any other queue.
+    public func currentName(ofQueue name: String) -> String {
+        core.currentName(ofQueue: name)
+    }
+
+    /// A new subscription to this connection's events (disconnected, recovery attempts,
+    /// recovered, queue renamed, blocked, unblocked, closed). Each call
     /// returns an independent sequence that buffers the newest 256 events and never slows
     /// the connection down. It ends when the connection closes.
     public func events() -> AsyncStream<RabbitMQConnectionEvent> {

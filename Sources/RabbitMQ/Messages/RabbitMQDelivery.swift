@@ -3,8 +3,9 @@
 /// Unless it was received with auto-ack, settle it exactly once with ``ack(multiple:)``,
 /// ``nack(multiple:requeue:)`` or ``reject(requeue:)``. Settling never suspends: it hands a
 /// command to the connection's I/O thread. A settlement for a channel that has closed since
-/// the delivery arrived throws ``RabbitMQError/Code-swift.struct/channelClosed``; the broker
-/// has already requeued the message.
+/// the delivery arrived throws the channel's close reason; one for a delivery received before
+/// the connection was recovered is dropped. In both cases the broker has already requeued
+/// the message, and it will be delivered again with `redelivered` set.
 public struct RabbitMQDelivery: Sendable {
     /// The body.
     public var body: [UInt8]
@@ -24,11 +25,14 @@ public struct RabbitMQDelivery: Sendable {
     public var messageCount: UInt32?
 
     let channel: ChannelShared?
+    /// The connection epoch it arrived in: after a recovery, settlements of older deliveries
+    /// are dropped (the broker requeued them; a stale tag would close the channel with 406).
+    let epoch: UInt64
 
     init(
         body: [UInt8], properties: RabbitMQProperties, exchange: String, routingKey: String,
         redelivered: Bool, deliveryTag: UInt64, consumerTag: String, messageCount: UInt32?,
-        channel: ChannelShared?
+        channel: ChannelShared?, epoch: UInt64
     ) {
         self.body = body
         self.properties = properties
@@ -39,6 +43,7 @@ public struct RabbitMQDelivery: Sendable {
         self.consumerTag = consumerTag
         self.messageCount = messageCount
         self.channel = channel
+        self.epoch = epoch
     }
 
     /// The body decoded as UTF-8 (invalid sequences replaced).
@@ -64,7 +69,8 @@ public struct RabbitMQDelivery: Sendable {
         guard let channel else {
             throw RabbitMQError(code: .unexpectedReply, message: "this delivery was received with auto-ack")
         }
-        try channel.settle(Settlement(kind: kind, deliveryTag: deliveryTag, multiple: multiple, requeue: requeue))
+        try channel.settle(
+            Settlement(kind: kind, deliveryTag: deliveryTag, multiple: multiple, requeue: requeue, epoch: epoch))
     }
 }
 
@@ -75,4 +81,5 @@ struct Settlement: Sendable {
     var deliveryTag: UInt64
     var multiple: Bool
     var requeue: Bool
+    var epoch: UInt64
 }

@@ -1,3 +1,5 @@
+import Synchronization
+
 
 /// The one-shot result of a publish in confirm mode: resolved by the I/O thread, awaited by
 /// any task. Safe to await from several tasks; each sees the same outcome.
@@ -8,6 +10,8 @@ final class ConfirmTicket: Sendable {
     }
 
     private let state = LockedValue(State.pending([]))
+    /// Set when recovery published the message again on a new connection.
+    let republished = Atomic<Bool>(false)
 
     func resolve(_ result: Result<RabbitMQPublishOutcome, RabbitMQError>) {
         let waiters: [CheckedContinuation<RabbitMQPublishOutcome, any Error>] = state.withLock { state in

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// What the broker said about a message published in confirm mode.
 public enum RabbitMQPublishOutcome: Sendable, Hashable {
     /// The broker took responsibility for the message (`basic.ack`).
@@ -17,6 +19,10 @@ public enum RabbitMQPublishOutcome: Sendable, Hashable {
 /// ```
 public struct RabbitMQConfirmation: Sendable {
     let ticket: ConfirmTicket
+
+    /// Whether the connection was lost before the broker confirmed the message and recovery
+    /// published it again: the broker may then hold it twice (deduplicate by message id).
+    public var wasRepublished: Bool { ticket.republished.load(ordering: .relaxed) }
 
     /// Suspends until the broker confirms the message, then returns the outcome.
     ///

@@ -1,0 +1,153 @@
+import Foundation
+import RabbitMQTestSupport
+import Synchronization
+import Testing
+
+@testable import RabbitMQ
+
+/// Faults of the whole broker: run on their own, after every other test (scripts/test.sh).
+@Suite("FaultTests: broker kill, pause", .serialized, .timeLimit(.minutes(6)))
+struct BrokerRestartTests {
+    @Test func killedAndRestartedBrokerLosesNoConfirmedMessage() async throws {
+        let total = 20_000
+        let queue = TestBroker.uniqueName("fault-durable")
+        let exchange = TestBroker.uniqueName("fault-transient-x")
+        let publisherConnection = try await TestBroker.connect(name: TestBroker.uniqueName("fault-pub"), heartbeat: .seconds(5))
+        let consumerConnection = try await TestBroker.connect(name: TestBroker.uniqueName("fault-con"), heartbeat: .seconds(5))
+        let publisherEvents = TimedEventLog(publisherConnection)
+        let consumerEvents = TimedEventLog(consumerConnection)
+
+        let publisher = try await publisherConnection.openChannel()
+        try await publisher.queueDeclare(queue, durable: true)
+        // A transient exchange and binding die with the broker: recovery must re-create them,
+        // or the mandatory publishes below come back as returned.
+        try await publisher.exchangeDeclare(exchange, type: .fanout)
+        try await publisher.queueBind(queue: queue, exchange: exchange)
+        try await publisher.confirmSelect(maxOutstanding: 1_000)
+
+        let consumerChannel = try await consumerConnection.openChannel()
+        try await consumerChannel.qos(prefetchCount: 500)
+        let consumer = try await consumerChannel.consume(queue: queue)
+        let consumed = ConsumptionLog()
+        let consuming = Task {
+            for try await delivery in consumer {
+                consumed.add(delivery)
+                try delivery.ack()
+                if consumed.distinct == total { break }
+            }
+        }
+
+        let progress = Counter()
+        let publishing = Task {
+            var confirmations: [(String, RabbitMQConfirmation)] = []
+            confirmations.reserveCapacity(total)
+            for index in 0..<total {
+                let id = "\(index)"
+                let properties = RabbitMQProperties(deliveryMode: .persistent, messageID: id)
+                confirmations.append(
+                    (id, try await publisher.publishWithConfirm(
+                        Array("payload \(index)".utf8), exchange: exchange, routingKey: "", properties: properties,
+                        mandatory: true)))
+                progress.set(index + 1)
+            }
+            var confirmed: Set<String> = []
+            var republished: Set<String> = []
+            var other: [String] = []
+            for (id, confirmation) in confirmations {
+                let outcome = try await confirmation.outcome()
+                if outcome == .acked { confirmed.insert(id) } else { other.append("\(id): \(outcome)") }
+                if confirmation.wasRepublished { republished.insert(id) }
+            }
+            return (confirmed, republished, other)
+        }
+
+        let reporter = Task {
+            while !Task.isCancelled {
+                try await Task.sleep(for: .seconds(5))
+                print("fault a progress: published \(progress.value), consumed \(consumed.distinct)")
+            }
+        }
+        defer { reporter.cancel() }
+        try await eventually(timeout: .seconds(120), "5,000 messages consumed before the kill") { consumed.distinct >= 5_000 }
+        try await brokerControl("kill")
+        let killed = ContinuousClock.now
+        print("fault a: broker killed")
+        try await brokerControl("start")
+        let back = ContinuousClock.now
+        print("fault a: broker back")
+
+        let (confirmed, republished, other) = try await publishing.value
+        try await consuming.value
+        let consumerRecovered = try await consumerEvents.wait(for: "consumer recovered") {
+            if case .recovered = $0 { true } else { false }
+        }
+        try await publisherEvents.wait(for: "publisher recovered") { if case .recovered = $0 { true } else { false } }
+
+        #expect(other.isEmpty, "every publish acked: \(other.prefix(5))")
+        #expect(confirmed.count == total)
+        let records = consumed.snapshot
+        let lost = confirmed.filter { records[$0] == nil }
+        #expect(lost.isEmpty, "confirmed but never consumed: \(lost.count)")
+        let duplicates = records.filter { $0.value.count > 1 }
+        let unexplained = duplicates.filter { !$0.value.redelivered && !republished.contains($0.key) }
+        #expect(unexplained.isEmpty, "duplicates neither redelivered nor re-published: \(unexplained.keys.prefix(5))")
+        let resumed = consumed.firstArrival(after: back)
+        let deliveries = records.values.reduce(0) { $0 + $1.count }
+        let firstDelivery = resumed.map { "\(($0 - back).milliseconds) ms" } ?? "n/a"
+        print("""
+            fault a: published \(total), confirmed \(confirmed.count), re-published \(republished.count), \
+            consumed \(records.count) distinct / \(deliveries) deliveries, \
+            duplicated \(duplicates.count); broker down \((back - killed).milliseconds) ms (kill to ready); \
+            broker-back to consumer-recovered \((consumerRecovered - back).milliseconds) ms; \
+            broker-back to first delivery \(firstDelivery)
+            """)
+
+        try await publisher.queueDelete(queue)
+        try await publisher.exchangeDelete(exchange)
+        try await publisherConnection.close()
+        try await consumerConnection.close()
+    }
+
+    @Test func pausedBrokerIsDetectedAndRecoveredWithItsConsumers() async throws {
+        let connection = try await TestBroker.connect(name: TestBroker.uniqueName("fault-pause"), heartbeat: .seconds(2))
+        let events = TimedEventLog(connection)
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("pause-q"))
+        let consumer = try await channel.consume(queue: queue.name)
+        var iterator = consumer.makeAsyncIterator()
+
+        let pid = try await TestBroker.brokerPID()
+        #expect(kill(pid, SIGSTOP) == 0)
+        do {
+            try await events.wait(for: "the heartbeat loss", timeout: .seconds(60)) {
+                if case .disconnected(let error) = $0 { error.code == .heartbeatTimeout } else { false }
+            }
+            // Keep it paused a little longer: reconnection attempts time out meanwhile.
+            try await events.wait(for: "a failed reconnection attempt", timeout: .seconds(60)) {
+                if case .recoveryAttempt(let n) = $0 { n >= 2 } else { false }
+            }
+        } catch {
+            kill(pid, SIGCONT)
+            throw error
+        }
+        #expect(kill(pid, SIGCONT) == 0)
+        let resumed = ContinuousClock.now
+        let recovered = try await events.wait(for: "recovered") { if case .recovered = $0 { true } else { false } }
+
+        let publisher = try await TestBroker.connect()
+        try await publisher.openChannel().publish("after the pause", routingKey: queue.name)
+        let delivery = try #require(try await iterator.next())
+        #expect(delivery.bodyString == "after the pause")
+        try delivery.ack()
+        let thread = connection.core.threadName
+        let named = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task"))?.filter { task in
+            let name = (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? ""
+            return name.trimmingCharacters(in: .whitespacesAndNewlines) == thread
+        }
+        #expect(named?.count == 1, "one I/O thread for the connection, none left stuck")
+        print("fault d: SIGCONT to recovered \((recovered - resumed).milliseconds) ms")
+        try await channel.queueDelete(queue.name)
+        try await publisher.close()
+        try await connection.close()
+    }
+}

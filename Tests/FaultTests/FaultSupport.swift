@@ -1,0 +1,107 @@
+import Foundation
+import RabbitMQ
+import RabbitMQTestSupport
+import Synchronization
+
+/// Collects a connection's events with the time each arrived.
+final class TimedEventLog: Sendable {
+    private final class Box: Sendable {
+        let events = Mutex<[(ContinuousClock.Instant, RabbitMQConnectionEvent)]>([])
+    }
+    private let box = Box()
+    private let task: Task<Void, Never>
+
+    init(_ connection: RabbitMQConnection) {
+        let stream = connection.events()
+        let box = self.box
+        task = Task { for await event in stream { box.events.withLock { $0.append((.now, event)) } } }
+    }
+
+    deinit { task.cancel() }
+
+    var all: [(ContinuousClock.Instant, RabbitMQConnectionEvent)] { box.events.withLock { $0 } }
+
+    /// The time of the first event matching, waiting for it (polls the log: there is no
+    /// event for "appended to this log").
+    @discardableResult
+    func wait(
+        for what: String, timeout: Duration = .seconds(180), _ match: @escaping @Sendable (RabbitMQConnectionEvent) -> Bool
+    ) async throws -> ContinuousClock.Instant {
+        var found: ContinuousClock.Instant?
+        try await eventually(timeout: timeout, what) {
+            found = self.all.first { match($0.1) }?.0
+            return found != nil
+        }
+        return found!
+    }
+}
+
+/// What a consumer saw, per message id.
+final class ConsumptionLog: Sendable {
+    struct Record: Sendable {
+        var count = 0
+        var redelivered = false
+    }
+    private let records = Mutex<[String: Record]>([:])
+    private let arrivals = Mutex<[ContinuousClock.Instant]>([])
+
+    func add(_ delivery: RabbitMQDelivery) {
+        let id = delivery.properties.messageID ?? ""
+        records.withLock { records in
+            records[id, default: Record()].count += 1
+            if delivery.redelivered { records[id]!.redelivered = true }
+        }
+        arrivals.withLock { $0.append(.now) }
+    }
+
+    var distinct: Int { records.withLock { $0.count } }
+    var snapshot: [String: Record] { records.withLock { $0 } }
+
+    /// The first arrival at or after `instant`.
+    func firstArrival(after instant: ContinuousClock.Instant) -> ContinuousClock.Instant? {
+        arrivals.withLock { $0.first { $0 >= instant } }
+    }
+}
+
+/// Cluster endpoints and control, exported by `scripts/cluster.sh env`.
+enum TestCluster {
+    static var urls: [String] {
+        get throws {
+            guard let value = ProcessInfo.processInfo.environment["RABBITMQ_CLUSTER_URLS"], !value.isEmpty else {
+                throw TestSupportError("RABBITMQ_CLUSTER_URLS is not set: run the tests through scripts/test.sh")
+            }
+            return value.split(separator: ",").map(String.init)
+        }
+    }
+
+    @discardableResult
+    static func control(_ arguments: String...) async throws -> String {
+        guard let script = ProcessInfo.processInfo.environment["RABBITMQ_CLUSTER_CTL"] else {
+            throw TestSupportError("RABBITMQ_CLUSTER_CTL is not set: run the tests through scripts/test.sh")
+        }
+        return try await TestBroker.run(script, arguments)
+    }
+}
+
+/// Runs the broker control script (`scripts/broker.sh`) of the single test broker.
+@discardableResult
+func brokerControl(_ arguments: String...) async throws -> String {
+    guard let script = ProcessInfo.processInfo.environment["RABBITMQ_TEST_CTL"] else {
+        throw TestSupportError("RABBITMQ_TEST_CTL is not set: run the tests through scripts/test.sh")
+    }
+    return try await TestBroker.run(script, arguments)
+}
+
+extension Duration {
+    var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}
+
+/// A number shared between tasks.
+final class Counter: Sendable {
+    private let storage = Atomic<Int>(0)
+    var value: Int { storage.load(ordering: .relaxed) }
+    func set(_ value: Int) { storage.store(value, ordering: .relaxed) }
+}

@@ -1,0 +1,355 @@
+import Foundation
+import RabbitMQTestSupport
+import Synchronization
+import Testing
+
+@testable import RabbitMQ
+
+/// Recovery after the broker closes one connection (`rabbitmqctl close_connection`): only
+/// the test's own connection is affected, so these run alongside the other tests.
+@Suite("Recovery after a closed connection", .timeLimit(.minutes(3)))
+struct RecoveryTests {
+    /// Collects a connection's events so a test can wait for the one it needs.
+    final class EventLog: Sendable {
+        private final class Box: Sendable {
+            let events = Mutex<[RabbitMQConnectionEvent]>([])
+        }
+        private let box: Box
+        private let task: Task<Void, Never>
+
+        init(_ connection: RabbitMQConnection) {
+            let stream = connection.events()
+            let box = Box()
+            self.box = box
+            task = Task { for await event in stream { box.events.withLock { $0.append(event) } } }
+        }
+
+        deinit { task.cancel() }
+
+        var all: [RabbitMQConnectionEvent] { box.events.withLock { $0 } }
+
+        /// The first event from `index` on that matches; there is no event to await for
+        /// "an element appeared in this log", so this polls the log.
+        @discardableResult
+        func next(
+            _ what: String, after index: Int = 0, where match: @escaping @Sendable (RabbitMQConnectionEvent) -> Bool
+        ) async throws -> RabbitMQConnectionEvent {
+            var found: RabbitMQConnectionEvent?
+            try await eventually(timeout: .seconds(90), what) {
+                found = self.all.dropFirst(index).first(where: match)
+                return found != nil
+            }
+            return found!
+        }
+    }
+
+    @Test func serverNamedExclusiveQueueIsRenamedAndItsBindingAndConsumerRestored() async throws {
+        let name = TestBroker.uniqueName("rename")
+        let connection = try await TestBroker.connect(name: name)
+        let log = EventLog(connection)
+        let channel = try await connection.openChannel()
+        let fanout = TestBroker.uniqueName("broadcast")
+        try await channel.exchangeDeclare(fanout, type: .fanout)
+        let queue = try await channel.queueDeclare("", exclusive: true)
+        try await channel.queueBind(queue: queue.name, exchange: fanout)
+        let consumer = try await channel.consume(queue: queue.name, autoAck: true)
+        var iterator = consumer.makeAsyncIterator()
+
+        try await channel.publish("before", exchange: fanout, routingKey: "")
+        #expect(try await iterator.next()?.bodyString == "before")
+
+        try await TestBroker.closeConnection(named: name, reason: "recovery test")
+        let renamed = try await log.next("queueRenamed") { if case .queueRenamed = $0 { true } else { false } }
+        guard case .queueRenamed(let old, let new) = renamed else { return }
+        #expect(old == queue.name)
+        #expect(new != queue.name && new.hasPrefix("amq.gen-"))
+        _ = try await log.next("recovered") { if case .recovered = $0 { true } else { false } }
+
+        // The broadcast after recovery reaches the new queue, through the same sequence.
+        let publisher = try await TestBroker.connect()
+        try await publisher.openChannel().publish("after", exchange: fanout, routingKey: "")
+        let delivery = try #require(try await iterator.next())
+        #expect(delivery.bodyString == "after")
+        #expect(delivery.consumerTag == consumer.consumerTag, "the same consumer tag")
+        #expect(delivery.routingKey == "")
+
+        let kinds = log.all.map { event -> String in
+            switch event {
+            case .disconnected: "disconnected"
+            case .recoveryAttempt: "attempt"
+            case .connected: "connected"
+            case .queueRenamed: "renamed"
+            case .recovered: "recovered"
+            default: "other"
+            }
+        }
+        #expect(kinds == ["disconnected", "attempt", "connected", "renamed", "recovered"], "\(log.all)")
+
+        // Idle after recovery means asleep in poll() on the new socket, not spinning.
+        let thread = connection.core.threadName
+        let ticksBefore = try #require(ProcessResources.cpuTicks(ofThread: thread))
+        try await Task.sleep(for: .seconds(2))
+        let ticksAfter = try #require(ProcessResources.cpuTicks(ofThread: thread))
+        #expect(ticksAfter - ticksBefore < 50, "the I/O thread used \(ticksAfter - ticksBefore) ticks in 2 s of idleness")
+        try await channel.exchangeDelete(fanout)
+        try await publisher.close()
+        try await connection.close()
+    }
+
+    @Test func consumersKeepYieldingAndStaleAcksAreDropped() async throws {
+        let name = TestBroker.uniqueName("stale")
+        let connection = try await TestBroker.connect(name: name)
+        let log = EventLog(connection)
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("durable-q"), durable: true)
+        try await channel.qos(prefetchCount: 10)
+        let consumer = try await channel.consume(queue: queue.name)
+        var iterator = consumer.makeAsyncIterator()
+        try await channel.confirmSelect()
+        #expect(try await channel.publishAndWaitForConfirm(Array("one".utf8), routingKey: queue.name) == .acked)
+        let first = try #require(try await iterator.next())
+        #expect(!first.redelivered)
+
+        try await TestBroker.closeConnection(named: name)
+        _ = try await log.next("recovered") { if case .recovered = $0 { true } else { false } }
+
+        // The ack belongs to the dead connection: dropped locally, no 406 on the new channel.
+        try first.ack()
+        let again = try #require(try await iterator.next())
+        #expect(again.bodyString == "one")
+        #expect(again.redelivered, "the broker requeued the unacked message")
+        try again.ack()
+        #expect(channel.isOpen)
+        #expect(try await channel.publishAndWaitForConfirm(Array("two".utf8), routingKey: queue.name) == .acked)
+        let second = try #require(try await iterator.next())
+        #expect(second.bodyString == "two")
+        try second.ack()
+        #expect(channel.isOpen, "no stale delivery tag reached the broker")
+        try await channel.queueDelete(queue.name)
+        try await connection.close()
+    }
+
+    @Test func publishesDuringAnOutageWaitAndGoThrough() async throws {
+        let name = TestBroker.uniqueName("outage")
+        let connection = try await TestBroker.connect(name: name)
+        let log = EventLog(connection)
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("outage-q"), durable: true)
+        try await channel.confirmSelect(maxOutstanding: 100)
+
+        // Publish continuously across the close; every confirmation must end acked.
+        let publishing = Task {
+            var confirmations: [RabbitMQConfirmation] = []
+            for index in 0..<3_000 {
+                confirmations.append(
+                    try await channel.publishWithConfirm(
+                        Array("\(index)".utf8), routingKey: queue.name, properties: .init(deliveryMode: .persistent)))
+            }
+            var acked = 0
+            var republished = 0
+            for confirmation in confirmations {
+                if try await confirmation.outcome() == .acked { acked += 1 }
+                if confirmation.wasRepublished { republished += 1 }
+            }
+            return (acked, republished)
+        }
+        let probe = try await TestBroker.connect(recovery: .disabled)
+        let probeChannel = try await probe.openChannel()
+        try await eventually("publishing to start") {
+            try await probeChannel.queueDeclare(queue.name, passive: true).messageCount > 100
+        }
+        try await probe.close()
+        try await TestBroker.closeConnection(named: name)
+        let (acked, republished) = try await publishing.value
+        #expect(acked == 3_000)
+        _ = try await log.next("recovered") { if case .recovered = $0 { true } else { false } }
+        let count = try await channel.queueDeclare(queue.name, passive: true).messageCount
+        // At least once: every message is there; duplicates only from re-published ones.
+        #expect(count >= 3_000)
+        #expect(Int(count) <= 3_000 + republished)
+        print("outage publish: 3000 confirmed, \(republished) re-published, \(count) in the queue")
+        try await channel.queueDelete(queue.name)
+        try await connection.close()
+    }
+
+    @Test func deletedTopologyIsNotResurrected() async throws {
+        let name = TestBroker.uniqueName("forget")
+        let connection = try await TestBroker.connect(name: name)
+        let log = EventLog(connection)
+        let channel = try await connection.openChannel()
+        let kept = try await channel.queueDeclare(TestBroker.uniqueName("kept"), exclusive: true)
+        let deleted = try await channel.queueDeclare(TestBroker.uniqueName("deleted"), exclusive: true)
+        let exchange = TestBroker.uniqueName("gone-x")
+        try await channel.exchangeDeclare(exchange, type: .direct, autoDelete: false)
+        try await channel.queueBind(queue: kept.name, exchange: exchange, routingKey: "k")
+        try await channel.queueDelete(deleted.name)
+        try await channel.exchangeDelete(exchange)
+
+        try await TestBroker.closeConnection(named: name)
+        _ = try await log.next("recovered") { if case .recovered = $0 { true } else { false } }
+
+        // The exclusive queue came back (it died with the old connection); the deleted ones did not.
+        #expect(try await channel.queueDeclare(kept.name, passive: true).name == kept.name)
+        let probe = try await connection.openChannel()
+        let error = await #expect(throws: RabbitMQError.self) { try await probe.queueDeclare(deleted.name, passive: true) }
+        #expect(error?.code == .notFound)
+        let exchangeProbe = try await connection.openChannel()
+        let exchangeError = await #expect(throws: RabbitMQError.self) {
+            try await exchangeProbe.exchangeDeclare(exchange, passive: true)
+        }
+        #expect(exchangeError?.code == .notFound)
+        try await connection.close()
+    }
+
+    @Test func aConsumerCancelledByTheBrokerIsNotResurrected() async throws {
+        let name = TestBroker.uniqueName("cancelled")
+        let connection = try await TestBroker.connect(name: name)
+        let log = EventLog(connection)
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("doomed"))
+        let consumer = try await channel.consume(queue: queue.name)
+        let consuming = Task { for try await _ in consumer {} }
+
+        let other = try await TestBroker.connect()
+        try await other.openChannel().queueDelete(queue.name)
+        let error = await #expect(throws: RabbitMQError.self) { try await consuming.value }
+        #expect(error?.code == .consumerCancelled)
+
+        try await TestBroker.closeConnection(named: name)
+        _ = try await log.next("recovered") { if case .recovered = $0 { true } else { false } }
+        // The queue is re-declared from the registry (we declared it), but nobody consumes it.
+        let check = try await other.openChannel()
+        #expect(try await check.queueDeclare(queue.name, passive: true).consumerCount == 0)
+        try await check.queueDelete(queue.name)
+        try await other.close()
+        try await connection.close()
+    }
+
+    @Test func aRefusedLoginStopsRecoveryWithATypedError() async throws {
+        let user = TestBroker.uniqueName("user")
+        try await TestBroker.ctl("add_user", user, "first-password")
+        try await TestBroker.ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+        var configuration = try TestBroker.configuration(name: TestBroker.uniqueName("refused"))
+        configuration.username = user
+        configuration.password = "first-password"
+        configuration.recovery.maxAttempts = 5
+        let connection = try await RabbitMQConnection.connect(configuration: configuration)
+        let log = EventLog(connection)
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare("", exclusive: true)
+        let consumer = try await channel.consume(queue: queue.name)
+        let consuming = Task { for try await _ in consumer {} }
+
+        try await TestBroker.ctl("change_password", user, "second-password")
+        try await TestBroker.closeConnection(named: configuration.connectionName!)
+        let error = await #expect(throws: RabbitMQError.self) { try await consuming.value }
+        #expect(error?.code == .authenticationFailed)
+        _ = try await log.next("recoveryFailed") { if case .recoveryFailed = $0 { true } else { false } }
+        let attempts = log.all.filter { if case .recoveryAttempt = $0 { true } else { false } }.count
+        #expect(attempts == 1, "a refused login is not retried: \(log.all)")
+        #expect(!connection.isOpen)
+        #expect(!log.all.contains { if case .recovered = $0 { true } else { false } })
+        let text = error?.description ?? ""
+        #expect(!text.contains("second-password") && !text.contains("first-password"))
+        try await TestBroker.ctl("delete_user", user)
+    }
+
+    @Test func topologyFilterAndDisabledTopologyRecovery() async throws {
+        let name = TestBroker.uniqueName("filtered")
+        var configuration = try TestBroker.configuration(name: name)
+        let skipped = TestBroker.uniqueName("skip")
+        configuration.recovery.topologyFilter.queues = { [skipped] queueName in queueName != skipped }
+        let connection = try await RabbitMQConnection.connect(configuration: configuration)
+        let log = EventLog(connection)
+        let channel = try await connection.openChannel()
+        try await channel.queueDeclare(skipped, exclusive: true)
+        let kept = try await channel.queueDeclare(TestBroker.uniqueName("keep"), exclusive: true)
+        try await TestBroker.closeConnection(named: name)
+        _ = try await log.next("recovered") { if case .recovered = $0 { true } else { false } }
+        #expect(try await channel.queueDeclare(kept.name, passive: true).name == kept.name)
+        let error = await #expect(throws: RabbitMQError.self) { try await channel.queueDeclare(skipped, passive: true) }
+        #expect(error?.code == .notFound)
+        try await connection.close()
+    }
+
+    @Test func manyOutagesUnderLoadLeakNothing() async throws {
+        let name = TestBroker.uniqueName("churn")
+        let connection = try await TestBroker.connect(name: name)
+        let log = EventLog(connection)
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare("", exclusive: true)
+        try await channel.qos(prefetchCount: 50)
+        let consumer = try await channel.consume(queue: queue.name)
+        let received = Atomic<Int>(0)
+        let consuming = Task {
+            for try await delivery in consumer {
+                try delivery.ack()
+                received.add(1, ordering: .relaxed)
+            }
+        }
+        try await channel.confirmSelect(maxOutstanding: 200)
+        let stop = Atomic<Bool>(false)
+        let publishing = Task {
+            var sent = 0
+            while !stop.load(ordering: .relaxed), sent < 200_000 {
+                _ = try await channel.publishWithConfirm(Array("x".utf8), routingKey: connection.currentName(ofQueue: queue.name))
+                sent += 1
+            }
+            return sent
+        }
+        // Warm up one cycle so lazily created resources (the watchdog thread) exist.
+        var recoveries = 0
+        func cycle() async throws {
+            let index = log.all.count
+            try await TestBroker.closeConnection(named: name)
+            _ = try await log.next("recovered", after: index) { if case .recovered = $0 { true } else { false } }
+            recoveries += 1
+        }
+        try await cycle()
+        let before = ProcessResources.current()
+        for _ in 0..<10 { try await cycle() }
+        let after = ProcessResources.current()
+        stop.store(true, ordering: .relaxed)
+        let sent = try await publishing.value
+        #expect(recoveries == 11)
+        #expect(sent > 0 && received.load(ordering: .relaxed) > 0)
+        #expect(after.threads <= before.threads + 2, "threads \(before.threads) -> \(after.threads)")
+        #expect(after.descriptors <= before.descriptors + 4, "fds \(before.descriptors) -> \(after.descriptors)")
+        #expect(after.residentBytes <= before.residentBytes + 64 << 20, "RSS \(before.residentBytes) -> \(after.residentBytes)")
+        print("10 outages: threads \(before.threads)->\(after.threads), fds \(before.descriptors)->\(after.descriptors), RSS \(before.residentBytes >> 20)->\(after.residentBytes >> 20) MiB, \(sent) published")
+        consuming.cancel()
+        try await connection.close()
+    }
+}
+
+/// Threads, descriptors and resident memory of this process, from /proc.
+struct ProcessResources {
+    var threads: Int
+    var descriptors: Int
+    var residentBytes: Int
+
+    static func current() -> ProcessResources {
+        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0
+        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+        let statm = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? ""
+        let pages = statm.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
+        return ProcessResources(threads: threads, descriptors: descriptors, residentBytes: pages * Int(sysconf(Int32(_SC_PAGESIZE))))
+    }
+
+    /// User + system clock ticks (1/100 s) used so far by the thread with this name.
+    static func cpuTicks(ofThread name: String) -> Int? {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        for task in tasks {
+            let comm = (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? ""
+            guard comm.trimmingCharacters(in: .whitespacesAndNewlines) == name,
+                let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
+            // Fields after "(comm)": state is the 3rd field overall; utime and stime are 14th and 15th.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 12, let user = Int(fields[11]), let system = Int(fields[12]) else { return nil }
+            return user + system
+        }
+        return nil
+    }
+}
