@@ -171,6 +171,9 @@ if [[ $((xct_wide + st_wide)) -gt 0 ]]; then
     step "swift test ($BROKER_WIDE)" run_tests broker-wide "$xct_wide" "$st_wide" \
         --no-parallel --filter "$BROKER_WIDE" || true
 fi
+# The benchmark keeps building and working: every scenario with tiny counts, against the
+# test broker, reusing this debug build; it measures nothing and asserts no timing.
+step "benchmark smoke (scripts/bench.sh --smoke)" scripts/bench.sh --smoke || true
 if [[ $((xct_other + st_other + xct_wide + st_wide)) -eq 0 ]]; then
     SUMMARY+=("FAIL  no tests found")
     FAILED=1

@@ -72,8 +72,15 @@ struct BrokerRestartTests {
         try await brokerControl("kill")
         let killed = ContinuousClock.now
         print("fault a: broker killed")
-        try await brokerControl("start")
+        // "Back" is when the broker accepts connections again (it listens only once booted),
+        // not when the start script returns.
+        let port = try #require(URL(string: try TestBroker.url)?.port)
+        // A killed multi-threaded VM keeps its listening socket until its last thread is gone.
+        try await eventually(timeout: .seconds(60), "the killed broker to stop listening") { !acceptsConnections(port: port) }
+        let starting = Task { try await brokerControl("start") }
+        try await eventually(timeout: .seconds(120), "the broker to listen again") { acceptsConnections(port: port) }
         let back = ContinuousClock.now
+        _ = try await starting.value
         print("fault a: broker back")
 
         let (confirmed, republished, other) = try await publishing.value

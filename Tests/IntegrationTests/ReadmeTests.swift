@@ -35,3 +35,18 @@ private func quickStart(uri: String) async throws -> String {
     try await connection.close()
     return text
 }
+
+/// The README's recovery example: compiled, not run (it names addresses that do not exist here).
+func readmeRecoveryExample() async throws {
+    var configuration = try RabbitMQConfiguration(uris: [
+        "amqp://app:secret@10.0.0.1:5672/", "amqp://10.0.0.2:5672/", "amqp://10.0.0.3:5672/",
+    ])
+    configuration.endpointSelection = .shuffled
+    configuration.recovery.maxAttempts = 30
+    let connection = try await RabbitMQConnection.connect(configuration: configuration)
+    for await event in connection.events() {
+        // .disconnected(error), .recoveryAttempt(n), .connected(endpoint:), .queueRenamed(from:to:),
+        // .recovered(endpoint:), .recoveryFailed(error), .blocked(reason:), .unblocked, .closed(error)
+        print(event)
+    }
+}

@@ -1,3 +1,4 @@
+import RabbitMQPatterns
 import ArgumentParser
 import Foundation
 import RabbitMQ

@@ -1,3 +1,5 @@
+import RabbitMQPatterns
+
 /// Which attempts the demo's retry handler saw, per payment id; shared between the handler
 /// and the report.
 final class AttemptLog: Sendable {

@@ -1,3 +1,5 @@
+import RabbitMQPatterns
+
 /// The queues and exchanges the demo declared, recorded as it goes, so that they can be
 /// deleted whether the demo succeeds or fails halfway.
 final class DemoTopology: Sendable {
