@@ -110,8 +110,10 @@ struct RecoveryTests {
         let first = try #require(try await iterator.next())
         #expect(!first.redelivered)
 
+        #expect(!connection.isRecovering)
         try await TestBroker.closeConnection(named: name)
         _ = try await log.next("recovered") { if case .recovered = $0 { true } else { false } }
+        #expect(!connection.isRecovering && connection.isOpen)
 
         // The ack belongs to the dead connection: dropped locally, no 406 on the new channel.
         try first.ack()

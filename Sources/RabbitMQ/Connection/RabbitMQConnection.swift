@@ -15,6 +15,10 @@ import Synchronization
 /// try await connection.close()
 /// ```
 ///
+/// A lost connection recovers by itself (``RabbitMQConfiguration/recovery``): it reconnects,
+/// walking the configured endpoints, and restores channels, topology and consumers; follow
+/// it with ``events()``.
+///
 /// Close connections you open: ``close()`` flushes queued publishes, waits for outstanding
 /// confirms and the broker's `close-ok`. A connection released without `close()` is closed
 /// in the background.
@@ -60,8 +64,11 @@ public final class RabbitMQConnection: Sendable {
     /// The connection's name (``RabbitMQConfiguration/connectionName`` or a generated one).
     public var name: String { core.name }
 
-    /// Whether the connection is open.
+    /// Whether the connection is open (also while it recovers; see ``isRecovering``).
     public var isOpen: Bool { core.terminalError == nil }
+
+    /// Whether the connection was lost and recovery is under way.
+    public var isRecovering: Bool { core.isRecovering }
 
     /// Why the connection closed, once it has (code `closed` after ``close()``).
     public var closeReason: RabbitMQError? { core.terminalError }

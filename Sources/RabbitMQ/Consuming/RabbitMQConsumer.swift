@@ -6,9 +6,11 @@
 ///
 /// The sequence ends normally after ``cancel()`` or a graceful connection close, and throws
 /// ``RabbitMQError`` when the broker cancels the consumer (`consumerCancelled`, for example
-/// because its queue was deleted) or the channel or connection fails. Ending the iteration
-/// (or cancelling the iterating task) cancels the consumer; deliveries that arrive after
-/// that are requeued.
+/// because its queue was deleted), when its channel is closed by the broker, or when the
+/// connection is lost for good. While the connection recovers it simply waits: recovery
+/// registers the consumer again with the same tag, and messages that were not acknowledged
+/// come back with `redelivered` set. Ending the iteration (or cancelling the iterating task)
+/// cancels the consumer; deliveries that arrive after that are requeued.
 ///
 /// ```swift
 /// let consumer = try await channel.consume(queue: "orders")
