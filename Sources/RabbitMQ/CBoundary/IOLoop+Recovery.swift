@@ -383,8 +383,8 @@ extension IOLoop {
     }
 
     private func openInternalChannel() throws(RabbitMQError) -> ChannelIO {
-        let (number, generation) = try core.allocateChannel()
-        let channel = ChannelIO(shared: ChannelShared(number: number, generation: generation, core: core), isInternal: true)
+        let number = try core.allocateChannel()
+        let channel = ChannelIO(shared: ChannelShared(number: number, core: core), isInternal: true)
         channels[number] = channel
         var open = amqp_channel_open_t(out_of_band: amqp_bytes_t(len: 0, bytes: nil))
         try send(number, AMQP_CHANNEL_OPEN_METHOD, &open)

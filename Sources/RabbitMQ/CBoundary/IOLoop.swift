@@ -469,7 +469,6 @@ final class IOLoop {
     func send(_ request: ChannelRequest, on channel: ChannelIO) throws(RabbitMQError) -> (amqp_method_number_t, amqp_method_number_t) {
         defer { scratch.recycle() }
         let number = channel.number
-        let empty = amqp_bytes_t(len: 0, bytes: nil)
         switch request {
         case .exchangeDeclare(let name, let type, let passive, let durable, let autoDelete, let isInternal, let arguments):
             var method = amqp_exchange_declare_t(
@@ -533,7 +532,6 @@ final class IOLoop {
         case .confirmSelect:
             var method = amqp_confirm_select_t(nowait: 0)
             try send(number, AMQP_CONFIRM_SELECT_METHOD, &method)
-            _ = empty
             return (AMQP_CONFIRM_SELECT_OK_METHOD, AMQP_CONFIRM_SELECT_OK_METHOD)
         }
     }

@@ -13,13 +13,11 @@ final class ChannelShared: Sendable {
     }
 
     let number: UInt16
-    let generation: UInt64
     let core: ConnectionCore
     private let state = LockedValue(State())
 
-    init(number: UInt16, generation: UInt64, core: ConnectionCore) {
+    init(number: UInt16, core: ConnectionCore) {
         self.number = number
-        self.generation = generation
         self.core = core
     }
 
@@ -55,6 +53,22 @@ final class ChannelShared: Sendable {
     }
 
     var isConfirmMode: Bool { state.withLock { $0.confirmCapacity > 0 } }
+
+    /// Admits one publish with a single lock on the fast path: throws if the channel is
+    /// closed and, in confirm mode, takes a window slot (suspending while the window is full).
+    /// Returns whether the channel is in confirm mode.
+    func admitPublish() async throws -> Bool {
+        let admitted: Bool? = try state.withLock { state throws(RabbitMQError) in
+            if let reason = state.closeReason { throw reason }
+            guard state.confirmCapacity > 0 else { return false }
+            guard state.outstandingConfirms < state.confirmCapacity, state.confirmWaiters.isEmpty else { return nil }
+            state.outstandingConfirms += 1
+            return true
+        }
+        if let admitted { return admitted }
+        try await reserveConfirmSlot()
+        return true
+    }
 
     /// Takes one slot of the confirm window, suspending while it is full.
     func reserveConfirmSlot() async throws {

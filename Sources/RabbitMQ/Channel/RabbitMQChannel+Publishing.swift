@@ -75,9 +75,7 @@ extension RabbitMQChannel {
     }
 
     private func enqueue(_ message: OutboundMessage, ticket: ConfirmTicket?) async throws {
-        try shared.checkOpen()
-        let confirming = shared.isConfirmMode
-        if confirming { try await shared.reserveConfirmSlot() }
+        let confirming = try await shared.admitPublish()
         do {
             try await shared.core.reservePublish()
         } catch {

@@ -14,7 +14,6 @@ final class ConnectionCore: Sendable {
         /// Set once the connection is closing or closed: new commands fail with it.
         var terminal: RabbitMQError?
         var channelNumbers = ChannelNumberAllocator(max: 0)
-        var nextChannelGeneration: UInt64 = 0
         var queuedPublishes = 0
         var publishWaiters: [CheckedContinuation<Void, any Error>] = []
         /// While the connection is recovering, publishers wait here (bounded, with a deadline).
@@ -263,7 +262,7 @@ final class ConnectionCore: Sendable {
 
     // MARK: Channel numbers
 
-    func allocateChannel() throws(RabbitMQError) -> (number: UInt16, generation: UInt64) {
+    func allocateChannel() throws(RabbitMQError) -> UInt16 {
         try state.withLock { state throws(RabbitMQError) in
             if let terminal = state.terminal { throw terminal }
             guard let number = state.channelNumbers.allocate() else {
@@ -271,8 +270,7 @@ final class ConnectionCore: Sendable {
                     code: .resourceError,
                     message: "all \(state.channelNumbers.max) channels of this connection are in use")
             }
-            state.nextChannelGeneration += 1
-            return (number, state.nextChannelGeneration)
+            return number
         }
     }
 

@@ -105,16 +105,14 @@ public final class RabbitMQConnection: Sendable {
 
     /// Opens a new channel (the lowest free channel number).
     public func openChannel() async throws -> RabbitMQChannel {
-        let (number, generation) = try core.allocateChannel()
-        let shared = ChannelShared(number: number, generation: generation, core: core)
-        do {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                do {
-                    try core.submit(.openChannel(shared, continuation))
-                } catch {
-                    core.releaseChannel(number)
-                    continuation.resume(throwing: error)
-                }
+        let number = try core.allocateChannel()
+        let shared = ChannelShared(number: number, core: core)
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            do {
+                try core.submit(.openChannel(shared, continuation))
+            } catch {
+                core.releaseChannel(number)
+                continuation.resume(throwing: error)
             }
         }
         return RabbitMQChannel(connection: self, shared: shared)
