@@ -14,8 +14,8 @@ struct BrokerRestartTests {
         let exchange = TestBroker.uniqueName("fault-transient-x")
         let publisherConnection = try await TestBroker.connect(name: TestBroker.uniqueName("fault-pub"), heartbeat: .seconds(5))
         let consumerConnection = try await TestBroker.connect(name: TestBroker.uniqueName("fault-con"), heartbeat: .seconds(5))
-        let publisherEvents = TimedEventLog(publisherConnection)
-        let consumerEvents = TimedEventLog(consumerConnection)
+        let publisherEvents = ConnectionEventLog(publisherConnection)
+        let consumerEvents = ConnectionEventLog(consumerConnection)
 
         let publisher = try await publisherConnection.openChannel()
         try await publisher.queueDeclare(queue, durable: true)
@@ -85,10 +85,10 @@ struct BrokerRestartTests {
 
         let (confirmed, republished, other) = try await publishing.value
         try await consuming.value
-        let consumerRecovered = try await consumerEvents.wait(for: "consumer recovered") {
+        let consumerRecovered = try await consumerEvents.next("consumer recovered") {
             if case .recovered = $0 { true } else { false }
         }
-        try await publisherEvents.wait(for: "publisher recovered") { if case .recovered = $0 { true } else { false } }
+        try await publisherEvents.next("publisher recovered") { if case .recovered = $0 { true } else { false } }
 
         #expect(other.isEmpty, "every publish acked: \(other.prefix(5))")
         #expect(confirmed.count == total)
@@ -105,7 +105,7 @@ struct BrokerRestartTests {
             fault a: published \(total), confirmed \(confirmed.count), re-published \(republished.count), \
             consumed \(records.count) distinct / \(deliveries) deliveries, \
             duplicated \(duplicates.count); broker down \((back - killed).milliseconds) ms (kill to ready); \
-            broker-back to consumer-recovered \((consumerRecovered - back).milliseconds) ms; \
+            broker-back to consumer-recovered \((consumerRecovered.at - back).milliseconds) ms; \
             broker-back to first delivery \(firstDelivery)
             """)
 
@@ -117,7 +117,7 @@ struct BrokerRestartTests {
 
     @Test func pausedBrokerIsDetectedAndRecoveredWithItsConsumers() async throws {
         let connection = try await TestBroker.connect(name: TestBroker.uniqueName("fault-pause"), heartbeat: .seconds(2))
-        let events = TimedEventLog(connection)
+        let events = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
         let queue = try await channel.queueDeclare(TestBroker.uniqueName("pause-q"))
         let consumer = try await channel.consume(queue: queue.name)
@@ -126,11 +126,11 @@ struct BrokerRestartTests {
         let pid = try await TestBroker.brokerPID()
         #expect(kill(pid, SIGSTOP) == 0)
         do {
-            try await events.wait(for: "the heartbeat loss", timeout: .seconds(60)) {
+            try await events.next("the heartbeat loss", timeout: .seconds(60)) {
                 if case .disconnected(let error) = $0 { error.code == .heartbeatTimeout } else { false }
             }
             // Keep it paused a little longer: reconnection attempts time out meanwhile.
-            try await events.wait(for: "a failed reconnection attempt", timeout: .seconds(60)) {
+            try await events.next("a failed reconnection attempt", timeout: .seconds(60)) {
                 if case .recoveryAttempt(let n) = $0 { n >= 2 } else { false }
             }
         } catch {
@@ -139,7 +139,7 @@ struct BrokerRestartTests {
         }
         #expect(kill(pid, SIGCONT) == 0)
         let resumed = ContinuousClock.now
-        let recovered = try await events.wait(for: "recovered") { if case .recovered = $0 { true } else { false } }
+        let recovered = try await events.next("recovered") { if case .recovered = $0 { true } else { false } }
 
         let publisher = try await TestBroker.connect()
         try await publisher.openChannel().publish("after the pause", routingKey: queue.name)
@@ -152,7 +152,7 @@ struct BrokerRestartTests {
             return name.trimmingCharacters(in: .whitespacesAndNewlines) == thread
         }
         #expect(named?.count == 1, "one I/O thread for the connection, none left stuck")
-        print("fault d: SIGCONT to recovered \((recovered - resumed).milliseconds) ms")
+        print("fault d: SIGCONT to recovered \((recovered.at - resumed).milliseconds) ms")
         try await channel.queueDelete(queue.name)
         try await publisher.close()
         try await connection.close()

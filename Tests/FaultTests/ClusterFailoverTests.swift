@@ -21,8 +21,8 @@ struct ClusterFailoverTests {
         let publisherConnection = try await RabbitMQConnection.connect(configuration: configuration("cluster-pub"))
         let consumerConnection = try await RabbitMQConnection.connect(configuration: configuration("cluster-con"))
         #expect(publisherConnection.endpoint?.port == 5801, "connected to node 1 first")
-        let publisherEvents = TimedEventLog(publisherConnection)
-        let consumerEvents = TimedEventLog(consumerConnection)
+        let publisherEvents = ConnectionEventLog(publisherConnection)
+        let consumerEvents = ConnectionEventLog(consumerConnection)
 
         let queue = TestBroker.uniqueName("cluster-quorum")
         let publisher = try await publisherConnection.openChannel()
@@ -90,10 +90,10 @@ struct ClusterFailoverTests {
         try await eventually(timeout: .seconds(120), "1,000 messages consumed before the kill") { consumed.distinct >= 1_000 }
         try await TestCluster.control("kill-node", "1")
         let killed = ContinuousClock.now
-        let publisherRecovered = try await publisherEvents.wait(for: "publisher failover") {
+        let publisherRecovered = try await publisherEvents.next("publisher failover") {
             if case .recovered = $0 { true } else { false }
         }
-        let consumerRecovered = try await consumerEvents.wait(for: "consumer failover") {
+        let consumerRecovered = try await consumerEvents.next("consumer failover") {
             if case .recovered = $0 { true } else { false }
         }
         let (confirmed, republished) = try await publishing.value
@@ -109,7 +109,7 @@ struct ClusterFailoverTests {
         print("""
             fault b: published \(total), confirmed \(confirmed.count), re-published \(republished.count), \
             consumed \(records.count) distinct, duplicated \(duplicates.count); node-kill to publisher failover \
-            \((publisherRecovered - killed).milliseconds) ms, to consumer failover \((consumerRecovered - killed).milliseconds) ms \
+            \((publisherRecovered.at - killed).milliseconds) ms, to consumer failover \((consumerRecovered.at - killed).milliseconds) ms \
             (publisher now on \(publisherConnection.endpoint.map(\.description) ?? "?"))
             """)
 

@@ -3,39 +3,6 @@ import RabbitMQ
 import RabbitMQTestSupport
 import Synchronization
 
-/// Collects a connection's events with the time each arrived.
-final class TimedEventLog: Sendable {
-    private final class Box: Sendable {
-        let events = Mutex<[(ContinuousClock.Instant, RabbitMQConnectionEvent)]>([])
-    }
-    private let box = Box()
-    private let task: Task<Void, Never>
-
-    init(_ connection: RabbitMQConnection) {
-        let stream = connection.events()
-        let box = self.box
-        task = Task { for await event in stream { box.events.withLock { $0.append((.now, event)) } } }
-    }
-
-    deinit { task.cancel() }
-
-    var all: [(ContinuousClock.Instant, RabbitMQConnectionEvent)] { box.events.withLock { $0 } }
-
-    /// The time of the first event matching, waiting for it (polls the log: there is no
-    /// event for "appended to this log").
-    @discardableResult
-    func wait(
-        for what: String, timeout: Duration = .seconds(180), _ match: @escaping @Sendable (RabbitMQConnectionEvent) -> Bool
-    ) async throws -> ContinuousClock.Instant {
-        var found: ContinuousClock.Instant?
-        try await eventually(timeout: timeout, what) {
-            found = self.all.first { match($0.1) }?.0
-            return found != nil
-        }
-        return found!
-    }
-}
-
 /// What a consumer saw, per message id.
 final class ConsumptionLog: Sendable {
     struct Record: Sendable {

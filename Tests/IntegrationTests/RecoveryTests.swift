@@ -9,44 +9,10 @@ import Testing
 /// the test's own connection is affected, so these run alongside the other tests.
 @Suite("Recovery after a closed connection", .timeLimit(.minutes(3)))
 struct RecoveryTests {
-    /// Collects a connection's events so a test can wait for the one it needs.
-    final class EventLog: Sendable {
-        private final class Box: Sendable {
-            let events = Mutex<[RabbitMQConnectionEvent]>([])
-        }
-        private let box: Box
-        private let task: Task<Void, Never>
-
-        init(_ connection: RabbitMQConnection) {
-            let stream = connection.events()
-            let box = Box()
-            self.box = box
-            task = Task { for await event in stream { box.events.withLock { $0.append(event) } } }
-        }
-
-        deinit { task.cancel() }
-
-        var all: [RabbitMQConnectionEvent] { box.events.withLock { $0 } }
-
-        /// The first event from `index` on that matches; there is no event to await for
-        /// "an element appeared in this log", so this polls the log.
-        @discardableResult
-        func next(
-            _ what: String, after index: Int = 0, where match: @escaping @Sendable (RabbitMQConnectionEvent) -> Bool
-        ) async throws -> RabbitMQConnectionEvent {
-            var found: RabbitMQConnectionEvent?
-            try await eventually(timeout: .seconds(90), what) {
-                found = self.all.dropFirst(index).first(where: match)
-                return found != nil
-            }
-            return found!
-        }
-    }
-
     @Test func serverNamedExclusiveQueueIsRenamedAndItsBindingAndConsumerRestored() async throws {
         let name = TestBroker.uniqueName("rename")
         let connection = try await TestBroker.connect(name: name)
-        let log = EventLog(connection)
+        let log = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
         let fanout = TestBroker.uniqueName("broadcast")
         try await channel.exchangeDeclare(fanout, type: .fanout)
@@ -60,7 +26,7 @@ struct RecoveryTests {
 
         try await TestBroker.closeConnection(named: name, reason: "recovery test")
         let renamed = try await log.next("queueRenamed") { if case .queueRenamed = $0 { true } else { false } }
-        guard case .queueRenamed(let old, let new) = renamed else { return }
+        guard case .queueRenamed(let old, let new) = renamed.event else { return }
         #expect(old == queue.name)
         #expect(new != queue.name && new.hasPrefix("amq.gen-"))
         _ = try await log.next("recovered") { if case .recovered = $0 { true } else { false } }
@@ -99,7 +65,7 @@ struct RecoveryTests {
     @Test func consumersKeepYieldingAndStaleAcksAreDropped() async throws {
         let name = TestBroker.uniqueName("stale")
         let connection = try await TestBroker.connect(name: name)
-        let log = EventLog(connection)
+        let log = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
         let queue = try await channel.queueDeclare(TestBroker.uniqueName("durable-q"), durable: true)
         try await channel.qos(prefetchCount: 10)
@@ -134,7 +100,7 @@ struct RecoveryTests {
     @Test func publishesDuringAnOutageWaitAndGoThrough() async throws {
         let name = TestBroker.uniqueName("outage")
         let connection = try await TestBroker.connect(name: name)
-        let log = EventLog(connection)
+        let log = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
         let queue = try await channel.queueDeclare(TestBroker.uniqueName("outage-q"), durable: true)
         try await channel.confirmSelect(maxOutstanding: 100)
@@ -177,7 +143,7 @@ struct RecoveryTests {
     @Test func deletedTopologyIsNotResurrected() async throws {
         let name = TestBroker.uniqueName("forget")
         let connection = try await TestBroker.connect(name: name)
-        let log = EventLog(connection)
+        let log = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
         let kept = try await channel.queueDeclare(TestBroker.uniqueName("kept"), exclusive: true)
         let deleted = try await channel.queueDeclare(TestBroker.uniqueName("deleted"), exclusive: true)
@@ -206,7 +172,7 @@ struct RecoveryTests {
     @Test func aConsumerCancelledByTheBrokerIsNotResurrected() async throws {
         let name = TestBroker.uniqueName("cancelled")
         let connection = try await TestBroker.connect(name: name)
-        let log = EventLog(connection)
+        let log = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
         let queue = try await channel.queueDeclare(TestBroker.uniqueName("doomed"))
         let consumer = try await channel.consume(queue: queue.name)
@@ -236,7 +202,7 @@ struct RecoveryTests {
         configuration.password = "first-password"
         configuration.recovery.maxAttempts = 5
         let connection = try await RabbitMQConnection.connect(configuration: configuration)
-        let log = EventLog(connection)
+        let log = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
         let queue = try await channel.queueDeclare("", exclusive: true)
         let consumer = try await channel.consume(queue: queue.name)
@@ -262,7 +228,7 @@ struct RecoveryTests {
         let skipped = TestBroker.uniqueName("skip")
         configuration.recovery.topologyFilter.queues = { [skipped] queueName in queueName != skipped }
         let connection = try await RabbitMQConnection.connect(configuration: configuration)
-        let log = EventLog(connection)
+        let log = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
         try await channel.queueDeclare(skipped, exclusive: true)
         let kept = try await channel.queueDeclare(TestBroker.uniqueName("keep"), exclusive: true)
@@ -277,7 +243,7 @@ struct RecoveryTests {
     @Test func manyOutagesUnderLoadLeakNothing() async throws {
         let name = TestBroker.uniqueName("churn")
         let connection = try await TestBroker.connect(name: name)
-        let log = EventLog(connection)
+        let log = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
         let queue = try await channel.queueDeclare("", exclusive: true)
         try await channel.qos(prefetchCount: 50)
@@ -302,7 +268,7 @@ struct RecoveryTests {
         // Warm up one cycle so lazily created resources (the watchdog thread) exist.
         var recoveries = 0
         func cycle() async throws {
-            let index = log.all.count
+            let index = log.count
             try await TestBroker.closeConnection(named: name)
             _ = try await log.next("recovered", after: index) { if case .recovered = $0 { true } else { false } }
             recoveries += 1
