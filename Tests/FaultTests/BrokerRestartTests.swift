@@ -115,6 +115,40 @@ struct BrokerRestartTests {
         try await consumerConnection.close()
     }
 
+    @Test func aConsumerWaitsForItsQueueToBeRedeclaredByAnotherConnection() async throws {
+        // The queue is transient, so the restarted broker has lost it; only the owner's
+        // recovery declares it again, and the owner is made to recover seconds after the
+        // consumer's connection, which must wait for the queue instead of failing with 404.
+        // The broker is down for about 6 s; the owner's first attempt comes after 15 s, long
+        // after the reader's (0.1-2 s back-off), and within the reader's wait (2 x heartbeat).
+        var slow = TestBroker.fastRecovery
+        slow.initialDelay = .seconds(15)
+        slow.maxDelay = .seconds(15)
+        slow.jitter = 0
+        let owner = try await TestBroker.connect(name: TestBroker.uniqueName("fault-owner"), recovery: slow)
+        let consuming = try await TestBroker.connect(name: TestBroker.uniqueName("fault-reader"))
+        let ownerEvents = ConnectionEventLog(owner)
+        let readerEvents = ConnectionEventLog(consuming)
+        let queue = TestBroker.uniqueName("fault-transient-q")
+        try await owner.openChannel().queueDeclare(queue)
+        let consumer = try await consuming.openChannel().consume(queue: queue)
+        var iterator = consumer.makeAsyncIterator()
+
+        try await brokerControl("kill")
+        try await brokerControl("start")
+        try await readerEvents.next("reader recovered") { if case .recovered = $0 { true } else { false } }
+        try await ownerEvents.next("owner recovered") { if case .recovered = $0 { true } else { false } }
+        #expect(!readerEvents.all.contains { if case .topologyRecoveryFailed = $0 { true } else { false } })
+
+        try await owner.openChannel().publish("after the restart", routingKey: queue)
+        let delivery = try #require(try await iterator.next())
+        #expect(delivery.bodyString == "after the restart")
+        try delivery.ack()
+        try await owner.openChannel().queueDelete(queue)
+        try await owner.close()
+        try await consuming.close()
+    }
+
     @Test func pausedBrokerIsDetectedAndRecoveredWithItsConsumers() async throws {
         let connection = try await TestBroker.connect(name: TestBroker.uniqueName("fault-pause"), heartbeat: .seconds(2))
         let events = ConnectionEventLog(connection)

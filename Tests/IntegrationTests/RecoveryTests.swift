@@ -222,7 +222,7 @@ struct RecoveryTests {
         try await TestBroker.ctl("delete_user", user)
     }
 
-    @Test func topologyFilterAndDisabledTopologyRecovery() async throws {
+    @Test func topologyFilterSkipsAFilteredQueue() async throws {
         let name = TestBroker.uniqueName("filtered")
         var configuration = try TestBroker.configuration(name: name)
         let skipped = TestBroker.uniqueName("skip")

@@ -293,6 +293,10 @@ extension IOLoop {
     /// that error.
     private func restoreConsumers() throws(RabbitMQError) {
         let filter = configuration.recovery.topologyFilter
+        var probe: ChannelIO?
+        defer {
+            if let probe, channels[probe.number] === probe { _ = try? closeInternalChannel(probe) }
+        }
         for channel in channels.values.sorted(by: { $0.number < $1.number }) where !channel.isInternal {
             for (tag, consumer) in channel.consumers.sorted(by: { $0.key < $1.key }) {
                 guard channels[channel.number] === channel, channel.phase == .open else { break }
@@ -303,6 +307,8 @@ extension IOLoop {
                     continue
                 }
                 let request = consumer.request
+                try waitForQueue(request.queue, probe: &probe)
+                guard channels[channel.number] === channel, channel.phase == .open else { break }
                 var consume = amqp_basic_consume_t(
                     ticket: 0, queue: scratch.bytes(request.queue), consumer_tag: scratch.bytes(request.consumerTag),
                     no_local: 0, no_ack: request.noAck ? 1 : 0, exclusive: request.exclusive ? 1 : 0, nowait: 0,
@@ -315,6 +321,29 @@ extension IOLoop {
                     logger.warning("could not restore consumer \(tag)", metadata: [LogKey.error: "\(error)"])
                     core.emit(.topologyRecoveryFailed(entity: "consumer \(tag) on \(request.queue)", error: error))
                 }
+            }
+        }
+    }
+
+    /// Waits, for a bounded time, until `queue` exists. A consumer's queue is often declared
+    /// by another connection (the publisher's) that is still recovering, or re-created by a
+    /// broker that just restarted: consuming from it too early fails with 404 and would end
+    /// the consumer for good. The passive declares run on an internal channel, so a 404
+    /// closes only that one; after the deadline the consume goes ahead and reports.
+    private func waitForQueue(_ queue: String, probe: inout ChannelIO?) throws(RabbitMQError) {
+        let deadline = clock.now.advanced(by: .seconds(max(2 * heartbeat, 10)))
+        while true {
+            if probe == nil || channels[probe!.number] !== probe { probe = try openInternalChannel() }
+            do {
+                _ = try call(
+                    probe!,
+                    .queueDeclare(name: queue, passive: true, durable: false, exclusive: false, autoDelete: false, arguments: [:]))
+                return
+            } catch where error.scope == .channel {
+                probe = nil
+                guard error.code == .notFound, clock.now < deadline else { return }
+                logger.debug("waiting for a consumer's queue", metadata: [LogKey.queue: "\(queue)"])
+                try pause(.milliseconds(250))
             }
         }
     }
