@@ -91,11 +91,13 @@ struct PatternsRPCTests {
     @Test func aCallTimesOutAndItsLateReplyIsDiscarded() async throws {
         let queue = TestBroker.uniqueName("slow")
         let gate = Gate()
+        let (arrivals, arrived) = AsyncStream.makeStream(of: String.self)
         let handled = Atomic<Int>(0)
         try await Self.withServerAndClient(
             queue: queue,
             server: { connection in
                 RabbitMQRPCServer(connection: connection, queue: queue, configuration: .init(concurrency: 1)) { request in
+                    arrived.yield(request.bodyString)
                     if request.bodyString == "slow" { await gate.wait() }
                     handled.add(1, ordering: .relaxed)
                     return request.body
@@ -105,9 +107,15 @@ struct PatternsRPCTests {
             // is (with it, it may expire in the queue, which another test covers).
             client: .init(expireRequests: false)
         ) { client in
-            let error = await #expect(throws: RabbitMQPatternsError.self) {
-                try await client.call(Array("slow".utf8), routingKey: queue, timeout: .milliseconds(300))
+            // The call runs beside the test so that the test can see the request reach the
+            // server before the call gives up: the timeout covers publishing too, and a call
+            // that timed out before its request left would have nothing late to discard.
+            let slowCall = Task {
+                try await client.call(Array("slow".utf8), routingKey: queue, timeout: .seconds(2))
             }
+            var arrivalsIterator = arrivals.makeAsyncIterator()
+            #expect(await arrivalsIterator.next() == "slow")
+            let error = await #expect(throws: RabbitMQPatternsError.self) { try await slowCall.value }
             #expect(error?.code == .timeout)
             #expect(client.discardedReplies == 0)
             gate.open()
