@@ -20,6 +20,10 @@ final class ChannelIO {
         var kind: Kind
         var expected: (amqp_method_number_t, amqp_method_number_t)
         var deadline: ContinuousClock.Instant
+
+        var awaitsConsumerReply: Bool {
+            expected.0 == AMQP_BASIC_CONSUME_OK_METHOD || expected.0 == AMQP_BASIC_CANCEL_OK_METHOD
+        }
     }
 
     /// A content-bearing method whose header and body frames are still arriving.
@@ -91,6 +95,41 @@ final class ChannelIO {
             pendingHead = 0
         }
         return head
+    }
+
+    /// Takes the request that `method` answers. RabbitMQ answers a channel's synchronous
+    /// methods in order, with one exception: a classic queue's process sends
+    /// basic.consume-ok and basic.cancel-ok itself, so they can trail the replies to later
+    /// methods (a passive queue.declare sent right after a basic.cancel is often answered
+    /// first). Those two are matched by consumer tag; other replies may overtake them.
+    func takeRequest(answeredBy method: amqp_method_number_t, consumerTag: String?) -> Pending? {
+        var index = pendingHead
+        while index < pending.count {
+            let entry = pending[index]
+            let expects = entry.expected.0 == method || entry.expected.1 == method
+            if let consumerTag {
+                if expects {
+                    switch entry.kind {
+                    case .consume(let tag, _), .cancel(let tag, _):
+                        if tag == consumerTag { return removePending(at: index) }
+                    case .internal:
+                        return removePending(at: index)
+                    default:
+                        break
+                    }
+                }
+            } else {
+                if expects { return removePending(at: index) }
+                guard entry.awaitsConsumerReply else { return nil }
+            }
+            index += 1
+        }
+        return nil
+    }
+
+    private func removePending(at index: Int) -> Pending {
+        if index == pendingHead { return popHead()! }
+        return pending.remove(at: index)
     }
 
     func takeAllPending() -> [Pending] {

@@ -158,13 +158,13 @@ extension IOLoop {
             case .settle:
                 break  // its epoch is gone: the broker requeued the message
             case .consume(_, _, let sink, let continuation):
-                sink.continuation.finish(throwing: recovering)
+                sink.buffer.finish(throwing: recovering)
                 continuation.resume(throwing: recovering)
             case .cancelConsumer(let shared, let tag, let continuation):
                 if let channel = channels[shared.number], channel.shared === shared,
                     let consumer = channel.consumers.removeValue(forKey: tag)
                 {
-                    consumer.sink.continuation.finish()
+                    consumer.sink.buffer.finish()
                     forgetAutoDeleteQueue(consumer.request.queue)
                 }
                 continuation?.resume(returning: .ok)
@@ -205,7 +205,7 @@ extension IOLoop {
         } else {
             for channel in channels.values {
                 for (_, consumer) in channel.consumers {
-                    consumer.sink.continuation.finish(
+                    consumer.sink.buffer.finish(
                         throwing: RabbitMQError(code: .consumerCancelled, message: "topology recovery is disabled"))
                 }
                 channel.consumers.removeAll()
@@ -302,7 +302,7 @@ extension IOLoop {
                 guard channels[channel.number] === channel, channel.phase == .open else { break }
                 guard filter.consumers?(tag, consumer.request.queue) ?? true else {
                     channel.consumers[tag] = nil
-                    consumer.sink.continuation.finish(
+                    consumer.sink.buffer.finish(
                         throwing: RabbitMQError(code: .consumerCancelled, message: "consumer \(tag) was not recovered (filtered out)"))
                     continue
                 }

@@ -38,6 +38,9 @@ final class IOLoop {
     /// What to declare again after a reconnect.
     var registry = TopologyRegistry()
     var random = SystemRandomNumberGenerator()
+    /// Consumers whose iterator waits for deliveries that arrived this turn: woken once, at
+    /// the end of the read turn, with everything that arrived (not once per message).
+    var consumersToWake: [DeliveryBuffer] = []
 
     /// Frames read per drain before commands get a turn.
     private static let frameBudget = 256
@@ -298,6 +301,7 @@ final class IOLoop {
 
     /// Reads and dispatches frames until none is buffered; returns true when the budget ran out.
     func drainFrames(budget: Int = IOLoop.frameBudget) throws(RabbitMQError) -> Bool {
+        defer { wakeConsumers() }
         var frame = amqp_frame_t()
         var zero = timeval(tv_sec: 0, tv_usec: 0)
         for _ in 0..<budget {
@@ -313,6 +317,12 @@ final class IOLoop {
             amqp_maybe_release_buffers_on_channel(state, frame.channel)
         }
         return true
+    }
+
+    func wakeConsumers() {
+        guard !consumersToWake.isEmpty else { return }
+        for buffer in consumersToWake { buffer.wake() }
+        consumersToWake.removeAll(keepingCapacity: true)
     }
 
     // MARK: Commands
@@ -402,7 +412,7 @@ final class IOLoop {
 
         case .consume(let shared, let request, let sink, let continuation):
             guard let channel = usableChannel(shared) else {
-                sink.continuation.finish(throwing: closedError(shared))
+                sink.buffer.finish(throwing: closedError(shared))
                 continuation.resume(throwing: closedError(shared))
                 return
             }
@@ -731,7 +741,7 @@ final class IOLoop {
             let tag = String(amqpBytes: cancel.consumer_tag)
             if let consumer = channel.consumers.removeValue(forKey: tag) {
                 logger.info("consumer cancelled by the broker", metadata: [LogKey.consumerTag: "\(tag)"])
-                consumer.sink.continuation.finish(
+                consumer.sink.buffer.finish(
                     throwing: RabbitMQError(
                         code: .consumerCancelled,
                         message: "the broker cancelled consumer \(tag) (its queue was deleted or became unavailable)"))
@@ -749,15 +759,20 @@ final class IOLoop {
         channel.content = content
     }
 
-    /// Matches a reply to the oldest request of its channel.
+    /// Matches a reply to its request (see ``ChannelIO/takeRequest(answeredBy:consumerTag:)``).
     func reply(_ channel: ChannelIO, _ method: amqp_method_t) throws(RabbitMQError) {
-        guard let head = channel.head, head.expected.0 == method.id || head.expected.1 == method.id else {
+        var consumerTag: String?
+        if method.id == AMQP_BASIC_CONSUME_OK_METHOD {
+            consumerTag = String(amqpBytes: method.decoded!.assumingMemoryBound(to: amqp_basic_consume_ok_t.self).pointee.consumer_tag)
+        } else if method.id == AMQP_BASIC_CANCEL_OK_METHOD {
+            consumerTag = String(amqpBytes: method.decoded!.assumingMemoryBound(to: amqp_basic_cancel_ok_t.self).pointee.consumer_tag)
+        }
+        // basic.get-ok never comes here: it completes its request when its content is complete.
+        guard let head = channel.takeRequest(answeredBy: method.id, consumerTag: consumerTag) else {
             throw RabbitMQError(
                 code: .protocolError, scope: .connection,
                 message: "unexpected method \(method.id) on channel \(channel.number)")
         }
-        // basic.get-ok never comes here: it completes its request when its content is complete.
-        _ = channel.popHead()
         switch head.kind {
         case .open(let continuation):
             channel.phase = .open
@@ -770,7 +785,7 @@ final class IOLoop {
             continuation.resume(returning: .consumerTag(tag))
         case .cancel(let tag, let continuation):
             if let consumer = channel.consumers.removeValue(forKey: tag) {
-                consumer.sink.continuation.finish()
+                consumer.sink.buffer.finish()
                 forgetAutoDeleteQueue(consumer.request.queue)
             }
             continuation?.resume(returning: .ok)
@@ -860,10 +875,15 @@ final class IOLoop {
                 body: content.body, properties: content.properties, exchange: content.exchange,
                 routingKey: content.routingKey, redelivered: redelivered, deliveryTag: deliveryTag,
                 consumerTag: consumerTag, messageCount: nil, channel: sink.noAck ? nil : channel.shared, epoch: epoch)
-            if case .terminated = sink.continuation.yield(delivery), !sink.noAck {
+            switch sink.buffer.push(delivery) {
+            case .buffered:
+                break
+            case .needsWake:
+                consumersToWake.append(sink.buffer)
+            case .terminated:
                 // Nobody iterates any more (the cancel is on its way): give it back at once
                 // instead of leaving it unacknowledged until the channel closes.
-                _ = guarded { amqp_basic_reject(state, channel.number, deliveryTag, 1) }
+                if !sink.noAck { _ = guarded { amqp_basic_reject(state, channel.number, deliveryTag, 1) } }
             }
         case .returned(let replyCode, let replyText):
             let message = RabbitMQReturnedMessage(
@@ -872,7 +892,8 @@ final class IOLoop {
             if channel.confirmMode { attachReturn(channel, message) }
             channel.shared.emitReturn(message)
         case .get(let deliveryTag, let redelivered, let messageCount):
-            guard let head = channel.popHead(), case .request(let request, let continuation) = head.kind,
+            guard let head = channel.takeRequest(answeredBy: AMQP_BASIC_GET_OK_METHOD, consumerTag: nil),
+                case .request(let request, let continuation) = head.kind,
                 case .basicGet(_, let noAck) = request
             else { return }
             continuation.resume(
@@ -962,7 +983,7 @@ final class IOLoop {
         channel.shared.markClosed(error)
         failPending(channel, error)
         for (_, consumer) in channel.consumers {
-            if graceful { consumer.sink.continuation.finish() } else { consumer.sink.continuation.finish(throwing: error) }
+            if graceful { consumer.sink.buffer.finish() } else { consumer.sink.buffer.finish(throwing: error) }
         }
         channel.consumers.removeAll()
         let unconfirmed = channel.unconfirmed
@@ -1087,7 +1108,7 @@ final class IOLoop {
             shared.markClosed(error)
         case .settle: break
         case .consume(_, _, let sink, let continuation):
-            sink.continuation.finish(throwing: error)
+            sink.buffer.finish(throwing: error)
             continuation.resume(throwing: error)
         case .cancelConsumer(_, _, let continuation): continuation?.resume(returning: .ok)
         case .closeChannel(_, let continuation): continuation.resume()

@@ -17,10 +17,10 @@ extension RabbitMQChannel {
     ) async throws -> RabbitMQConsumer {
         try shared.checkOpen()
         let tag = consumerTag.isEmpty ? Self.makeConsumerTag(channel: shared) : consumerTag
-        let (stream, continuation) = AsyncThrowingStream.makeStream(of: RabbitMQDelivery.self)
+        let buffer = DeliveryBuffer()
         let request = ConsumeRequest(
             queue: queue, consumerTag: tag, noAck: autoAck, exclusive: exclusive, arguments: arguments)
-        let sink = ConsumerSink(continuation: continuation, noAck: autoAck)
+        let sink = ConsumerSink(buffer: buffer, noAck: autoAck)
         let shared = self.shared
         _ = try await withCheckedThrowingContinuation { reply in
             do {
@@ -30,12 +30,10 @@ extension RabbitMQChannel {
             }
         }
         // Installed only after consume-ok: before that there is nothing to cancel.
-        continuation.onTermination = { termination in
-            if case .cancelled = termination {
-                shared.core.submitIfRunning(.cancelConsumer(shared, consumerTag: tag, nil))
-            }
+        buffer.setOnCancel {
+            shared.core.submitIfRunning(.cancelConsumer(shared, consumerTag: tag, nil))
         }
-        return RabbitMQConsumer(consumerTag: tag, channel: self, stream: stream)
+        return RabbitMQConsumer(consumerTag: tag, channel: self, buffer: buffer)
     }
 
     private static let consumerCounter = Atomic<UInt64>(0)

@@ -54,6 +54,6 @@ struct OutboundMessage: Sendable {
 
 /// Where the I/O thread hands a consumer's deliveries.
 struct ConsumerSink: Sendable {
-    var continuation: AsyncThrowingStream<RabbitMQDelivery, any Error>.Continuation
+    var buffer: DeliveryBuffer
     var noAck: Bool
 }

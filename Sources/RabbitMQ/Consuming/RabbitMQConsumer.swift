@@ -9,8 +9,10 @@
 /// because its queue was deleted), when its channel is closed by the broker, or when the
 /// connection is lost for good. While the connection recovers it simply waits: recovery
 /// registers the consumer again with the same tag, and messages that were not acknowledged
-/// come back with `redelivered` set. Ending the iteration (or cancelling the iterating task)
-/// cancels the consumer; deliveries that arrive after that are requeued.
+/// come back with `redelivered` set. Cancelling the iterating task, or dropping the consumer
+/// and every iterator made from it, cancels the consumer; a loop that merely ends early
+/// leaves it running, and a new iterator goes on where the last one stopped. Iterate from
+/// one task at a time. Deliveries that arrive after the cancel are requeued.
 ///
 /// ```swift
 /// let consumer = try await channel.consume(queue: "orders")
@@ -25,7 +27,13 @@ public struct RabbitMQConsumer: AsyncSequence, Sendable {
     /// The consumer tag (chosen by the library when none was given).
     public let consumerTag: String
     let channel: RabbitMQChannel
-    let stream: AsyncThrowingStream<RabbitMQDelivery, any Error>
+    let lifetime: DeliveryBufferLifetime
+
+    init(consumerTag: String, channel: RabbitMQChannel, buffer: DeliveryBuffer) {
+        self.consumerTag = consumerTag
+        self.channel = channel
+        self.lifetime = DeliveryBufferLifetime(buffer: buffer)
+    }
 
     /// Cancels the consumer (`basic.cancel`) and waits for the broker to confirm it; the
     /// sequence then ends after the deliveries already received.
@@ -42,15 +50,23 @@ public struct RabbitMQConsumer: AsyncSequence, Sendable {
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(base: stream.makeAsyncIterator())
+        AsyncIterator(lifetime: lifetime)
     }
 
-    /// Iterates the deliveries.
+    /// Iterates the deliveries: takes them from a local batch, refilled once per batch.
     public struct AsyncIterator: AsyncIteratorProtocol {
-        var base: AsyncThrowingStream<RabbitMQDelivery, any Error>.AsyncIterator
+        private let state: DeliveryIteratorState
+
+        init(lifetime: DeliveryBufferLifetime) {
+            state = DeliveryIteratorState(lifetime: lifetime)
+        }
 
         public mutating func next() async throws -> RabbitMQDelivery? {
-            try await base.next()
+            try await next(isolation: nil)
+        }
+
+        public mutating func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> RabbitMQDelivery? {
+            try await state.next(isolation: actor)
         }
     }
 }

@@ -46,6 +46,9 @@ public struct RabbitMQDelivery: Sendable {
         self.epoch = epoch
     }
 
+    /// Received without auto-ack: it can (and must) be settled.
+    var isSettleable: Bool { channel != nil }
+
     /// The body decoded as UTF-8 (invalid sequences replaced).
     public var bodyString: String { String(decoding: body, as: UTF8.self) }
 

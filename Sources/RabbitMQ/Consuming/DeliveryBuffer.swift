@@ -1,0 +1,253 @@
+/// Hands one consumer's deliveries from the I/O thread to the task iterating them.
+///
+/// The I/O thread appends under a lock and never resumes the iterating task per message:
+/// it notes that a waiter needs waking and wakes it once at the end of its read turn, with
+/// everything that arrived meanwhile. The iterator then takes deliveries from its own batch
+/// without locking or suspending. One suspension per read turn instead of one per message
+/// is what makes consuming cost about what it costs in C. Prefetch bounds the buffer (with
+/// manual acks); the buffer itself never drops anything.
+///
+/// Single consumer: one iterator at a time, as with `AsyncThrowingStream`.
+final class DeliveryBuffer: Sendable {
+    enum PushResult {
+        /// Buffered; the iterator is running or already scheduled to be woken.
+        case buffered
+        /// Buffered; the iterator waits: call ``wake()`` at the end of the read turn.
+        case needsWake
+        /// Nobody iterates any more: the caller gives the delivery back to the broker.
+        case terminated
+    }
+
+    private enum End {
+        case finished
+        case failed(any Error)
+        /// The iterating side went away (iterator dropped or its task cancelled).
+        case cancelled
+    }
+
+    private struct State {
+        var items: [RabbitMQDelivery] = []
+        var waiter: CheckedContinuation<[RabbitMQDelivery], any Error>?
+        var wakeScheduled = false
+        var end: End?
+        /// The end was reported to the iterator (thrown once, then nil for ever).
+        var endReported = false
+        /// Sends basic.cancel; set once the consumer is registered.
+        var onCancel: (@Sendable () -> Void)?
+    }
+
+    private let state = LockedValue(State())
+
+    init() {}
+
+    // MARK: I/O thread
+
+    func push(_ delivery: RabbitMQDelivery) -> PushResult {
+        state.withLock { state in
+            if case .cancelled = state.end { return .terminated }
+            state.items.append(delivery)
+            guard state.waiter != nil, !state.wakeScheduled else { return .buffered }
+            state.wakeScheduled = true
+            return .needsWake
+        }
+    }
+
+    /// Resumes the waiting iterator with everything buffered.
+    func wake() {
+        let resumed: (CheckedContinuation<[RabbitMQDelivery], any Error>, [RabbitMQDelivery])? = state.withLock { state in
+            state.wakeScheduled = false
+            guard let waiter = state.waiter, !state.items.isEmpty else { return nil }
+            state.waiter = nil
+            let batch = state.items
+            state.items = []
+            return (waiter, batch)
+        }
+        if let (waiter, batch) = resumed { waiter.resume(returning: batch) }
+    }
+
+    /// Ends the sequence after the buffered deliveries: normally, or by throwing `error`.
+    func finish(throwing error: (any Error)? = nil) {
+        let waiter: CheckedContinuation<[RabbitMQDelivery], any Error>? = state.withLock { state in
+            guard state.end == nil else { return nil }
+            state.end = error.map { .failed($0) } ?? .finished
+            state.onCancel = nil
+            // With deliveries still buffered, a scheduled wake hands them over and the
+            // iterator sees the end when it comes back.
+            guard state.items.isEmpty, let waiter = state.waiter.take() else { return nil }
+            state.endReported = true
+            return waiter
+        }
+        guard let waiter else {
+            wake()
+            return
+        }
+        switch error {
+        case .some(let error): waiter.resume(throwing: error)
+        case .none: waiter.resume(returning: [])
+        }
+    }
+
+    // MARK: Consumer side
+
+    func setOnCancel(_ onCancel: @escaping @Sendable () -> Void) {
+        let cancelNow: Bool = state.withLock { state in
+            guard state.end == nil else {
+                if case .cancelled = state.end { return true }
+                return false
+            }
+            state.onCancel = onCancel
+            return false
+        }
+        if cancelNow { onCancel() }
+    }
+
+    /// The iterating side is gone: later deliveries are refused and the consumer cancelled;
+    /// deliveries buffered but never handed out (and `unread` ones) go back to the queue.
+    func cancel<Unread: Sequence<RabbitMQDelivery>>(returning unread: Unread) {
+        let (waiter, onCancel, buffered): (
+            CheckedContinuation<[RabbitMQDelivery], any Error>?, (@Sendable () -> Void)?, [RabbitMQDelivery]
+        ) = state.withLock { state in
+            guard state.end == nil else { return (nil, nil, []) }
+            state.end = .cancelled
+            state.endReported = true
+            let buffered = state.items
+            state.items = []
+            let onCancel = state.onCancel
+            state.onCancel = nil
+            return (state.waiter.take(), onCancel, buffered)
+        }
+        waiter?.resume(returning: [])
+        // basic.cancel first, so the broker does not hand the rejected messages straight back.
+        onCancel?()
+        for delivery in unread where delivery.isSettleable { try? delivery.reject(requeue: true) }
+        for delivery in buffered where delivery.isSettleable { try? delivery.reject(requeue: true) }
+    }
+
+    /// Puts deliveries an iterator took but never handed out back in front, in order.
+    func putBack(_ unread: ArraySlice<RabbitMQDelivery>) {
+        let rejected: ArraySlice<RabbitMQDelivery> = state.withLock { state in
+            if case .cancelled = state.end { return unread }
+            state.items.insert(contentsOf: unread, at: 0)
+            return []
+        }
+        for delivery in rejected where delivery.isSettleable { try? delivery.reject(requeue: true) }
+    }
+
+    /// The next batch, empty at the end of the sequence, and whether the caller had to wait
+    /// for it. Throws the failure that ended the sequence, once.
+    func nextBatch(isolation actor: isolated (any Actor)? = #isolation) async throws -> ([RabbitMQDelivery], suspended: Bool) {
+        enum Fast {
+            case batch([RabbitMQDelivery])
+            case end((any Error)?)
+            case wait
+        }
+        let fast: Fast = state.withLock { state in
+            if !state.items.isEmpty {
+                let batch = state.items
+                state.items = []
+                return .batch(batch)
+            }
+            return Self.takeEnd(&state).map { .end($0) } ?? .wait
+        }
+        switch fast {
+        case .batch(let batch): return (batch, false)
+        case .end(.some(let error)): throw error
+        case .end(.none): return ([], false)
+        case .wait: break
+        }
+        let batch = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation(isolation: actor) { (continuation: CheckedContinuation<[RabbitMQDelivery], any Error>) in
+                let now: Fast = state.withLock { state in
+                    if !state.items.isEmpty {
+                        let batch = state.items
+                        state.items = []
+                        return .batch(batch)
+                    }
+                    if let end = Self.takeEnd(&state) { return .end(end) }
+                    state.waiter = continuation
+                    return .wait
+                }
+                switch now {
+                case .batch(let batch): continuation.resume(returning: batch)
+                case .end(.some(let error)): continuation.resume(throwing: error)
+                case .end(.none): continuation.resume(returning: [])
+                case .wait: break
+                }
+            }
+        } onCancel: {
+            self.cancel(returning: [])
+        }
+        return (batch, true)
+    }
+
+    /// nil: not ended. `.some(nil)`: ended normally (or reported already). `.some(error)`: throw.
+    private static func takeEnd(_ state: inout State) -> (any Error)?? {
+        guard let end = state.end else { return nil }
+        if state.endReported { return .some(nil) }
+        state.endReported = true
+        switch end {
+        case .failed(let error): return .some(error)
+        case .finished, .cancelled: return .some(nil)
+        }
+    }
+}
+
+/// Cancels the consumer when the last ``RabbitMQConsumer`` value and the last iterator made
+/// from it are gone.
+final class DeliveryBufferLifetime: Sendable {
+    let buffer: DeliveryBuffer
+
+    init(buffer: DeliveryBuffer) { self.buffer = buffer }
+
+    deinit { buffer.cancel(returning: []) }
+}
+
+/// The iterating side: a batch taken from the buffer in one go and handed out one by one.
+/// An iterator dropped early (the loop ended) puts what it had not handed out back in front
+/// of the buffer, for the next iterator.
+final class DeliveryIteratorState {
+    /// A busy consumer always finds deliveries waiting and would never suspend, keeping a
+    /// thread of the cooperative pool (two on a two-core machine) from every other task. It
+    /// yields after this many deliveries handed out without suspending.
+    static let deliveriesBetweenYields = 128
+
+    let lifetime: DeliveryBufferLifetime
+    // Touched only by the iterator's owner (an iterator is not Sendable), never concurrently.
+    @exclusivity(unchecked) private var batch: [RabbitMQDelivery] = []
+    @exclusivity(unchecked) private var index = 0
+    @exclusivity(unchecked) private var sinceSuspension = 0
+
+    init(lifetime: DeliveryBufferLifetime) { self.lifetime = lifetime }
+
+    deinit {
+        if index < batch.count { lifetime.buffer.putBack(batch[index...]) }
+    }
+
+    @inline(__always)
+    func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> RabbitMQDelivery? {
+        if index == batch.count {
+            try await refill(isolation: actor)
+            if batch.isEmpty { return nil }
+        }
+        let delivery = batch[index]
+        index += 1
+        return delivery
+    }
+
+    private func refill(isolation actor: isolated (any Actor)?) async throws(any Error) {
+        sinceSuspension += batch.count
+        batch.removeAll()
+        index = 0
+        if sinceSuspension >= Self.deliveriesBetweenYields {
+            sinceSuspension = 0
+            await Task.yield()
+        }
+        if Task.isCancelled {
+            lifetime.buffer.cancel(returning: [])
+            return
+        }
+        let (next, suspended) = try await lifetime.buffer.nextBatch(isolation: actor)
+        if suspended { sinceSuspension = 0 }
+        batch = next
+    }
+}
