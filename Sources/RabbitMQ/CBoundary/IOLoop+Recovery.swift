@@ -368,6 +368,7 @@ extension IOLoop {
                 try send(channel.shared, message, entry.ticket)
             }
         }
+        try flushPublishes()
     }
 
     // MARK: Synchronous requests (recovery only)

@@ -41,6 +41,8 @@ final class IOLoop {
     /// Consumers whose iterator waits for deliveries that arrived this turn: woken once, at
     /// the end of the read turn, with everything that arrived (not once per message).
     var consumersToWake: [DeliveryBuffer] = []
+    /// Batches publishes into one write per turn (plain TCP); nil on TLS connections.
+    var writer: PublishWriter?
 
     /// Frames read per drain before commands get a turn.
     private static let frameBudget = 256
@@ -187,6 +189,13 @@ final class IOLoop {
         negotiated.endpoint = endpoint
         core.setNegotiated(negotiated)
         watch = Watchdog.shared.register(socket: socketDescriptor, heartbeatSeconds: heartbeat)
+        if endpoint.useTLS {
+            writer = nil
+        } else if let writer {
+            writer.reset(socket: socketDescriptor, frameMax: negotiated.frameMax)
+        } else {
+            writer = PublishWriter(socket: socketDescriptor, frameMax: negotiated.frameMax)
+        }
     }
 
     /// Runs a rabbitmq-c call that may block in a send, under the watchdog's eye.
@@ -305,6 +314,8 @@ final class IOLoop {
         var frame = amqp_frame_t()
         var zero = timeval(tv_sec: 0, tv_usec: 0)
         for _ in 0..<budget {
+            // Buffered publishes go out before rabbitmq-c reads (and maybe sends a heartbeat).
+            try flushPublishes()
             // With a zero timeout this returns a queued frame, reads what the socket has, or
             // times out at once; it also sends due heartbeats and reports a silent peer.
             let status = guarded { amqp_simple_wait_frame_noblock(state, &frame, &zero) }
@@ -363,10 +374,21 @@ final class IOLoop {
                 if finished { return false }
             }
         }
+        try flushPublishes()
         return true
     }
 
+    /// Writes the publishes the ``PublishWriter`` holds. Called before every other rabbitmq-c
+    /// send or read, so frames leave in the order they were made.
+    @inline(__always)
+    func flushPublishes() throws(RabbitMQError) {
+        guard let writer, !writer.isEmpty else { return }
+        let status = guarded { writer.flush() }
+        guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "publishing failed") }
+    }
+
     func execute(_ command: Command) throws(RabbitMQError) {
+        try flushPublishes()
         switch command {
         case .openChannel(let shared, let continuation):
             guard closing == nil else {
@@ -471,6 +493,7 @@ final class IOLoop {
     }
 
     func send(_ channel: UInt16, _ method: amqp_method_number_t, _ body: UnsafeMutableRawPointer) throws(RabbitMQError) {
+        try flushPublishes()
         let status = guarded { amqp_send_method(state, channel, method, body) }
         guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "sending to the broker failed") }
     }
@@ -575,6 +598,12 @@ final class IOLoop {
             let keep = message.mandatory || configuration.recovery.republishUnconfirmed
             channel.unconfirmed[sequence] = ChannelIO.Unconfirmed(ticket: ticket, message: keep ? message : nil)
         }
+        if let writer {
+            let status = guarded { writer.append(channel: channel.number, message: message, scratch: scratch) }
+            guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "publishing failed") }
+            if writer.shouldFlush { try flushPublishes() }
+            return
+        }
         var properties = scratch.properties(message.properties)
         let exchange = scratch.bytes(message.exchange)
         let routingKey = scratch.bytes(message.routingKey)
@@ -599,6 +628,7 @@ final class IOLoop {
             sent += 1
             try send(shared, message, ticket)
         }
+        try flushPublishes()
         if heldIndex == held.count {
             held.removeAll(keepingCapacity: false)
             heldIndex = 0
@@ -1120,6 +1150,7 @@ final class IOLoop {
     }
 
     func destroyState() {
+        writer?.discard()
         if let watch {
             Watchdog.shared.unregister(watch)
             self.watch = nil

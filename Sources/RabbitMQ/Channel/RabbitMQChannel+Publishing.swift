@@ -75,6 +75,7 @@ extension RabbitMQChannel {
     }
 
     private func enqueue(_ message: OutboundMessage, ticket: ConfirmTicket?) async throws {
+        try message.validate()
         let confirming = try await shared.admitPublish()
         do {
             try await shared.core.reservePublish()

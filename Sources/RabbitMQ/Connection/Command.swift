@@ -50,6 +50,29 @@ struct OutboundMessage: Sendable {
     var routingKey: String
     var properties: RabbitMQProperties
     var mandatory: Bool
+
+    /// AMQP short strings hold at most 255 bytes: refuse longer ones here, with an error for
+    /// the publisher, rather than fail the encoding on the I/O thread.
+    func validate() throws(RabbitMQError) {
+        try Self.check(exchange, "exchange name")
+        try Self.check(routingKey, "routing key")
+        let p = properties
+        for (value, name) in [
+            (p.contentType, "content type"), (p.contentEncoding, "content encoding"), (p.correlationID, "correlation id"),
+            (p.replyTo, "reply-to"), (p.expiration, "expiration"), (p.messageID, "message id"), (p.type, "type"),
+            (p.userID, "user id"), (p.appID, "app id"), (p.clusterID, "cluster id"),
+        ] {
+            if let value { try Self.check(value, name) }
+        }
+    }
+
+    @inline(__always)
+    private static func check(_ value: String, _ name: String) throws(RabbitMQError) {
+        guard value.utf8.count > 255 else { return }
+        throw RabbitMQError(
+            code: .invalidConfiguration, scope: .none,
+            message: "the \(name) is \(value.utf8.count) bytes long; AMQP allows at most 255")
+    }
 }
 
 /// Where the I/O thread hands a consumer's deliveries.
