@@ -26,19 +26,18 @@ final class ChannelIO {
         }
     }
 
-    /// A content-bearing method whose header and body frames are still arriving.
+    /// A content-bearing method whose header and body frames are still arriving. The message
+    /// is assembled in a delivery's own (uniquely referenced) storage, so nothing is copied
+    /// between the frames and the consumer.
     struct Content {
         enum Kind {
-            case deliver(consumerTag: String, deliveryTag: UInt64, redelivered: Bool)
+            case deliver
             case returned(replyCode: UInt16, replyText: String)
-            case get(deliveryTag: UInt64, redelivered: Bool, messageCount: UInt32)
+            case get
         }
         var kind: Kind
-        var exchange: String
-        var routingKey: String
-        var properties = RabbitMQProperties()
+        var message: RabbitMQDelivery
         var bodySize: Int = -1
-        var body: [UInt8] = []
     }
 
     /// A publish awaiting its confirm. The message is kept to publish it again after a
@@ -63,8 +62,19 @@ final class ChannelIO {
     private(set) var wasOpened = false
     var pending: [Pending] = []
     var pendingHead = 0
-    var content: Content?
-    var consumers: [String: Consumer] = [:]
+    /// Assembled in place as its frames arrive and moved out when complete.
+    @exclusivity(unchecked) var content: Content?
+    var consumers: [String: Consumer] = [:] {
+        didSet { lastConsumer = nil }
+    }
+    /// The consumer of the last delivery: a busy channel delivers to the same one again and
+    /// again, so the tag is compared (usually by identity) instead of hashed.
+    @exclusivity(unchecked) private var lastConsumer: (tag: String, sink: ConsumerSink)?
+    /// The last strings of a basic.deliver, reused while the next one carries the same bytes:
+    /// no String is made per delivery for the tag, exchange and routing key.
+    @exclusivity(unchecked) var recentTag = ""
+    @exclusivity(unchecked) var recentExchange = ""
+    @exclusivity(unchecked) var recentRoutingKey = ""
     /// The last `basic.qos` the broker accepted, re-applied after recovery.
     var prefetch: (count: UInt16, global: Bool)?
     /// Unconfirmed publishes of a lost connection, in order, to publish again after recovery.
@@ -83,6 +93,14 @@ final class ChannelIO {
     }
 
     var number: UInt16 { shared.number }
+
+    @inline(__always)
+    func sink(forConsumer tag: String) -> ConsumerSink? {
+        if let lastConsumer, lastConsumer.tag == tag { return lastConsumer.sink }
+        guard let sink = consumers[tag]?.sink else { return nil }
+        lastConsumer = (tag, sink)
+        return sink
+    }
 
     var head: Pending? { pendingHead < pending.count ? pending[pendingHead] : nil }
 

@@ -17,32 +17,39 @@ final class IOLoop {
         var sentClose = false
     }
 
+    // The loop's state is touched by its own thread only, so the hot properties skip the
+    // dynamic exclusivity checks (marked @exclusivity(unchecked)); the static checks stay.
     let core: ConnectionCore
     let configuration: RabbitMQConfiguration
     var logger: Logger
-    var state: amqp_connection_state_t?
+    @exclusivity(unchecked) var state: amqp_connection_state_t?
     var socketDescriptor: Int32 = -1
     let scratch = ScratchPool()
-    var channels: [UInt16: ChannelIO] = [:]
-    var commands: [Command] = []
-    var held: [(ChannelShared, OutboundMessage, ConfirmTicket?)] = []
-    var heldIndex = 0
-    var blocked = false
-    var closing: Closing?
-    var finished = false
+    @exclusivity(unchecked) var channels: [UInt16: ChannelIO] = [:] {
+        didSet { lastChannel = nil }
+    }
+    /// The channel of the last frame: frames come in runs on one channel, so most lookups
+    /// skip hashing.
+    @exclusivity(unchecked) private var lastChannel: ChannelIO?
+    @exclusivity(unchecked) var commands: [Command] = []
+    @exclusivity(unchecked) var held: [(ChannelShared, OutboundMessage, ConfirmTicket?)] = []
+    @exclusivity(unchecked) var heldIndex = 0
+    @exclusivity(unchecked) var blocked = false
+    @exclusivity(unchecked) var closing: Closing?
+    @exclusivity(unchecked) var finished = false
     var heartbeat = 0
     let clock = ContinuousClock()
-    var watch: Watchdog.Registration?
+    @exclusivity(unchecked) var watch: Watchdog.Registration?
     /// Bumped on every reconnect; deliveries carry it so stale settlements are dropped.
-    var epoch: UInt64 = 1
+    @exclusivity(unchecked) var epoch: UInt64 = 1
     /// What to declare again after a reconnect.
     var registry = TopologyRegistry()
     var random = SystemRandomNumberGenerator()
     /// Consumers whose iterator waits for deliveries that arrived this turn: woken once, at
     /// the end of the read turn, with everything that arrived (not once per message).
-    var consumersToWake: [DeliveryBuffer] = []
+    @exclusivity(unchecked) var consumersToWake: [DeliveryBuffer] = []
     /// Batches publishes into one write per turn (plain TCP); nil on TLS connections.
-    var writer: PublishWriter?
+    @exclusivity(unchecked) var writer: PublishWriter?
 
     /// Frames read per drain before commands get a turn.
     private static let frameBudget = 256
@@ -647,33 +654,31 @@ final class IOLoop {
                 try channelMethod(number, frame.payload.method)
             }
         case AMQP_FRAME_HEADER:
-            guard let channel = channels[number], var content = channel.content, content.bodySize < 0 else {
+            // The content is changed in place and moved out when complete: never copied.
+            guard let channel = channel(number), let bodySize = channel.content?.bodySize, bodySize < 0 else {
                 throw RabbitMQError(code: .protocolError, scope: .connection, message: "unexpected content header on channel \(number)")
             }
             if let decoded = frame.payload.properties.decoded {
-                content.properties = RabbitMQProperties(
-                    cProperties: decoded.assumingMemoryBound(to: amqp_basic_properties_t.self).pointee)
+                let properties = decoded.assumingMemoryBound(to: amqp_basic_properties_t.self)
+                if properties.pointee._flags != 0 { channel.content!.message.properties.setFields(from: properties.pointee) }
             }
-            content.bodySize = Int(frame.payload.properties.body_size)
-            content.body.reserveCapacity(content.bodySize)
-            if content.bodySize == 0 {
-                channel.content = nil
-                contentComplete(channel, content)
+            let size = Int(frame.payload.properties.body_size)
+            channel.content!.bodySize = size
+            if size == 0 {
+                contentComplete(channel, channel.content.take()!)
             } else {
-                channel.content = content
+                channel.content!.message.body.reserveCapacity(size)
             }
         case AMQP_FRAME_BODY:
-            guard let channel = channels[number], channel.content != nil, channel.content!.bodySize >= 0 else {
+            guard let channel = channel(number), let bodySize = channel.content?.bodySize, bodySize >= 0 else {
                 throw RabbitMQError(code: .protocolError, scope: .connection, message: "unexpected content body on channel \(number)")
             }
             let fragment = frame.payload.body_fragment
             if fragment.len > 0, let base = fragment.bytes {
-                channel.content!.body.append(contentsOf: UnsafeRawBufferPointer(start: base, count: fragment.len))
+                channel.content!.message.body.append(contentsOf: UnsafeRawBufferPointer(start: base, count: fragment.len))
             }
-            if channel.content!.body.count >= channel.content!.bodySize {
-                let content = channel.content!
-                channel.content = nil
-                contentComplete(channel, content)
+            if channel.content!.message.body.count >= bodySize {
+                contentComplete(channel, channel.content.take()!)
             }
         default:
             break
@@ -709,8 +714,16 @@ final class IOLoop {
         }
     }
 
+    @inline(__always)
+    func channel(_ number: UInt16) -> ChannelIO? {
+        if let lastChannel, lastChannel.number == number { return lastChannel }
+        let channel = channels[number]
+        lastChannel = channel
+        return channel
+    }
+
     func channelMethod(_ number: UInt16, _ method: amqp_method_t) throws(RabbitMQError) {
-        guard let channel = channels[number] else {
+        guard let channel = channel(number) else {
             logger.debug("frame for an unknown channel ignored", metadata: [LogKey.channel: "\(number)"])
             return
         }
@@ -738,26 +751,29 @@ final class IOLoop {
         case AMQP_BASIC_DELIVER_METHOD:
             let deliver = decoded!.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
             try beginContent(
-                channel,
-                .init(
-                    kind: .deliver(
-                        consumerTag: String(amqpBytes: deliver.consumer_tag), deliveryTag: deliver.delivery_tag,
-                        redelivered: deliver.redelivered != 0),
-                    exchange: String(amqpBytes: deliver.exchange), routingKey: String(amqpBytes: deliver.routing_key)))
+                channel, .deliver,
+                RabbitMQDelivery(
+                    body: [], properties: RabbitMQProperties(), exchange: .reusing(&channel.recentExchange, for: deliver.exchange),
+                    routingKey: .reusing(&channel.recentRoutingKey, for: deliver.routing_key), redelivered: deliver.redelivered != 0,
+                    deliveryTag: deliver.delivery_tag, consumerTag: .reusing(&channel.recentTag, for: deliver.consumer_tag),
+                    messageCount: nil, channel: nil, epoch: epoch))
         case AMQP_BASIC_RETURN_METHOD:
             let returned = decoded!.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
             try beginContent(
-                channel,
-                .init(
-                    kind: .returned(replyCode: returned.reply_code, replyText: String(amqpBytes: returned.reply_text)),
-                    exchange: String(amqpBytes: returned.exchange), routingKey: String(amqpBytes: returned.routing_key)))
+                channel, .returned(replyCode: returned.reply_code, replyText: String(amqpBytes: returned.reply_text)),
+                RabbitMQDelivery(
+                    body: [], properties: RabbitMQProperties(), exchange: String(amqpBytes: returned.exchange),
+                    routingKey: String(amqpBytes: returned.routing_key), redelivered: false, deliveryTag: 0, consumerTag: "",
+                    messageCount: nil, channel: nil, epoch: epoch))
         case AMQP_BASIC_GET_OK_METHOD:
             let getOk = decoded!.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
             try beginContent(
-                channel,
-                .init(
-                    kind: .get(deliveryTag: getOk.delivery_tag, redelivered: getOk.redelivered != 0, messageCount: getOk.message_count),
-                    exchange: String(amqpBytes: getOk.exchange), routingKey: String(amqpBytes: getOk.routing_key)))
+                channel, .get,
+                RabbitMQDelivery(
+                    body: [], properties: RabbitMQProperties(), exchange: String(amqpBytes: getOk.exchange),
+                    routingKey: String(amqpBytes: getOk.routing_key), redelivered: getOk.redelivered != 0,
+                    deliveryTag: getOk.delivery_tag, consumerTag: "", messageCount: getOk.message_count, channel: nil,
+                    epoch: epoch))
         case AMQP_BASIC_ACK_METHOD:
             let ack = decoded!.assumingMemoryBound(to: amqp_basic_ack_t.self).pointee
             confirm(channel, ack.delivery_tag, multiple: ack.multiple != 0, acked: true)
@@ -781,12 +797,12 @@ final class IOLoop {
         }
     }
 
-    func beginContent(_ channel: ChannelIO, _ content: ChannelIO.Content) throws(RabbitMQError) {
+    func beginContent(_ channel: ChannelIO, _ kind: ChannelIO.Content.Kind, _ message: consuming RabbitMQDelivery) throws(RabbitMQError) {
         guard channel.content == nil else {
             throw RabbitMQError(
                 code: .protocolError, scope: .connection, message: "content method before the previous content ended")
         }
-        channel.content = content
+        channel.content = ChannelIO.Content(kind: kind, message: message)
     }
 
     /// Matches a reply to its request (see ``ChannelIO/takeRequest(answeredBy:consumerTag:)``).
@@ -894,17 +910,19 @@ final class IOLoop {
         if !stillConsumed { registry.deleteQueue(named: name) }
     }
 
-    func contentComplete(_ channel: ChannelIO, _ content: ChannelIO.Content) {
-        switch content.kind {
-        case .deliver(let consumerTag, let deliveryTag, let redelivered):
-            guard let sink = channel.consumers[consumerTag]?.sink else {
-                logger.debug("delivery for an unknown consumer ignored", metadata: [LogKey.consumerTag: "\(consumerTag)"])
+    func contentComplete(_ channel: ChannelIO, _ content: consuming ChannelIO.Content) {
+        let kind = content.kind
+        var delivery = content.message
+        // Ends `content` here, so `delivery` is the storage's only owner and is changed in place.
+        _ = consume content
+        switch kind {
+        case .deliver:
+            guard let sink = channel.sink(forConsumer: delivery.consumerTag) else {
+                logger.debug("delivery for an unknown consumer ignored", metadata: [LogKey.consumerTag: "\(delivery.consumerTag)"])
                 return
             }
-            let delivery = RabbitMQDelivery(
-                body: content.body, properties: content.properties, exchange: content.exchange,
-                routingKey: content.routingKey, redelivered: redelivered, deliveryTag: deliveryTag,
-                consumerTag: consumerTag, messageCount: nil, channel: sink.noAck ? nil : channel.shared, epoch: epoch)
+            if !sink.noAck { delivery.settleOn(channel.shared) }
+            let deliveryTag = delivery.deliveryTag
             switch sink.buffer.push(delivery) {
             case .buffered:
                 break
@@ -917,21 +935,17 @@ final class IOLoop {
             }
         case .returned(let replyCode, let replyText):
             let message = RabbitMQReturnedMessage(
-                replyCode: replyCode, replyText: replyText, exchange: content.exchange, routingKey: content.routingKey,
-                properties: content.properties, body: content.body)
+                replyCode: replyCode, replyText: replyText, exchange: delivery.exchange, routingKey: delivery.routingKey,
+                properties: delivery.properties, body: delivery.body)
             if channel.confirmMode { attachReturn(channel, message) }
             channel.shared.emitReturn(message)
-        case .get(let deliveryTag, let redelivered, let messageCount):
+        case .get:
             guard let head = channel.takeRequest(answeredBy: AMQP_BASIC_GET_OK_METHOD, consumerTag: nil),
                 case .request(let request, let continuation) = head.kind,
                 case .basicGet(_, let noAck) = request
             else { return }
-            continuation.resume(
-                returning: .delivery(
-                    RabbitMQDelivery(
-                        body: content.body, properties: content.properties, exchange: content.exchange,
-                        routingKey: content.routingKey, redelivered: redelivered, deliveryTag: deliveryTag,
-                        consumerTag: "", messageCount: messageCount, channel: noAck ? nil : channel.shared, epoch: epoch)))
+            if !noAck { delivery.settleOn(channel.shared) }
+            continuation.resume(returning: .delivery(delivery))
         }
     }
 

@@ -43,6 +43,11 @@ extension RabbitMQProperties {
     /// Copies decoded C properties (pool memory) into a Swift value.
     init(cProperties c: amqp_basic_properties_t) {
         self.init()
+        setFields(from: c)
+    }
+
+    /// Sets the fields present in decoded C properties, in place (the others stay as they are).
+    mutating func setFields(from c: amqp_basic_properties_t) {
         let flags = c._flags
         guard flags != 0 else { return }
         if flags & flagContentType != 0 { contentType = String(amqpBytes: c.content_type) }

@@ -1,4 +1,5 @@
 import CRabbitMQ
+import Glibc
 
 /// A rabbitmq-c memory pool for building outbound C structures (strings, tables,
 /// properties) on the I/O thread. ``recycle()`` after each send keeps its pages, so steady
@@ -53,6 +54,20 @@ extension String {
             return
         }
         self = String(decoding: UnsafeRawBufferPointer(start: base, count: bytes.len), as: UTF8.self)
+    }
+}
+
+extension String {
+    /// `cached` when it holds exactly these bytes (compared, not hashed), else a new String
+    /// that also becomes the cached one.
+    @inline(__always)
+    static func reusing(_ cached: inout String, for bytes: amqp_bytes_t) -> String {
+        let same = cached.utf8.withContiguousStorageIfAvailable { utf8 in
+            utf8.count == bytes.len && (bytes.len == 0 || memcmp(utf8.baseAddress!, bytes.bytes!, bytes.len) == 0)
+        }
+        if same == true { return cached }
+        cached = String(amqpBytes: bytes)
+        return cached
     }
 }
 
