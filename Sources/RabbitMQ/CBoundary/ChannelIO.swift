@@ -82,9 +82,7 @@ final class ChannelIO {
     /// A channel the I/O thread opened for itself (topology recovery); never user-visible.
     let isInternal: Bool
     var confirmMode = false
-    var nextPublishSequence: UInt64 = 1
-    var unconfirmed: [UInt64: Unconfirmed] = [:]
-    var oldestUnconfirmed: UInt64 = 1
+    @exclusivity(unchecked) var unconfirmed = UnconfirmedWindow()
     var closeWaiters: [CheckedContinuation<Void, any Error>] = []
 
     init(shared: ChannelShared, isInternal: Bool = false) {
@@ -161,4 +159,77 @@ final class ChannelIO {
 /// Where a reply to an internal request lands (I/O thread only).
 final class ReplyBox {
     var result: Result<ChannelReply, RabbitMQError>?
+}
+
+/// Publishes awaiting their confirms, by sequence number. Sequence numbers are consecutive,
+/// so this is an array indexed from the oldest one still pending: no hashing, and the slots
+/// are reused as the window moves.
+struct UnconfirmedWindow {
+    typealias Entry = ChannelIO.Unconfirmed
+
+    private var slots: [Entry?] = []
+    /// Index in `slots` of the oldest sequence number kept.
+    private var head = 0
+    /// The sequence number of `slots[head]`.
+    private(set) var oldest: UInt64 = 1
+    private(set) var count = 0
+
+    var isEmpty: Bool { count == 0 }
+
+    /// Adds the entry of the next sequence number (the one after every entry added so far).
+    mutating func append(_ entry: Entry) {
+        slots.append(entry)
+        count += 1
+    }
+
+    /// The sequence number the next `append` stands for.
+    var next: UInt64 { oldest + UInt64(slots.count - head) }
+
+    subscript(sequence: UInt64) -> Entry? {
+        get {
+            guard sequence >= oldest, sequence < next else { return nil }
+            return slots[head + Int(sequence - oldest)]
+        }
+        set {
+            guard sequence >= oldest, sequence < next else { return }
+            let index = head + Int(sequence - oldest)
+            if slots[index] == nil, newValue != nil { count += 1 }
+            if slots[index] != nil, newValue == nil { count -= 1 }
+            slots[index] = newValue
+        }
+    }
+
+    /// Removes and returns the entries from `first` through `last`, oldest first.
+    mutating func remove(from first: UInt64, through last: UInt64, _ body: (Entry) -> Void) {
+        let low = max(first, oldest)
+        let high = min(last, next &- 1)
+        if low <= high {
+            for index in (head + Int(low - oldest))...(head + Int(high - oldest)) {
+                var taken: Entry? = nil
+                swap(&taken, &slots[index])  // moved out, not copied
+                guard let entry = taken else { continue }
+                count -= 1
+                body(entry)
+            }
+        }
+        // Move past the confirmed front; drop the dead prefix once it is large.
+        while head < slots.count, slots[head] == nil {
+            head += 1
+            oldest += 1
+        }
+        if head == slots.count {
+            slots.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 1024, head * 2 >= slots.count {
+            slots.removeFirst(head)
+            head = 0
+        }
+    }
+
+    /// Everything still pending, oldest first; the window starts again at sequence number 1.
+    mutating func takeAll() -> [Entry] {
+        let entries = slots[head...].compactMap { $0 }
+        self = UnconfirmedWindow()
+        return entries
+    }
 }

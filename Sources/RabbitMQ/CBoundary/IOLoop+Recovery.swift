@@ -102,10 +102,7 @@ extension IOLoop {
             }
             failPending(channel, lost)
             channel.phase = .opening
-            let unconfirmed = channel.unconfirmed.sorted { $0.key < $1.key }.map(\.value)
-            channel.unconfirmed.removeAll()
-            channel.nextPublishSequence = 1
-            channel.oldestUnconfirmed = 1
+            let unconfirmed = channel.unconfirmed.takeAll()
             if configuration.recovery.republishUnconfirmed {
                 channel.republish.append(contentsOf: unconfirmed)
             } else {

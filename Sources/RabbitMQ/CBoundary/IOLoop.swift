@@ -358,7 +358,10 @@ final class IOLoop {
             core.releasePublishes(publishes)
         }
         while index < commands.count {
-            let command = commands[index]
+            // Moved out (a payload-free command left in its place), not copied: a publish
+            // carries its whole message.
+            var command = Command.close(nil)
+            swap(&command, &commands[index])
             index += 1
             if case .publish(let shared, let message, let ticket) = command {
                 // A held publish (connection blocked) keeps its place in the buffer limit
@@ -600,10 +603,8 @@ final class IOLoop {
         if channel.confirmMode {
             // Recorded before the send: if the connection dies inside it, recovery publishes
             // the message again instead of losing it.
-            let sequence = channel.nextPublishSequence
-            channel.nextPublishSequence += 1
             let keep = message.mandatory || configuration.recovery.republishUnconfirmed
-            channel.unconfirmed[sequence] = ChannelIO.Unconfirmed(ticket: ticket, message: keep ? message : nil)
+            channel.unconfirmed.append(ChannelIO.Unconfirmed(ticket: ticket, message: keep ? message : nil))
         }
         if let writer {
             let status = guarded { writer.append(channel: channel.number, message: message, scratch: scratch) }
@@ -954,8 +955,8 @@ final class IOLoop {
     /// basic.return carries no sequence number but precedes the ack of its message: give it
     /// to the oldest unconfirmed mandatory publish with the same exchange, key and body.
     func attachReturn(_ channel: ChannelIO, _ message: RabbitMQReturnedMessage) {
-        var sequence = channel.oldestUnconfirmed
-        while sequence < channel.nextPublishSequence {
+        var sequence = channel.unconfirmed.oldest
+        while sequence < channel.unconfirmed.next {
             if var entry = channel.unconfirmed[sequence], entry.returned == nil, let sent = entry.message, sent.mandatory,
                 sent.exchange == message.exchange, sent.routingKey == message.routingKey, sent.body == message.body
             {
@@ -969,20 +970,11 @@ final class IOLoop {
 
     func confirm(_ channel: ChannelIO, _ tag: UInt64, multiple: Bool, acked: Bool) {
         var resolved = 0
-        let first = multiple ? channel.oldestUnconfirmed : tag
-        if first <= tag {
-            for sequence in first...tag {
-                guard let entry = channel.unconfirmed.removeValue(forKey: sequence) else { continue }
-                resolved += 1
-                let outcome: RabbitMQPublishOutcome =
-                    if let returned = entry.returned { .returned(returned) } else if acked { .acked } else { .nacked }
-                entry.ticket?.resolve(.success(outcome))
-            }
-        }
-        while channel.oldestUnconfirmed < channel.nextPublishSequence,
-            channel.unconfirmed[channel.oldestUnconfirmed] == nil
-        {
-            channel.oldestUnconfirmed += 1
+        channel.unconfirmed.remove(from: multiple ? 0 : tag, through: tag) { entry in
+            resolved += 1
+            let outcome: RabbitMQPublishOutcome =
+                if let returned = entry.returned { .returned(returned) } else if acked { .acked } else { .nacked }
+            entry.ticket?.resolve(.success(outcome))
         }
         channel.shared.releaseConfirmSlots(resolved)
         logger.trace(
@@ -1030,9 +1022,8 @@ final class IOLoop {
             if graceful { consumer.sink.buffer.finish() } else { consumer.sink.buffer.finish(throwing: error) }
         }
         channel.consumers.removeAll()
-        let unconfirmed = channel.unconfirmed
-        channel.unconfirmed.removeAll()
-        for (_, entry) in unconfirmed { entry.ticket?.resolve(.failure(error)) }
+        let unconfirmed = channel.unconfirmed.takeAll()
+        for entry in unconfirmed { entry.ticket?.resolve(.failure(error)) }
         for entry in channel.republish { entry.ticket?.resolve(.failure(error)) }
         channel.shared.releaseConfirmSlots(unconfirmed.count + channel.republish.count)
         channel.republish.removeAll()

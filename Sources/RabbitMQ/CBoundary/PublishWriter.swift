@@ -143,6 +143,10 @@ final class PublishWriter {
         let flagsOffset = count
         count += 2
         var flags: UInt16 = 0
+        if p.isEmpty {
+            buffer.storeBytes(of: flags, toByteOffset: flagsOffset, as: UInt16.self)
+            return AMQP_STATUS_OK.rawValue
+        }
         if let v = p.contentType { putShortString(v); flags |= UInt16(AMQP_BASIC_CONTENT_TYPE_FLAG) }
         if let v = p.contentEncoding { putShortString(v); flags |= UInt16(AMQP_BASIC_CONTENT_ENCODING_FLAG) }
         if let v = p.headers {

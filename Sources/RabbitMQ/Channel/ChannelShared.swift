@@ -58,16 +58,21 @@ final class ChannelShared: Sendable {
     /// closed and, in confirm mode, takes a window slot (suspending while the window is full).
     /// Returns whether the channel is in confirm mode.
     func admitPublish() async throws -> Bool {
-        let admitted: Bool? = try state.withLock { state throws(RabbitMQError) in
+        if let admitted = try tryAdmitPublish() { return admitted }
+        try await reserveConfirmSlot()
+        return true
+    }
+
+    /// ``admitPublish()`` without suspending: nil when the confirm window is full.
+    @inline(__always)
+    func tryAdmitPublish() throws(RabbitMQError) -> Bool? {
+        try state.withLock { state throws(RabbitMQError) in
             if let reason = state.closeReason { throw reason }
             guard state.confirmCapacity > 0 else { return false }
             guard state.outstandingConfirms < state.confirmCapacity, state.confirmWaiters.isEmpty else { return nil }
             state.outstandingConfirms += 1
             return true
         }
-        if let admitted { return admitted }
-        try await reserveConfirmSlot()
-        return true
     }
 
     /// Takes one slot of the confirm window, suspending while it is full.

@@ -74,9 +74,28 @@ extension RabbitMQChannel {
         shared.makeReturnStream()
     }
 
+    @inline(__always)
     private func enqueue(_ message: OutboundMessage, ticket: ConfirmTicket?) async throws {
         try message.validate()
+        let command = Command.publish(shared, message, ticket)
+        // Fast path (room in the window and in the buffer): two short locks, no suspension.
+        if let confirming = try shared.tryAdmitPublish() {
+            let queued: Bool
+            do {
+                queued = try shared.core.trySubmitPublish(command)
+            } catch {
+                if confirming { shared.releaseConfirmSlots(1) }
+                throw error
+            }
+            if !queued { try await submitWaitingForRoom(command, confirming: confirming) }
+            return
+        }
         let confirming = try await shared.admitPublish()
+        try await submitWaitingForRoom(command, confirming: confirming)
+    }
+
+    /// The slow path: waits for room in the buffer (or for recovery), then queues `command`.
+    private func submitWaitingForRoom(_ command: Command, confirming: Bool) async throws {
         do {
             try await shared.core.reservePublish()
         } catch {
@@ -84,7 +103,7 @@ extension RabbitMQChannel {
             throw error
         }
         do {
-            try shared.core.submit(.publish(shared, message, ticket))
+            try shared.core.submit(command)
         } catch {
             shared.core.cancelPublishReservation()
             if confirming { shared.releaseConfirmSlots(1) }

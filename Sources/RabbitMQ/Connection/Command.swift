@@ -57,13 +57,21 @@ struct OutboundMessage: Sendable {
         try Self.check(exchange, "exchange name")
         try Self.check(routingKey, "routing key")
         let p = properties
-        for (value, name) in [
-            (p.contentType, "content type"), (p.contentEncoding, "content encoding"), (p.correlationID, "correlation id"),
-            (p.replyTo, "reply-to"), (p.expiration, "expiration"), (p.messageID, "message id"), (p.type, "type"),
-            (p.userID, "user id"), (p.appID, "app id"), (p.clusterID, "cluster id"),
-        ] {
-            if let value { try Self.check(value, name) }
-        }
+        try Self.check(p.contentType, "content type")
+        try Self.check(p.contentEncoding, "content encoding")
+        try Self.check(p.correlationID, "correlation id")
+        try Self.check(p.replyTo, "reply-to")
+        try Self.check(p.expiration, "expiration")
+        try Self.check(p.messageID, "message id")
+        try Self.check(p.type, "type")
+        try Self.check(p.userID, "user id")
+        try Self.check(p.appID, "app id")
+        try Self.check(p.clusterID, "cluster id")
+    }
+
+    @inline(__always)
+    private static func check(_ value: String?, _ name: @autoclosure () -> String) throws(RabbitMQError) {
+        if let value { try check(value, name()) }
     }
 
     @inline(__always)

@@ -194,6 +194,25 @@ final class ConnectionCore: Sendable {
         }
     }
 
+    /// The publish fast path: reserves room for `command` and queues it in one critical
+    /// section, when there is room and no recovery is under way. Returns false (having done
+    /// nothing) otherwise; then ``reservePublish()`` and ``submit(_:)`` take the slow path.
+    @inline(__always)
+    func trySubmitPublish(_ command: Command) throws(RabbitMQError) -> Bool {
+        let limit = configuration.publishBufferLimit
+        let (queued, wake) = try state.withLock { state throws(RabbitMQError) -> (Bool, Bool) in
+            if let terminal = state.terminal { throw terminal }
+            guard !state.recovering, state.queuedPublishes < limit, state.publishWaiters.isEmpty else { return (false, false) }
+            state.queuedPublishes += 1
+            state.inbox.append(command)
+            if state.wakePending { return (true, false) }
+            state.wakePending = true
+            return (true, true)
+        }
+        if wake { signalWake() }
+        return queued
+    }
+
     /// I/O thread: the connection was lost (true) or is back (false).
     func setRecovering(_ recovering: Bool) {
         let resumed: [OutageWaiter] = state.withLock { state in

@@ -26,37 +26,83 @@ public struct RabbitMQProperties: Sendable, Hashable {
         }
     }
 
-    /// MIME type of the body, for example `application/json`.
-    public var contentType: String?
-    /// Encoding of the body, for example `gzip`.
-    public var contentEncoding: String?
-    /// Application headers.
-    public var headers: RabbitMQFieldTable?
-    /// Transient or persistent.
-    public var deliveryMode: DeliveryMode?
-    /// Priority 0...9 (on queues declared with `x-max-priority`).
-    public var priority: UInt8?
-    /// Correlates a reply with its request.
-    public var correlationID: String?
-    /// Queue to send a reply to.
-    public var replyTo: String?
-    /// Per-message TTL in milliseconds, as a decimal string (for example `"60000"`).
-    public var expiration: String?
-    /// Application message identifier.
-    public var messageID: String?
-    /// Seconds since the Unix epoch.
-    public var timestamp: UInt64?
-    /// Message type name.
-    public var type: String?
-    /// The publishing user; RabbitMQ rejects a value other than the connection's user.
-    public var userID: String?
-    /// The publishing application.
-    public var appID: String?
-    /// Deprecated in AMQP 0-9-1; carried for completeness.
-    public var clusterID: String?
+    /// The fields live in one copy-on-write box, so a message's properties cost one reference
+    /// count to copy (they travel with every publish and delivery) instead of a dozen. Empty
+    /// properties share one box: building them allocates nothing.
+    private var storage: Storage
 
+    /// MIME type of the body, for example `application/json`.
+    public var contentType: String? {
+        get { storage.fields.contentType }
+        set { unique().fields.contentType = newValue }
+    }
+    /// Encoding of the body, for example `gzip`.
+    public var contentEncoding: String? {
+        get { storage.fields.contentEncoding }
+        set { unique().fields.contentEncoding = newValue }
+    }
+    /// Application headers.
+    public var headers: RabbitMQFieldTable? {
+        get { storage.fields.headers }
+        set { unique().fields.headers = newValue }
+    }
+    /// Transient or persistent.
+    public var deliveryMode: DeliveryMode? {
+        get { storage.fields.deliveryMode }
+        set { unique().fields.deliveryMode = newValue }
+    }
+    /// Priority 0...9 (on queues declared with `x-max-priority`).
+    public var priority: UInt8? {
+        get { storage.fields.priority }
+        set { unique().fields.priority = newValue }
+    }
+    /// Correlates a reply with its request.
+    public var correlationID: String? {
+        get { storage.fields.correlationID }
+        set { unique().fields.correlationID = newValue }
+    }
+    /// Queue to send a reply to.
+    public var replyTo: String? {
+        get { storage.fields.replyTo }
+        set { unique().fields.replyTo = newValue }
+    }
+    /// Per-message TTL in milliseconds, as a decimal string (for example `"60000"`).
+    public var expiration: String? {
+        get { storage.fields.expiration }
+        set { unique().fields.expiration = newValue }
+    }
+    /// Application message identifier.
+    public var messageID: String? {
+        get { storage.fields.messageID }
+        set { unique().fields.messageID = newValue }
+    }
+    /// Seconds since the Unix epoch.
+    public var timestamp: UInt64? {
+        get { storage.fields.timestamp }
+        set { unique().fields.timestamp = newValue }
+    }
+    /// Message type name.
+    public var type: String? {
+        get { storage.fields.type }
+        set { unique().fields.type = newValue }
+    }
+    /// The publishing user; RabbitMQ rejects a value other than the connection's user.
+    public var userID: String? {
+        get { storage.fields.userID }
+        set { unique().fields.userID = newValue }
+    }
+    /// The publishing application.
+    public var appID: String? {
+        get { storage.fields.appID }
+        set { unique().fields.appID = newValue }
+    }
+    /// Deprecated in AMQP 0-9-1; carried for completeness.
+    public var clusterID: String? {
+        get { storage.fields.clusterID }
+        set { unique().fields.clusterID = newValue }
+    }
     /// Properties with nothing set.
-    public init() {}
+    public init() { storage = Storage.empty }
 
     /// Properties with the given values set.
     public init(
@@ -65,18 +111,56 @@ public struct RabbitMQProperties: Sendable, Hashable {
         replyTo: String? = nil, expiration: String? = nil, messageID: String? = nil,
         timestamp: UInt64? = nil, type: String? = nil, userID: String? = nil, appID: String? = nil
     ) {
-        self.contentType = contentType
-        self.contentEncoding = contentEncoding
-        self.headers = headers
-        self.deliveryMode = deliveryMode
-        self.priority = priority
-        self.correlationID = correlationID
-        self.replyTo = replyTo
-        self.expiration = expiration
-        self.messageID = messageID
-        self.timestamp = timestamp
-        self.type = type
-        self.userID = userID
-        self.appID = appID
+        let fields = Fields(
+            contentType: contentType, contentEncoding: contentEncoding, headers: headers, deliveryMode: deliveryMode,
+            priority: priority, correlationID: correlationID, replyTo: replyTo, expiration: expiration,
+            messageID: messageID, timestamp: timestamp, type: type, userID: userID, appID: appID)
+        storage = fields == Fields() ? Storage.empty : Storage(fields: fields)
+    }
+
+    /// Whether no property is set.
+    var isEmpty: Bool { storage === Storage.empty || storage.fields == Fields() }
+
+    public static func == (lhs: RabbitMQProperties, rhs: RabbitMQProperties) -> Bool {
+        lhs.storage === rhs.storage || lhs.storage.fields == rhs.storage.fields
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        storage.fields.hash(into: &hasher)
+    }
+
+    private mutating func unique() -> Storage {
+        // The shared empty box may be statically initialised (immortal), and an immortal
+        // object counts as uniquely referenced: test it by identity first.
+        if storage === Storage.empty || !isKnownUniquelyReferenced(&storage) { storage = Storage(fields: storage.fields) }
+        return storage
+    }
+
+    struct Fields: Hashable, Sendable {
+        var contentType: String? = nil
+        var contentEncoding: String? = nil
+        var headers: RabbitMQFieldTable? = nil
+        var deliveryMode: DeliveryMode? = nil
+        var priority: UInt8? = nil
+        var correlationID: String? = nil
+        var replyTo: String? = nil
+        var expiration: String? = nil
+        var messageID: String? = nil
+        var timestamp: UInt64? = nil
+        var type: String? = nil
+        var userID: String? = nil
+        var appID: String? = nil
+        var clusterID: String? = nil
+    }
+
+    // @unchecked Sendable: `fields` is written only through `unique()`, that is only while
+    // exactly one RabbitMQProperties value refers to the box (the shared empty box is never
+    // written: `unique()` recognises it by identity and copies it first); a shared box is
+    // only read. Fields is Sendable. The same rule rules out overlapping accesses, so
+    // the dynamic exclusivity checks are skipped.
+    private final class Storage: @unchecked Sendable {
+        static let empty = Storage(fields: Fields())
+        @exclusivity(unchecked) var fields: Fields
+        init(fields: Fields) { self.fields = fields }
     }
 }

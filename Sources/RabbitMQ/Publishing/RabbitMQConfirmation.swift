@@ -8,7 +8,7 @@ public enum RabbitMQPublishOutcome: Sendable, Hashable {
     /// `x-overflow: reject-publish`. Publish it again or report it.
     case nacked
     /// The message was mandatory and unroutable: the broker returned it, then acked it.
-    case returned(RabbitMQReturnedMessage)
+    indirect case returned(RabbitMQReturnedMessage)
 }
 
 /// A handle on the pending confirmation of one publish.
