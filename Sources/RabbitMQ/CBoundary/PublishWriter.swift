@@ -143,7 +143,7 @@ final class PublishWriter {
         let flagsOffset = count
         count += 2
         var flags: UInt16 = 0
-        if p.isEmpty {
+        if p.isKnownEmpty {
             buffer.storeBytes(of: flags, toByteOffset: flagsOffset, as: UInt16.self)
             return AMQP_STATUS_OK.rawValue
         }

@@ -118,8 +118,9 @@ public struct RabbitMQProperties: Sendable, Hashable {
         storage = fields == Fields() ? Storage.empty : Storage(fields: fields)
     }
 
-    /// Whether no property is set.
-    var isEmpty: Bool { storage === Storage.empty || storage.fields == Fields() }
+    /// True for properties that never had a field set (they share the empty box): a cheap
+    /// test, false for some empty values too.
+    var isKnownEmpty: Bool { storage === Storage.empty }
 
     public static func == (lhs: RabbitMQProperties, rhs: RabbitMQProperties) -> Bool {
         lhs.storage === rhs.storage || lhs.storage.fields == rhs.storage.fields
