@@ -124,6 +124,13 @@ void crmq_bench_rpc_client(const crmq_bench_endpoint *endpoint, const char *serv
 int crmq_bench_rpc_server(const crmq_bench_endpoint *endpoint, const char *queue, double max_seconds, char *error,
                           size_t error_size);
 
+/* Field tables, without a broker: count round trips, each building the six-entry headers
+ * table of the publish-headers scenario, encoding it with amqp_encode_table into a reused
+ * buffer, decoding it with amqp_decode_table into a pool and recycling the pool. No
+ * deadline: nothing waits, so the time is proportional to count. check = round trips whose
+ * decoded table equals the built one. */
+void crmq_bench_field_table(uint64_t count, crmq_bench_result *result);
+
 #ifdef __cplusplus
 }
 #endif
