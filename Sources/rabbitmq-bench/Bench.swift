@@ -39,7 +39,7 @@ extension Bench {
         @Flag(name: .long, help: "Tiny counts and one round: checks that everything works (CI), measures nothing.")
         var smoke = false
 
-        @Option(name: .long, help: "Give up on a run after this many seconds.")
+        @Option(name: .long, help: "Give up on a broker run after this many seconds (broker-free runs cannot hang).")
         var maxSeconds: Double = 120
 
         @Option(name: .long, help: "Messages per warm-up run (default: a fifth of --messages, at least 100).")

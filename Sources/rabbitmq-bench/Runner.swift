@@ -27,6 +27,8 @@ struct Runner: Sendable {
             guard status == 0 else { throw BenchError("filling \(queue) failed (exit status \(status))") }
         case .rpc:
             break  // the echo server's queue lives as long as the server
+        case .fieldTable:
+            break  // broker-free
         }
     }
 
@@ -61,6 +63,10 @@ struct Runner: Sendable {
             return try await c.rpc(serverQueue: rpcQueue, size: size, count: count, maxSeconds: maxSeconds)
         case (.rpc, .swift):
             return try await swift.rpc(serverQueue: rpcQueue, size: size, count: count, maxSeconds: maxSeconds)
+        case (.fieldTable, .c):
+            return try await c.fieldTable(count: count)
+        case (.fieldTable, .swift):
+            return await swift.fieldTable(count: count)
         }
     }
 
@@ -90,6 +96,9 @@ struct Runner: Sendable {
         case .rpc:
             expected = UInt64(count)
             what = "replies with the right correlation id"
+        case .fieldTable:
+            expected = UInt64(count)
+            what = "round trips that gave back the table"
         }
         if result.messages != UInt64(count) { return "\(result.messages) of \(count) messages" }
         if check != expected { return "\(what): \(check), expected \(expected)" }
@@ -97,7 +106,7 @@ struct Runner: Sendable {
     }
 
     func cleanUp() async {
-        for kind in Scenario.Kind.allCases where kind != .rpc {
+        for kind in Scenario.Kind.allCases where kind.usesQueue {
             try? await c.deleteQueue("\(prefix).\(kind.rawValue)")
         }
     }

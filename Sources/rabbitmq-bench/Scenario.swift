@@ -14,11 +14,31 @@ struct Scenario: Sendable {
         case consume
         /// Sequential request/reply over direct reply-to against an echo server process.
         case rpc
+        /// Broker-free: the publish-headers table converted to rabbitmq-c's form, encoded,
+        /// decoded and converted back; one round trip per message. The size is not used.
+        case fieldTable = "field-table"
 
         var hasLatency: Bool { self == .confirmEach || self == .rpc }
 
+        /// Whether runs declare and use a queue of their own (reset before each run).
+        var usesQueue: Bool {
+            switch self {
+            case .publish, .publishHeaders, .confirmStream, .confirmEach, .consume: true
+            case .rpc, .fieldTable: false
+            }
+        }
+
+        /// Whether `size` means anything; when not, it is 0 and left out of the label.
+        var usesSize: Bool { self != .fieldTable }
+
         /// Body sizes run when `--size` is not given.
-        var defaultSizes: [Int] { self == .publish ? [16, 1024, 65536] : [16] }
+        var defaultSizes: [Int] {
+            switch self {
+            case .publish: [16, 1024, 65536]
+            case .fieldTable: [0]
+            default: [16]
+            }
+        }
 
         /// Messages per run when `--messages` is not given: sized so the default set fits in
         /// about three minutes on a 2-core machine.
@@ -29,15 +49,12 @@ struct Scenario: Sendable {
             case .publish where size >= 1024: return smoke ? 200 : 75_000
             case .publish: return smoke ? 200 : 150_000
             case .publishHeaders, .confirmStream, .consume: return smoke ? 200 : 75_000
+            case .fieldTable: return smoke ? 200 : 1_000_000
             }
         }
     }
 
     // Not here, and why:
-    // - Field-table conversion alone (broker-free): the Swift -> C conversion is internal to
-    //   the RabbitMQ module (CBoundary), so this executable cannot call it through the public
-    //   API. `publish-headers` measures it end to end instead, against a C loop that passes
-    //   an equal amqp_table_t.
     // HOOK(issue 4, RabbitMQPatterns): add here, once that module's API exists,
     // - `envelope`: broker-free envelope encode + decode with small and 16 KiB payloads
     //   (no C equivalent: report absolute numbers, no ratio);
@@ -57,7 +74,7 @@ struct Scenario: Sendable {
     var size: Int
     var messages: Int
 
-    var label: String { "\(kind.rawValue) \(Self.format(size: size))" }
+    var label: String { kind.usesSize ? "\(kind.rawValue) \(Self.format(size: size))" : kind.rawValue }
 
     static func format(size: Int) -> String {
         if size >= 1024 && size % 1024 == 0 { return "\(size / 1024) KiB" }
@@ -76,7 +93,7 @@ struct Scenario: Sendable {
         }
         if kinds.isEmpty { kinds = Kind.allCases }
         return kinds.flatMap { kind in
-            (size.map { [$0] } ?? kind.defaultSizes).map { size in
+            ((kind.usesSize ? size.map { [$0] } : nil) ?? kind.defaultSizes).map { size in
                 Scenario(kind: kind, size: size, messages: messages ?? kind.defaultMessages(size: size, smoke: smoke))
             }
         }
