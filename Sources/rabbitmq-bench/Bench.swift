@@ -101,7 +101,7 @@ extension Bench {
                 await server.stop()
                 try? await runner.c.deleteQueue(runner.rpcQueue)
             }
-            await runner.cleanUp()
+            await runner.cleanUp(scenarios.map(\.kind))
             if let failure { throw failure }
 
             let report = Report(machine: machine, rounds: rounds, scenarios: reports)
@@ -113,6 +113,11 @@ extension Bench {
             _ scenario: Scenario, rounds: Int, implementations: [Implementation], runner: Runner
         ) async throws -> ScenarioReport {
             var report = ScenarioReport(scenario: scenario)
+            let implementations = implementations.filter { $0 == .swift || scenario.kind.hasCBaseline }
+            if implementations.isEmpty {
+                log("\(scenario.label): skipped (no C equivalent, and Swift was not chosen)")
+                return report
+            }
             let warmUp = self.warmUp ?? min(scenario.messages, max(scenario.messages / 5, 100))
             if warmUp > 0 {
                 log("\(scenario.label): warm-up (\(warmUp) messages each)")

@@ -27,7 +27,7 @@ struct Runner: Sendable {
             guard status == 0 else { throw BenchError("filling \(queue) failed (exit status \(status))") }
         case .rpc:
             break  // the echo server's queue lives as long as the server
-        case .fieldTable:
+        case .fieldTable, .envelope:
             break  // broker-free
         }
     }
@@ -67,6 +67,10 @@ struct Runner: Sendable {
             return try await c.fieldTable(count: count)
         case (.fieldTable, .swift):
             return await swift.fieldTable(count: count)
+        case (.envelope, .c):
+            throw BenchError("the envelope scenario has no C implementation")
+        case (.envelope, .swift):
+            return try await swift.envelope(size: size, count: count)
         }
     }
 
@@ -99,14 +103,18 @@ struct Runner: Sendable {
         case .fieldTable:
             expected = UInt64(count)
             what = "round trips that gave back the table"
+        case .envelope:
+            expected = UInt64(count)
+            what = "decoded envelopes with the id and data encoded"
         }
         if result.messages != UInt64(count) { return "\(result.messages) of \(count) messages" }
         if check != expected { return "\(what): \(check), expected \(expected)" }
         return nil
     }
 
-    func cleanUp() async {
-        for kind in Scenario.Kind.allCases where kind.usesQueue {
+    /// Deletes the queues of the scenarios that ran (a broker-free run touches no broker).
+    func cleanUp(_ kinds: [Scenario.Kind]) async {
+        for kind in Scenario.Kind.allCases where kind.usesQueue && kinds.contains(kind) {
             try? await c.deleteQueue("\(prefix).\(kind.rawValue)")
         }
     }

@@ -17,14 +17,21 @@ struct Scenario: Sendable {
         /// Broker-free: the publish-headers table converted to rabbitmq-c's form, encoded,
         /// decoded and converted back; one round trip per message. The size is not used.
         case fieldTable = "field-table"
+        /// Broker-free, Swift only: a RabbitMQEnvelope encoded to JSON and decoded back; the
+        /// size is the length of a string in its payload.
+        case envelope
 
         var hasLatency: Bool { self == .confirmEach || self == .rpc }
+
+        /// Whether the C baseline has this scenario; without, the report shows Swift's
+        /// absolute numbers and no ratio or target.
+        var hasCBaseline: Bool { self != .envelope }
 
         /// Whether runs declare and use a queue of their own (reset before each run).
         var usesQueue: Bool {
             switch self {
             case .publish, .publishHeaders, .confirmStream, .confirmEach, .consume: true
-            case .rpc, .fieldTable: false
+            case .rpc, .fieldTable, .envelope: false
             }
         }
 
@@ -36,6 +43,7 @@ struct Scenario: Sendable {
             switch self {
             case .publish: [16, 1024, 65536]
             case .fieldTable: [0]
+            case .envelope: [16, 16384]
             default: [16]
             }
         }
@@ -50,14 +58,14 @@ struct Scenario: Sendable {
             case .publish: return smoke ? 200 : 150_000
             case .publishHeaders, .confirmStream, .consume: return smoke ? 200 : 75_000
             case .fieldTable: return smoke ? 200 : 1_000_000
+            case .envelope where size >= 16384: return smoke ? 20 : 10_000
+            case .envelope: return smoke ? 200 : 50_000
             }
         }
     }
 
     // Not here, and why:
     // HOOK(issue 4, RabbitMQPatterns): add here, once that module's API exists,
-    // - `envelope`: broker-free envelope encode + decode with small and 16 KiB payloads
-    //   (no C equivalent: report absolute numbers, no ratio);
     // - `rpc-patterns`: the patterns layer's RPC client against the same echo server as `rpc`,
     //   compared with the C baseline's `crmq_bench_rpc_client`.
     // Each needs a Kind case, a SwiftScenarios (or PatternsScenarios) function and a branch

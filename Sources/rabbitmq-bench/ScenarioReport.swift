@@ -59,10 +59,12 @@ struct ScenarioReport: Sendable {
         case .rpc: [(.p50, 1.10, false)]
         // Broker-free CPU work: wall time is CPU time, so throughput would say the same again.
         case .fieldTable: [(.cpu, 1.10, false)]
+        case .envelope: []
         }
     }
 
     var targetVerdict: String {
+        guard scenario.kind.hasCBaseline else { return "n/a: no C equivalent" }
         var misses: [String] = []
         for (metric, limit, higherIsBetter) in targets {
             guard let ratio = ratio(metric)?.median else { continue }
