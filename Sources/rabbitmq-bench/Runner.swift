@@ -99,7 +99,7 @@ struct Runner: Sendable {
             what = "body bytes received"
         case .rpc:
             expected = UInt64(count)
-            what = "replies with the right correlation id"
+            what = "replies with the request's correlation id and body"
         case .fieldTable:
             expected = UInt64(count)
             what = "round trips that gave back the table"

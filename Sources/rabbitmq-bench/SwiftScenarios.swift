@@ -134,7 +134,7 @@ struct SwiftScenarios: Sendable {
                     throw BenchError("the reply consumer ended after \(call) calls")
                 }
                 latencies[call] = crmq_bench_monotonic_ns() - started
-                if reply.properties.correlationID == correlationID { matched += 1 }
+                if reply.properties.correlationID == correlationID && reply.body == body { matched += 1 }
                 if call & 255 == 255 { try deadline.check(call) }
             }
             let end = RunResult.sample()

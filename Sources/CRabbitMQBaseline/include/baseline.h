@@ -113,7 +113,8 @@ void crmq_bench_consume(const crmq_bench_endpoint *endpoint, const char *queue, 
 
 /* RPC client: count sequential calls to server_queue over direct reply-to
  * (amq.rabbitmq.reply-to, consumed no-ack), each with a fresh correlation id, each waiting
- * for its reply. p50/p99 = call latency. check = replies whose correlation id matched. */
+ * for its reply. p50/p99 = call latency. check = replies whose correlation id and body
+ * equal the request's. */
 void crmq_bench_rpc_client(const crmq_bench_endpoint *endpoint, const char *server_queue, size_t body_size,
                            uint64_t count, double max_seconds, crmq_bench_result *result);
 
