@@ -81,7 +81,7 @@ extension Bench {
             log("rabbitmq-bench: \(scenarios.count) scenarios, \(rounds) rounds, broker \(endpoint.host):\(endpoint.port)")
 
             var server: RPCServerProcess?
-            if scenarios.contains(where: { $0.kind == .rpc }) {
+            if scenarios.contains(where: { $0.kind.usesEchoServer }) {
                 server = try await RPCServerProcess.start(
                     queue: runner.rpcQueue, maxSeconds: maxSeconds * Double(rounds + 1) * 2 + 60, c: runner.c)
             }
@@ -145,10 +145,11 @@ extension Bench {
         }
     }
 
-    /// The echo server of the `rpc` scenario; the benchmark starts it in a child process.
+    /// The echo server of the `rpc` and `rpc-patterns` scenarios; the benchmark starts it in a
+    /// child process.
     struct RPCServer: AsyncParsableCommand, Sendable {
         static let configuration = CommandConfiguration(
-            commandName: "rpc-server", abstract: "Runs the C echo server of the rpc scenario (started by run).",
+            commandName: "rpc-server", abstract: "Runs the C echo server of the rpc scenarios (started by run).",
             shouldDisplay: false)
 
         @Option(name: .long, help: "The request queue.")

@@ -25,7 +25,7 @@ struct Runner: Sendable {
                 ["fill", "--queue", queue, "--size", "\(scenario.size)", "--messages", "\(count)"])
             let status = try await fill.wait(seconds: maxSeconds)
             guard status == 0 else { throw BenchError("filling \(queue) failed (exit status \(status))") }
-        case .rpc:
+        case .rpc, .rpcPatterns:
             break  // the echo server's queue lives as long as the server
         case .fieldTable, .envelope:
             break  // broker-free
@@ -67,6 +67,10 @@ struct Runner: Sendable {
             return try await c.fieldTable(count: count)
         case (.fieldTable, .swift):
             return await swift.fieldTable(count: count)
+        case (.rpcPatterns, .c):
+            return try await c.rpc(serverQueue: rpcQueue, size: size, count: count, maxSeconds: maxSeconds)
+        case (.rpcPatterns, .swift):
+            return try await swift.rpcPatterns(serverQueue: rpcQueue, size: size, count: count, maxSeconds: maxSeconds)
         case (.envelope, .c):
             throw BenchError("the envelope scenario has no C implementation")
         case (.envelope, .swift):
@@ -103,6 +107,9 @@ struct Runner: Sendable {
         case .fieldTable:
             expected = UInt64(count)
             what = "round trips that gave back the table"
+        case .rpcPatterns:
+            expected = UInt64(count)
+            what = "replies whose body equals the request"
         case .envelope:
             expected = UInt64(count)
             what = "decoded envelopes with the id and data encoded"

@@ -20,8 +20,14 @@ struct Scenario: Sendable {
         /// Broker-free, Swift only: a RabbitMQEnvelope encoded to JSON and decoded back; the
         /// size is the length of a string in its payload.
         case envelope
+        /// `rpc` with the patterns layer's RabbitMQRPCClient, against the same echo server and
+        /// the same C client.
+        case rpcPatterns = "rpc-patterns"
 
-        var hasLatency: Bool { self == .confirmEach || self == .rpc }
+        var hasLatency: Bool { self == .confirmEach || self == .rpc || self == .rpcPatterns }
+
+        /// Whether the scenario calls the C echo server (started once, in a child process).
+        var usesEchoServer: Bool { self == .rpc || self == .rpcPatterns }
 
         /// Whether the C baseline has this scenario; without, the report shows Swift's
         /// absolute numbers and no ratio or target.
@@ -31,7 +37,7 @@ struct Scenario: Sendable {
         var usesQueue: Bool {
             switch self {
             case .publish, .publishHeaders, .confirmStream, .confirmEach, .consume: true
-            case .rpc, .fieldTable, .envelope: false
+            case .rpc, .rpcPatterns, .fieldTable, .envelope: false
             }
         }
 
@@ -52,7 +58,7 @@ struct Scenario: Sendable {
         /// about three minutes on a 2-core machine.
         func defaultMessages(size: Int, smoke: Bool) -> Int {
             switch self {
-            case .confirmEach, .rpc: return smoke ? 50 : 3_000
+            case .confirmEach, .rpc, .rpcPatterns: return smoke ? 50 : 3_000
             case .publish where size >= 65536: return smoke ? 100 : 6_000
             case .publish where size >= 1024: return smoke ? 200 : 75_000
             case .publish: return smoke ? 200 : 150_000
@@ -65,11 +71,14 @@ struct Scenario: Sendable {
     }
 
     // Not here, and why:
-    // HOOK(issue 4, RabbitMQPatterns): add here, once that module's API exists,
-    // - `rpc-patterns`: the patterns layer's RPC client against the same echo server as `rpc`,
-    //   compared with the C baseline's `crmq_bench_rpc_client`.
-    // Each needs a Kind case, a SwiftScenarios (or PatternsScenarios) function and a branch
-    // in Runner.run; the report and JSON pick them up unchanged.
+    // - A C `envelope`: rabbitmq-c has no message format of its own, and a hand-written C JSON
+    //   codec would measure that codec, not a baseline; the scenario reports Swift's absolute
+    //   numbers (hasCBaseline).
+    // - Patterns scenarios other than the envelope and RPC (retry through TTL queues,
+    //   exchanges): their cost is the core's publish and consume plus broker-side delays.
+    // A new scenario needs a Kind case (and its answers to the questions below it), a
+    // SwiftScenarios function (and a CBaseline one), and branches in Runner.prepare, run and
+    // problem and in ScenarioReport.targets; the table and JSON pick it up unchanged.
 
     static let prefetch = 1000
     static let ackEvery = 100

@@ -1,4 +1,6 @@
+import CRabbitMQBaseline
 import Foundation
+import RabbitMQ
 import RabbitMQPatterns
 
 extension SwiftScenarios {
@@ -31,5 +33,34 @@ extension SwiftScenarios {
             }
         }
         return try outcome.get()
+    }
+
+    /// Sequential calls with the patterns layer's ``RabbitMQRPCClient`` in its default
+    /// configuration (direct reply-to, mandatory requests that expire with their timeout), as
+    /// an application would make them, to the `rpc` scenario's echo server. check = replies
+    /// whose body equals the request.
+    func rpcPatterns(serverQueue: String, size: Int, count: Int, maxSeconds: Double) async throws -> RunResult {
+        try await withConnection(maxSeconds: maxSeconds) { connection, deadline in
+            try await RabbitMQRPCClient.withClient(connection: connection) { client in
+                let body = Self.body(size: size)
+                // The client opens its channel and reply consumer in run(), and the first call
+                // waits for them: one call before the measurement keeps that set-up out of it,
+                // as the C client's basic.consume is.
+                _ = try await client.call(body, routingKey: serverQueue)
+                var latencies = [UInt64](repeating: 0, count: count)
+                var matched: UInt64 = 0
+                let start = RunResult.sample()
+                for call in 0..<count {
+                    let started = crmq_bench_monotonic_ns()
+                    let reply = try await client.call(body, routingKey: serverQueue)
+                    latencies[call] = crmq_bench_monotonic_ns() - started
+                    if reply.body == body { matched += 1 }
+                    if call & 255 == 255 { try deadline.check(call) }
+                }
+                let end = RunResult.sample()
+                let (p50, p99) = RunResult.percentiles(&latencies)
+                return RunResult(messages: UInt64(count), start: start, end: end, p50: p50, p99: p99, check: matched)
+            }
+        }
     }
 }

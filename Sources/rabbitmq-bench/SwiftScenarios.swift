@@ -156,7 +156,7 @@ struct SwiftScenarios: Sendable {
 
     /// Opens a connection, runs `body`, closes the connection. When `maxSeconds` pass first, the
     /// connection is closed under the body, which fails whatever it awaits, so no run hangs.
-    private func withConnection(
+    func withConnection(
         maxSeconds: Double, _ body: @escaping @Sendable (RabbitMQConnection, Deadline) async throws -> RunResult
     ) async throws -> RunResult {
         let connection = try await RabbitMQConnection.connect(configuration: endpoint.configuration)
