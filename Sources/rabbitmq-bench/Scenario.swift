@@ -76,7 +76,7 @@ struct Scenario: Sendable {
     //   numbers (hasCBaseline).
     // - Patterns scenarios other than the envelope and RPC (retry through TTL queues,
     //   exchanges): their cost is the core's publish and consume plus broker-side delays.
-    // A new scenario needs a Kind case (and its answers to the questions below it), a
+    // A new scenario needs a Kind case (and its answers in the properties above), a
     // SwiftScenarios function (and a CBaseline one), and branches in Runner.prepare, run and
     // problem and in ScenarioReport.targets; the table and JSON pick it up unchanged.
 
