@@ -56,6 +56,29 @@ uint8_t *bench_make_body(size_t body_size) {
   return body;
 }
 
+void bench_make_headers(amqp_table_entry_t entries[BENCH_HEADER_COUNT], amqp_table_t *table) {
+  entries[0].key = amqp_cstring_bytes("trace-id");
+  entries[0].value.kind = AMQP_FIELD_KIND_UTF8;
+  entries[0].value.value.bytes = amqp_cstring_bytes("4bf92f3577b34da6a3ce929d0e0e4736");
+  entries[1].key = amqp_cstring_bytes("attempt");
+  entries[1].value.kind = AMQP_FIELD_KIND_I64;
+  entries[1].value.value.i64 = 1;
+  entries[2].key = amqp_cstring_bytes("origin");
+  entries[2].value.kind = AMQP_FIELD_KIND_UTF8;
+  entries[2].value.value.bytes = amqp_cstring_bytes("rabbitmq-bench");
+  entries[3].key = amqp_cstring_bytes("sampled");
+  entries[3].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+  entries[3].value.value.boolean = 1;
+  entries[4].key = amqp_cstring_bytes("created");
+  entries[4].value.kind = AMQP_FIELD_KIND_TIMESTAMP;
+  entries[4].value.value.u64 = 1700000000;
+  entries[5].key = amqp_cstring_bytes("weight");
+  entries[5].value.kind = AMQP_FIELD_KIND_F64;
+  entries[5].value.value.f64 = 0.5;
+  table->num_entries = BENCH_HEADER_COUNT;
+  table->entries = entries;
+}
+
 /* --- Errors ------------------------------------------------------------------------ */
 
 int bench_fail(char *error, size_t error_size, int status, const char *format, ...) {

@@ -50,6 +50,11 @@ uint64_t bench_deadline(double max_seconds);
 /* malloc'd body_size bytes of a fixed pattern (at least 1 byte allocated). */
 uint8_t *bench_make_body(size_t body_size);
 
+/* The six-entry headers table of the publish-headers and field-table scenarios, in entries;
+ * the Swift side uses an equal RabbitMQFieldTable (SwiftScenarios.headers). */
+#define BENCH_HEADER_COUNT 6
+void bench_make_headers(amqp_table_entry_t entries[BENCH_HEADER_COUNT], amqp_table_t *table);
+
 /* Publishes count fire-and-forget messages then does a queue.declare round trip;
  * *queued gets the queue's message count. Shared by the scenario and the fill helper. */
 int bench_publish_loop(bench_conn *conn, const char *queue, size_t body_size, uint64_t count, int with_headers,

@@ -11,31 +11,6 @@
 /* Publishes between two non-blocking reads of confirms, as the Swift I/O loop does. */
 #define CONFIRM_BURST 128u
 
-/* The six-entry headers table of the publish-headers scenario; the Swift side publishes an
- * equal RabbitMQFieldTable. */
-static void make_headers(amqp_table_entry_t entries[6], amqp_table_t *table) {
-  entries[0].key = amqp_cstring_bytes("trace-id");
-  entries[0].value.kind = AMQP_FIELD_KIND_UTF8;
-  entries[0].value.value.bytes = amqp_cstring_bytes("4bf92f3577b34da6a3ce929d0e0e4736");
-  entries[1].key = amqp_cstring_bytes("attempt");
-  entries[1].value.kind = AMQP_FIELD_KIND_I64;
-  entries[1].value.value.i64 = 1;
-  entries[2].key = amqp_cstring_bytes("origin");
-  entries[2].value.kind = AMQP_FIELD_KIND_UTF8;
-  entries[2].value.value.bytes = amqp_cstring_bytes("rabbitmq-bench");
-  entries[3].key = amqp_cstring_bytes("sampled");
-  entries[3].value.kind = AMQP_FIELD_KIND_BOOLEAN;
-  entries[3].value.value.boolean = 1;
-  entries[4].key = amqp_cstring_bytes("created");
-  entries[4].value.kind = AMQP_FIELD_KIND_TIMESTAMP;
-  entries[4].value.value.u64 = 1700000000;
-  entries[5].key = amqp_cstring_bytes("weight");
-  entries[5].value.kind = AMQP_FIELD_KIND_F64;
-  entries[5].value.value.f64 = 0.5;
-  table->num_entries = 6;
-  table->entries = entries;
-}
-
 static amqp_basic_properties_t transient_properties(void) {
   amqp_basic_properties_t properties;
   memset(&properties, 0, sizeof(properties));
@@ -52,9 +27,9 @@ int bench_publish_loop(bench_conn *conn, const char *queue, size_t body_size, ui
   amqp_bytes_t body = {body_size, buffer};
   amqp_bytes_t routing_key = amqp_cstring_bytes(queue);
   amqp_basic_properties_t properties = transient_properties();
-  amqp_table_entry_t entries[6];
+  amqp_table_entry_t entries[BENCH_HEADER_COUNT];
   if (with_headers) {
-    make_headers(entries, &properties.headers);
+    bench_make_headers(entries, &properties.headers);
     properties._flags |= AMQP_BASIC_HEADERS_FLAG;
   }
   int status = 0;

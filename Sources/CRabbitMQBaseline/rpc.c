@@ -149,7 +149,8 @@ void crmq_bench_rpc_client(const crmq_bench_endpoint *endpoint, const char *serv
       break;
     }
     latencies[calls] = crmq_bench_monotonic_ns() - started;
-    if (reply.correlation_id_len == (size_t)len && memcmp(reply.correlation_id, correlation_id, (size_t)len) == 0)
+    if (reply.correlation_id_len == (size_t)len && memcmp(reply.correlation_id, correlation_id, (size_t)len) == 0 &&
+        reply.received == body_size && (body_size == 0 || memcmp(reply.body, buffer, body_size) == 0))
       matched++;
   }
   crmq_bench_sample_now(&result->end);

@@ -39,7 +39,7 @@ extension Bench {
         @Flag(name: .long, help: "Tiny counts and one round: checks that everything works (CI), measures nothing.")
         var smoke = false
 
-        @Option(name: .long, help: "Give up on a run after this many seconds.")
+        @Option(name: .long, help: "Give up on a broker run after this many seconds (broker-free runs cannot hang).")
         var maxSeconds: Double = 120
 
         @Option(name: .long, help: "Messages per warm-up run (default: a fifth of --messages, at least 100).")
@@ -81,7 +81,7 @@ extension Bench {
             log("rabbitmq-bench: \(scenarios.count) scenarios, \(rounds) rounds, broker \(endpoint.host):\(endpoint.port)")
 
             var server: RPCServerProcess?
-            if scenarios.contains(where: { $0.kind == .rpc }) {
+            if scenarios.contains(where: { $0.kind.usesEchoServer }) {
                 server = try await RPCServerProcess.start(
                     queue: runner.rpcQueue, maxSeconds: maxSeconds * Double(rounds + 1) * 2 + 60, c: runner.c)
             }
@@ -101,7 +101,7 @@ extension Bench {
                 await server.stop()
                 try? await runner.c.deleteQueue(runner.rpcQueue)
             }
-            await runner.cleanUp()
+            await runner.cleanUp(scenarios.map(\.kind))
             if let failure { throw failure }
 
             let report = Report(machine: machine, rounds: rounds, scenarios: reports)
@@ -113,6 +113,11 @@ extension Bench {
             _ scenario: Scenario, rounds: Int, implementations: [Implementation], runner: Runner
         ) async throws -> ScenarioReport {
             var report = ScenarioReport(scenario: scenario)
+            let implementations = implementations.filter { $0 == .swift || scenario.kind.hasCBaseline }
+            if implementations.isEmpty {
+                log("\(scenario.label): skipped (no C equivalent, and Swift was not chosen)")
+                return report
+            }
             let warmUp = self.warmUp ?? min(scenario.messages, max(scenario.messages / 5, 100))
             if warmUp > 0 {
                 log("\(scenario.label): warm-up (\(warmUp) messages each)")
@@ -140,10 +145,11 @@ extension Bench {
         }
     }
 
-    /// The echo server of the `rpc` scenario; the benchmark starts it in a child process.
+    /// The echo server of the `rpc` and `rpc-patterns` scenarios; the benchmark starts it in a
+    /// child process.
     struct RPCServer: AsyncParsableCommand, Sendable {
         static let configuration = CommandConfiguration(
-            commandName: "rpc-server", abstract: "Runs the C echo server of the rpc scenario (started by run).",
+            commandName: "rpc-server", abstract: "Runs the C echo server of the rpc scenarios (started by run).",
             shouldDisplay: false)
 
         @Option(name: .long, help: "The request queue.")

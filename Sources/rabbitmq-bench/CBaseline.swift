@@ -34,6 +34,10 @@ struct CBaseline: Sendable {
         }
     }
 
+    func fieldTable(count: Int) async throws -> RunResult {
+        try await run { _, result in crmq_bench_field_table(UInt64(count), result) }
+    }
+
     // MARK: Harness helpers
 
     func resetQueue(_ queue: String, maxLength: Int) async throws {

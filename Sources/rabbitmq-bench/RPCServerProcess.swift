@@ -1,5 +1,6 @@
-/// The echo server of the `rpc` scenario, in a child process, so its CPU time is not counted
-/// in the client's: the C and the Swift client both talk to this same C server.
+/// The echo server of the `rpc` and `rpc-patterns` scenarios, in a child process, so its CPU
+/// time is not counted in the client's: the C and the Swift clients all talk to this same C
+/// server.
 struct RPCServerProcess: Sendable {
     let child: ChildProcess
 

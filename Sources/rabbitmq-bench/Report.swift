@@ -21,17 +21,19 @@ struct Report: Sendable {
                 + "| C p50 / p99 µs | Swift p50 / p99 µs | Swift/C p50 | targets |")
         lines.append("|---|---:|---:|---:|---|---:|---:|---|---:|---:|---|---|")
         for report in scenarios {
+            // A Swift-only scenario leaves the C and ratio cells empty: nothing to compare with.
+            let hasC = report.scenario.kind.hasCBaseline
             var cells: [String] = [report.scenario.label, "\(report.scenario.messages)"]
-            cells.append(cell(report.summary(.c, .throughput)?.median, digits: 0))
+            cells.append(hasC ? cell(report.summary(.c, .throughput)?.median, digits: 0) : "")
             cells.append(cell(report.summary(.swift, .throughput)?.median, digits: 0))
-            cells.append(ratioCell(report.ratio(.throughput)))
-            cells.append(cell((report.summary(.c, .cpu)?.median).map { $0 / 1000 }, digits: 2))
+            cells.append(hasC ? ratioCell(report.ratio(.throughput)) : "")
+            cells.append(hasC ? cell((report.summary(.c, .cpu)?.median).map { $0 / 1000 }, digits: 2) : "")
             cells.append(cell((report.summary(.swift, .cpu)?.median).map { $0 / 1000 }, digits: 2))
-            cells.append(ratioCell(report.ratio(.cpu)))
+            cells.append(hasC ? ratioCell(report.ratio(.cpu)) : "")
             if report.scenario.kind.hasLatency {
-                cells.append(latencyCell(report, .c))
+                cells.append(hasC ? latencyCell(report, .c) : "")
                 cells.append(latencyCell(report, .swift))
-                cells.append(ratioCell(report.ratio(.p50)))
+                cells.append(hasC ? ratioCell(report.ratio(.p50)) : "")
             } else {
                 cells.append(contentsOf: ["", "", ""])
             }
@@ -74,6 +76,8 @@ struct Report: Sendable {
             "\"name\": \(quoted(report.scenario.kind.rawValue))",
             "\"size\": \(report.scenario.size)",
             "\"messages\": \(report.scenario.messages)",
+            // false: "c" has no runs and "swift_over_c" no ratios, by design.
+            "\"has_c_baseline\": \(report.scenario.kind.hasCBaseline)",
         ]
         for implementation in Implementation.allCases {
             let runs = implementation == .c ? report.c : report.swift

@@ -25,8 +25,10 @@ struct Runner: Sendable {
                 ["fill", "--queue", queue, "--size", "\(scenario.size)", "--messages", "\(count)"])
             let status = try await fill.wait(seconds: maxSeconds)
             guard status == 0 else { throw BenchError("filling \(queue) failed (exit status \(status))") }
-        case .rpc:
+        case .rpc, .rpcPatterns:
             break  // the echo server's queue lives as long as the server
+        case .fieldTable, .envelope:
+            break  // broker-free
         }
     }
 
@@ -61,6 +63,18 @@ struct Runner: Sendable {
             return try await c.rpc(serverQueue: rpcQueue, size: size, count: count, maxSeconds: maxSeconds)
         case (.rpc, .swift):
             return try await swift.rpc(serverQueue: rpcQueue, size: size, count: count, maxSeconds: maxSeconds)
+        case (.fieldTable, .c):
+            return try await c.fieldTable(count: count)
+        case (.fieldTable, .swift):
+            return await swift.fieldTable(count: count)
+        case (.rpcPatterns, .c):
+            return try await c.rpc(serverQueue: rpcQueue, size: size, count: count, maxSeconds: maxSeconds)
+        case (.rpcPatterns, .swift):
+            return try await swift.rpcPatterns(serverQueue: rpcQueue, size: size, count: count, maxSeconds: maxSeconds)
+        case (.envelope, .c):
+            throw BenchError("the envelope scenario has no C implementation")
+        case (.envelope, .swift):
+            return try await swift.envelope(size: size, count: count)
         }
     }
 
@@ -89,15 +103,25 @@ struct Runner: Sendable {
             what = "body bytes received"
         case .rpc:
             expected = UInt64(count)
-            what = "replies with the right correlation id"
+            what = "replies with the request's correlation id and body"
+        case .fieldTable:
+            expected = UInt64(count)
+            what = "round trips that gave back the table"
+        case .rpcPatterns:
+            expected = UInt64(count)
+            what = "replies whose body equals the request"
+        case .envelope:
+            expected = UInt64(count)
+            what = "decoded envelopes with the id and data encoded"
         }
         if result.messages != UInt64(count) { return "\(result.messages) of \(count) messages" }
         if check != expected { return "\(what): \(check), expected \(expected)" }
         return nil
     }
 
-    func cleanUp() async {
-        for kind in Scenario.Kind.allCases where kind != .rpc {
+    /// Deletes the queues of the scenarios that ran (a broker-free run touches no broker).
+    func cleanUp(_ kinds: [Scenario.Kind]) async {
+        for kind in Scenario.Kind.allCases where kind.usesQueue && kinds.contains(kind) {
             try? await c.deleteQueue("\(prefix).\(kind.rawValue)")
         }
     }

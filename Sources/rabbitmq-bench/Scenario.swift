@@ -14,37 +14,71 @@ struct Scenario: Sendable {
         case consume
         /// Sequential request/reply over direct reply-to against an echo server process.
         case rpc
+        /// Broker-free: the publish-headers table converted to rabbitmq-c's form, encoded,
+        /// decoded and converted back; one round trip per message. The size is not used.
+        case fieldTable = "field-table"
+        /// Broker-free, Swift only: a RabbitMQEnvelope encoded to JSON and decoded back; the
+        /// size is the length of a string in its payload.
+        case envelope
+        /// `rpc` with the patterns layer's RabbitMQRPCClient, against the same echo server and
+        /// the same C client.
+        case rpcPatterns = "rpc-patterns"
 
-        var hasLatency: Bool { self == .confirmEach || self == .rpc }
+        var hasLatency: Bool { self == .confirmEach || self == .rpc || self == .rpcPatterns }
+
+        /// Whether the scenario calls the C echo server (started once, in a child process).
+        var usesEchoServer: Bool { self == .rpc || self == .rpcPatterns }
+
+        /// Whether the C baseline has this scenario; without, the report shows Swift's
+        /// absolute numbers and no ratio or target.
+        var hasCBaseline: Bool { self != .envelope }
+
+        /// Whether runs declare and use a queue of their own (reset before each run).
+        var usesQueue: Bool {
+            switch self {
+            case .publish, .publishHeaders, .confirmStream, .confirmEach, .consume: true
+            case .rpc, .rpcPatterns, .fieldTable, .envelope: false
+            }
+        }
+
+        /// Whether `size` means anything; when not, it is 0 and left out of the label.
+        var usesSize: Bool { self != .fieldTable }
 
         /// Body sizes run when `--size` is not given.
-        var defaultSizes: [Int] { self == .publish ? [16, 1024, 65536] : [16] }
+        var defaultSizes: [Int] {
+            switch self {
+            case .publish: [16, 1024, 65536]
+            case .fieldTable: [0]
+            case .envelope: [16, 16384]
+            default: [16]
+            }
+        }
 
         /// Messages per run when `--messages` is not given: sized so the default set fits in
         /// about three minutes on a 2-core machine.
         func defaultMessages(size: Int, smoke: Bool) -> Int {
             switch self {
-            case .confirmEach, .rpc: return smoke ? 50 : 3_000
+            case .confirmEach, .rpc, .rpcPatterns: return smoke ? 50 : 3_000
             case .publish where size >= 65536: return smoke ? 100 : 6_000
             case .publish where size >= 1024: return smoke ? 200 : 75_000
             case .publish: return smoke ? 200 : 150_000
             case .publishHeaders, .confirmStream, .consume: return smoke ? 200 : 75_000
+            case .fieldTable: return smoke ? 200 : 1_000_000
+            case .envelope where size >= 16384: return smoke ? 20 : 10_000
+            case .envelope: return smoke ? 200 : 50_000
             }
         }
     }
 
     // Not here, and why:
-    // - Field-table conversion alone (broker-free): the Swift -> C conversion is internal to
-    //   the RabbitMQ module (CBoundary), so this executable cannot call it through the public
-    //   API. `publish-headers` measures it end to end instead, against a C loop that passes
-    //   an equal amqp_table_t.
-    // HOOK(issue 4, RabbitMQPatterns): add here, once that module's API exists,
-    // - `envelope`: broker-free envelope encode + decode with small and 16 KiB payloads
-    //   (no C equivalent: report absolute numbers, no ratio);
-    // - `rpc-patterns`: the patterns layer's RPC client against the same echo server as `rpc`,
-    //   compared with the C baseline's `crmq_bench_rpc_client`.
-    // Each needs a Kind case, a SwiftScenarios (or PatternsScenarios) function and a branch
-    // in Runner.run; the report and JSON pick them up unchanged.
+    // - A C `envelope`: rabbitmq-c has no message format of its own, and a hand-written C JSON
+    //   codec would measure that codec, not a baseline; the scenario reports Swift's absolute
+    //   numbers (hasCBaseline).
+    // - Patterns scenarios other than the envelope and RPC (retry through TTL queues,
+    //   exchanges): their cost is the core's publish and consume plus broker-side delays.
+    // A new scenario needs a Kind case (and its answers in the properties above), a
+    // SwiftScenarios function (and a CBaseline one), and branches in Runner.prepare, run and
+    // problem and in ScenarioReport.targets; the table and JSON pick it up unchanged.
 
     static let prefetch = 1000
     static let ackEvery = 100
@@ -57,7 +91,7 @@ struct Scenario: Sendable {
     var size: Int
     var messages: Int
 
-    var label: String { "\(kind.rawValue) \(Self.format(size: size))" }
+    var label: String { kind.usesSize ? "\(kind.rawValue) \(Self.format(size: size))" : kind.rawValue }
 
     static func format(size: Int) -> String {
         if size >= 1024 && size % 1024 == 0 { return "\(size / 1024) KiB" }
@@ -76,7 +110,7 @@ struct Scenario: Sendable {
         }
         if kinds.isEmpty { kinds = Kind.allCases }
         return kinds.flatMap { kind in
-            (size.map { [$0] } ?? kind.defaultSizes).map { size in
+            ((kind.usesSize ? size.map { [$0] } : nil) ?? kind.defaultSizes).map { size in
                 Scenario(kind: kind, size: size, messages: messages ?? kind.defaultMessages(size: size, smoke: smoke))
             }
         }

@@ -56,11 +56,15 @@ struct ScenarioReport: Sendable {
         case .publish, .publishHeaders, .consume: [(.throughput, 0.95, true), (.cpu, 1.10, false)]
         case .confirmStream: [(.throughput, 0.90, true)]
         case .confirmEach: [(.throughput, 0.95, true)]
-        case .rpc: [(.p50, 1.10, false)]
+        case .rpc, .rpcPatterns: [(.p50, 1.10, false)]
+        // Broker-free CPU work: wall time is CPU time, so throughput would say the same again.
+        case .fieldTable: [(.cpu, 1.10, false)]
+        case .envelope: []
         }
     }
 
     var targetVerdict: String {
+        guard scenario.kind.hasCBaseline else { return "n/a: no C equivalent" }
         var misses: [String] = []
         for (metric, limit, higherIsBetter) in targets {
             guard let ratio = ratio(metric)?.median else { continue }

@@ -134,7 +134,7 @@ struct SwiftScenarios: Sendable {
                     throw BenchError("the reply consumer ended after \(call) calls")
                 }
                 latencies[call] = crmq_bench_monotonic_ns() - started
-                if reply.properties.correlationID == correlationID { matched += 1 }
+                if reply.properties.correlationID == correlationID && reply.body == body { matched += 1 }
                 if call & 255 == 255 { try deadline.check(call) }
             }
             let end = RunResult.sample()
@@ -156,7 +156,7 @@ struct SwiftScenarios: Sendable {
 
     /// Opens a connection, runs `body`, closes the connection. When `maxSeconds` pass first, the
     /// connection is closed under the body, which fails whatever it awaits, so no run hangs.
-    private func withConnection(
+    func withConnection(
         maxSeconds: Double, _ body: @escaping @Sendable (RabbitMQConnection, Deadline) async throws -> RunResult
     ) async throws -> RunResult {
         let connection = try await RabbitMQConnection.connect(configuration: endpoint.configuration)

@@ -113,7 +113,8 @@ void crmq_bench_consume(const crmq_bench_endpoint *endpoint, const char *queue, 
 
 /* RPC client: count sequential calls to server_queue over direct reply-to
  * (amq.rabbitmq.reply-to, consumed no-ack), each with a fresh correlation id, each waiting
- * for its reply. p50/p99 = call latency. check = replies whose correlation id matched. */
+ * for its reply. p50/p99 = call latency. check = replies whose correlation id and body
+ * equal the request's. */
 void crmq_bench_rpc_client(const crmq_bench_endpoint *endpoint, const char *server_queue, size_t body_size,
                            uint64_t count, double max_seconds, crmq_bench_result *result);
 
@@ -123,6 +124,13 @@ void crmq_bench_rpc_client(const crmq_bench_endpoint *endpoint, const char *serv
  * negative status; error gets the reason. rabbitmq-bench runs it in a child process. */
 int crmq_bench_rpc_server(const crmq_bench_endpoint *endpoint, const char *queue, double max_seconds, char *error,
                           size_t error_size);
+
+/* Field tables, without a broker: count round trips, each building the six-entry headers
+ * table of the publish-headers scenario, encoding it with amqp_encode_table into a reused
+ * buffer, decoding it with amqp_decode_table into a pool and recycling the pool. No
+ * deadline: nothing waits, so the time is proportional to count. check = round trips whose
+ * decoded table equals the built one. */
+void crmq_bench_field_table(uint64_t count, crmq_bench_result *result);
 
 #ifdef __cplusplus
 }
