@@ -40,6 +40,29 @@ struct FieldTableTests {
         #expect(back.entries.map(\.key) == Self.everyType.entries.map(\.key), "order is kept")
     }
 
+    @Test func aRepeatedKeyFromTheWireKeepsItsLastValueAtItsFirstPlace() {
+        let pool = ScratchPool()
+        let entries = pool.allocate(4 * MemoryLayout<amqp_table_entry_t>.stride)
+            .bindMemory(to: amqp_table_entry_t.self, capacity: 4)
+        for (index, (key, value)) in [("a", 1), ("b", 2), ("a", 3), ("c", 4)].enumerated() {
+            (entries + index).initialize(
+                to: amqp_table_entry_t(key: pool.bytes(key), value: pool.fieldValue(.int32(Int32(value)))))
+        }
+        let table = RabbitMQFieldTable(cTable: amqp_table_t(num_entries: 4, entries: entries))
+        #expect(table.entries.map(\.key) == ["a", "b", "c"])
+        #expect(table["a"] == .int32(3))
+    }
+
+    @Test func nonUTF8LongStringsBecomeBytes() {
+        let pool = ScratchPool()
+        var field = amqp_field_value_t()
+        field.kind = UInt8(AMQP_FIELD_KIND_UTF8.rawValue)
+        field.value.bytes = pool.bytes([0x61, 0xFF, 0x62])
+        #expect(RabbitMQFieldValue(cValue: field) == .bytes([0x61, 0xFF, 0x62]))
+        field.value.bytes = pool.bytes(Array("grüße".utf8))
+        #expect(RabbitMQFieldValue(cValue: field) == .string("grüße"))
+    }
+
     @Test func everyTypeRoundTripsThroughTheWireEncoding() throws {
         let pool = ScratchPool()
         var c = pool.table(Self.everyType)

@@ -104,10 +104,13 @@ extension RabbitMQFieldTable {
     init(cTable: amqp_table_t) {
         self.init()
         guard cTable.num_entries > 0, let entries = cTable.entries else { return }
+        var decoded: [Entry] = []
+        decoded.reserveCapacity(Int(cTable.num_entries))
         for index in 0..<Int(cTable.num_entries) {
             let entry = entries[index]
-            self[String(amqpBytes: entry.key)] = RabbitMQFieldValue(cValue: entry.value)
+            decoded.append(Entry(key: String(amqpBytes: entry.key), value: RabbitMQFieldValue(cValue: entry.value)))
         }
+        self.init(decodedEntries: decoded)
     }
 }
 
@@ -130,11 +133,17 @@ extension RabbitMQFieldValue {
             self = .decimal(
                 RabbitMQDecimal(scale: field.value.decimal.decimals, value: Int32(bitPattern: field.value.decimal.value)))
         case kindUTF8:
-            let raw = [UInt8](amqpBytes: field.value.bytes)
-            if let string = String(validating: raw, as: UTF8.self) {
+            // Straight from rabbitmq-c's buffer: no intermediate array unless it is not UTF-8.
+            let bytes = field.value.bytes
+            let raw = UnsafeBufferPointer(start: bytes.bytes?.assumingMemoryBound(to: UInt8.self), count: bytes.len)
+            // ASCII (the usual case) is valid UTF-8: skip the validating decoder, which also
+            // looks up generic metadata every time.
+            if raw.allSatisfy({ $0 < 0x80 }) {
+                self = .string(String(decoding: raw, as: UTF8.self))
+            } else if let string = String(validating: raw, as: UTF8.self) {
                 self = .string(string)
             } else {
-                self = .bytes(raw)
+                self = .bytes(Array(raw))
             }
         case kindBytes: self = .bytes([UInt8](amqpBytes: field.value.bytes))
         case kindTimestamp: self = .timestamp(field.value.u64)

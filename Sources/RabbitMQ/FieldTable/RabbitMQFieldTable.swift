@@ -34,6 +34,23 @@ public struct RabbitMQFieldTable: Sendable, Hashable {
         for (key, value) in pairs { self[key] = value }
     }
 
+    /// Entries read from the wire, in order; a repeated key keeps its last value, at the
+    /// place of its first occurrence (as assigning through the subscript would).
+    init(decodedEntries: [Entry]) {
+        var entries = decodedEntries
+        var index = 1
+        while index < entries.count {
+            let key = entries[index].key
+            if let first = entries[..<index].firstIndex(where: { $0.key == key }) {
+                entries[first].value = entries[index].value
+                entries.remove(at: index)
+            } else {
+                index += 1
+            }
+        }
+        self.entries = entries
+    }
+
     /// Whether the table has no entries.
     public var isEmpty: Bool { entries.isEmpty }
 
