@@ -208,6 +208,35 @@ struct PatternsRPCTests {
         try await connection.close()
     }
 
+    @Test func aShortTimeoutFiresWhileALongerOneIsStillPending() async throws {
+        // One timer serves every call: a call with an earlier deadline than the one it sleeps
+        // towards must wake it, or the short call would wait as long as the long one.
+        let queue = TestBroker.uniqueName("silent")
+        let gate = Gate()
+        try await Self.withServerAndClient(
+            queue: queue,
+            server: { connection in
+                RabbitMQRPCServer(connection: connection, queue: queue, configuration: .init(concurrency: 4)) { request in
+                    await gate.wait()
+                    return request.body
+                }
+            },
+            client: .init(expireRequests: false)
+        ) { client in
+            let long = Task { try await client.call(Array("long".utf8), routingKey: queue, timeout: .seconds(600)) }
+            defer { long.cancel() }
+            let error = await #expect(throws: RabbitMQPatternsError.self) {
+                try await client.call(Array("short".utf8), routingKey: queue, timeout: .milliseconds(300))
+            }
+            #expect(error?.code == .timeout)
+            #expect(error?.message.contains("300 ms") == true)
+            #expect(client.callsInFlight == 1, "the long call is still waiting")
+            gate.open()
+            let reply = try await long.value
+            #expect(reply.bodyString == "long")
+        }
+    }
+
     @Test func aRequestWhoseCallerGaveUpIsNeverProcessed() async throws {
         let queue = TestBroker.uniqueName("stale")
         let connection = try await TestBroker.connect()

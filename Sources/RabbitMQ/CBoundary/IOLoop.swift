@@ -923,6 +923,10 @@ final class IOLoop {
                 return
             }
             if !sink.noAck { delivery.settleOn(channel.shared) }
+            if let handler = sink.handler {
+                handler(delivery)
+                return
+            }
             let deliveryTag = delivery.deliveryTag
             switch sink.buffer.push(delivery) {
             case .buffered:

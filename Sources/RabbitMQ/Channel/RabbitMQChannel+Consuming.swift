@@ -15,12 +15,26 @@ extension RabbitMQChannel {
         queue: String, consumerTag: String = "", autoAck: Bool = false, exclusive: Bool = false,
         arguments: RabbitMQFieldTable = [:]
     ) async throws -> RabbitMQConsumer {
+        try await consume(
+            queue: queue, consumerTag: consumerTag, autoAck: autoAck, exclusive: exclusive, arguments: arguments,
+            handler: nil)
+    }
+
+    /// For this package's own modules (the RPC client's reply consumer): `handler` runs on
+    /// the connection's I/O thread for every delivery, so a reply reaches its caller with one
+    /// thread hand-off instead of two. It must return at once: no blocking, no waiting, no
+    /// user code. The returned consumer yields no deliveries; iterating it waits for the end
+    /// of the consumer (and throws its failure), as for ``consume(queue:consumerTag:autoAck:exclusive:arguments:)``.
+    package func consume(
+        queue: String, consumerTag: String = "", autoAck: Bool = false, exclusive: Bool = false,
+        arguments: RabbitMQFieldTable = [:], handler: (@Sendable (RabbitMQDelivery) -> Void)?
+    ) async throws -> RabbitMQConsumer {
         try shared.checkOpen()
         let tag = consumerTag.isEmpty ? Self.makeConsumerTag(channel: shared) : consumerTag
         let buffer = DeliveryBuffer()
         let request = ConsumeRequest(
             queue: queue, consumerTag: tag, noAck: autoAck, exclusive: exclusive, arguments: arguments)
-        let sink = ConsumerSink(buffer: buffer, noAck: autoAck)
+        let sink = ConsumerSink(buffer: buffer, noAck: autoAck, handler: handler)
         let shared = self.shared
         _ = try await withCheckedThrowingContinuation { reply in
             do {

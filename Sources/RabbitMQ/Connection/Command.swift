@@ -87,4 +87,7 @@ struct OutboundMessage: Sendable {
 struct ConsumerSink: Sendable {
     var buffer: DeliveryBuffer
     var noAck: Bool
+    /// Set for an inline consumer: runs on the I/O thread for each delivery, instead of the
+    /// buffer; the buffer then only carries the end of the sequence.
+    var handler: (@Sendable (RabbitMQDelivery) -> Void)?
 }

@@ -20,8 +20,15 @@ final class RPCCallRegistry: Sendable {
     }
 
     private enum Slot {
-        case waiting(CheckedContinuation<RabbitMQDelivery, any Error>?)
+        case waiting(CheckedContinuation<RabbitMQDelivery, any Error>?, Deadline?)
         case done(Result<RabbitMQDelivery, any Error>)
+    }
+
+    /// When a call gives up, and what it then reports.
+    struct Deadline: Sendable {
+        var instant: ContinuousClock.Instant
+        var routingKey: String
+        var timeout: Duration
     }
 
     private struct State {
@@ -30,6 +37,12 @@ final class RPCCallRegistry: Sendable {
         var nextWaiter = 0
         var calls: [String: Slot] = [:]
         var discardedReplies = 0
+        /// When the timer task wakes next (nil: it waits for a deadline to appear).
+        var timerTarget: ContinuousClock.Instant?
+        /// The timer task, parked until an earlier deadline appears.
+        var timerKick: CheckedContinuation<Void, Never>?
+        /// An earlier deadline appeared while the timer was between its scan and parking.
+        var kickPending = false
     }
 
     private let state = LockedState(State())
@@ -67,7 +80,7 @@ final class RPCCallRegistry: Sendable {
             state.readyWaiters = [:]
             var continuations: [CheckedContinuation<RabbitMQDelivery, any Error>] = []
             for (id, slot) in state.calls {
-                if case .waiting(let continuation?) = slot {
+                if case .waiting(let continuation?, _) = slot {
                     continuations.append(continuation)
                     state.calls[id] = nil
                 } else {
@@ -115,13 +128,95 @@ final class RPCCallRegistry: Sendable {
 
     // MARK: Calls
 
-    func register(_ id: String) {
-        state.withLock { $0.calls[id] = .waiting(nil) }
+    /// Whether the client is running: the link to send on, without waiting.
+    var runningLink: Link? {
+        state.withLock { state in
+            if case .running(let link) = state.phase { return link }
+            return nil
+        }
+    }
+
+    /// Adds the slot of a call; with a deadline, the timer task fails it at that instant.
+    func register(_ id: String, deadline: Deadline? = nil) {
+        let kick: CheckedContinuation<Void, Never>? = state.withLock { state in
+            state.calls[id] = .waiting(nil, deadline)
+            // The timer sleeps until an earlier instant, or is parked: wake it to look again.
+            guard let deadline, state.timerTarget.map({ deadline.instant < $0 }) ?? true else { return nil }
+            guard let kick = state.timerKick.take() else {
+                state.kickPending = true
+                return nil
+            }
+            return kick
+        }
+        kick?.resume()
+    }
+
+    // MARK: Timeouts
+
+    /// Fails the calls whose deadline has passed (with `timeout`), until cancelled. One task
+    /// for every call of the client: a call costs no task and no timer of its own.
+    func runTimer() async {
+        while !Task.isCancelled {
+            let now = ContinuousClock.now
+            var expired: [(CheckedContinuation<RabbitMQDelivery, any Error>?, Deadline)] = []
+            let next: ContinuousClock.Instant? = state.withLock { state in
+                state.kickPending = false  // this scan sees every deadline registered so far
+                var next: ContinuousClock.Instant?
+                for (id, slot) in state.calls {
+                    guard case .waiting(let continuation, let deadline?) = slot else { continue }
+                    if deadline.instant <= now {
+                        if continuation != nil {
+                            state.calls[id] = nil
+                        } else {
+                            // Its caller has not started waiting yet: it finds the error there.
+                            state.calls[id] = .done(.failure(Self.timeoutError(deadline)))
+                        }
+                        expired.append((continuation, deadline))
+                    } else if next.map({ deadline.instant < $0 }) ?? true {
+                        next = deadline.instant
+                    }
+                }
+                state.timerTarget = next
+                return next
+            }
+            for (continuation, deadline) in expired { continuation?.resume(throwing: Self.timeoutError(deadline)) }
+            await withTaskGroup(of: Void.self) { group in
+                if let next { group.addTask { try? await Task.sleep(until: next, clock: .continuous) } }
+                group.addTask { await self.waitForKick() }
+                await group.next()
+                group.cancelAll()
+            }
+        }
+    }
+
+    private func waitForKick() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow: Bool = state.withLock { state in
+                    if Task.isCancelled { return true }
+                    if state.kickPending {
+                        state.kickPending = false
+                        return true
+                    }
+                    state.timerKick = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.timerKick.take() }?.resume()
+        }
+    }
+
+    static func timeoutError(_ deadline: Deadline) -> RabbitMQPatternsError {
+        RabbitMQPatternsError(
+            code: .timeout,
+            message: "no reply from '\(deadline.routingKey)' within \(RabbitMQRPCClient.describe(deadline.timeout))")
     }
 
     func remove(_ id: String) {
         let continuation: CheckedContinuation<RabbitMQDelivery, any Error>? = state.withLock { state in
-            guard case .waiting(let continuation) = state.calls.removeValue(forKey: id) else { return nil }
+            guard case .waiting(let continuation, _) = state.calls.removeValue(forKey: id) else { return nil }
             return continuation
         }
         continuation?.resume(throwing: CancellationError())
@@ -132,10 +227,10 @@ final class RPCCallRegistry: Sendable {
     func resolve(_ id: String, with result: Result<RabbitMQDelivery, any Error>, isReply: Bool) {
         let continuation: CheckedContinuation<RabbitMQDelivery, any Error>? = state.withLock { state in
             switch state.calls[id] {
-            case .waiting(let continuation?):
+            case .waiting(let continuation?, _):
                 state.calls[id] = nil
                 return continuation
-            case .waiting(nil):
+            case .waiting(nil, _):
                 state.calls[id] = .done(result)
             case .done, nil:
                 if isReply { state.discardedReplies += 1 }
@@ -157,13 +252,13 @@ final class RPCCallRegistry: Sendable {
             try await withCheckedThrowingContinuation { continuation in
                 let result: Result<RabbitMQDelivery, any Error>? = state.withLock { state in
                     switch state.calls[id] {
-                    case .waiting(nil):
-                        state.calls[id] = .waiting(continuation)
+                    case .waiting(nil, let deadline):
+                        state.calls[id] = .waiting(continuation, deadline)
                         return nil
                     case .done(let result):
                         state.calls[id] = nil
                         return result
-                    case .waiting(.some), nil:
+                    case .waiting(.some, _), nil:
                         // Removed by cancellation before we got here.
                         return .failure(CancellationError())
                     }

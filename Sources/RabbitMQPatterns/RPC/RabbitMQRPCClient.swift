@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import RabbitMQ
 
 /// Calls RPC servers over RabbitMQ: publishes a request with a fresh correlation id and a
@@ -29,6 +30,10 @@ public final class RabbitMQRPCClient: Sendable {
     /// How requests are sent and replies awaited.
     public let configuration: Configuration
     private let registry = RPCCallRegistry()
+    /// Correlation ids are this random prefix and a counter: unique for the client's life,
+    /// so a late reply can never match a later call, and much cheaper than a UUID per call.
+    private let correlationPrefix = UUID().uuidString.lowercased() + "-"
+    private let nextCall = Atomic<UInt64>(0)
 
     /// Creates a client; nothing happens on the broker until ``run()``.
     public init(connection: RabbitMQConnection, configuration: Configuration = .init()) {
@@ -59,6 +64,9 @@ public final class RabbitMQRPCClient: Sendable {
     /// calls that timed out, or replies with an unknown correlation id).
     public var discardedReplies: Int { registry.discardedReplies }
 
+    /// How many calls are waiting for their replies right now.
+    public var callsInFlight: Int { registry.inFlight }
+
     /// Opens the client's channel, starts consuming replies, and dispatches them until the
     /// task is cancelled or the channel or connection closes. Calls made before it is ready
     /// wait for it. When it ends, calls in flight and later calls fail with `closed`.
@@ -74,24 +82,28 @@ public final class RabbitMQRPCClient: Sendable {
             let returns = opened.returnedMessages()
             let consumer: RabbitMQConsumer
             let replyTo: String
+            // Replies are routed to their callers on the connection's I/O thread (a lock and
+            // a continuation resume): one thread hand-off per reply, not two.
+            let route: @Sendable (RabbitMQDelivery) -> Void = { [registry] reply in
+                if let id = reply.properties.correlationID {
+                    registry.resolve(id, with: .success(reply), isReply: true)
+                } else {
+                    registry.discardReply()
+                }
+            }
             if configuration.replyQueue.isDirectReplyTo {
                 replyTo = "amq.rabbitmq.reply-to"
                 // Direct reply-to requires auto-ack, and a consumer before the first request.
-                consumer = try await opened.consume(queue: replyTo, autoAck: true)
+                consumer = try await opened.consume(queue: replyTo, autoAck: true, handler: route)
             } else {
                 replyTo = try await opened.queueDeclare("", exclusive: true, autoDelete: true).name
-                consumer = try await opened.consume(queue: replyTo, autoAck: true, exclusive: true)
+                consumer = try await opened.consume(queue: replyTo, autoAck: true, exclusive: true, handler: route)
             }
             registry.setRunning(.init(channel: opened, replyTo: replyTo))
             try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { [registry] in
-                    for try await reply in consumer {
-                        if let id = reply.properties.correlationID {
-                            registry.resolve(id, with: .success(reply), isReply: true)
-                        } else {
-                            registry.discardReply()
-                        }
-                    }
+                group.addTask {
+                    // Yields nothing (the handler gets the replies): ends when the consumer does.
+                    for try await _ in consumer {}
                 }
                 group.addTask { [registry] in
                     for await returned in returns {
@@ -103,6 +115,7 @@ public final class RabbitMQRPCClient: Sendable {
                         registry.resolve(id, with: .failure(error), isReply: false)
                     }
                 }
+                group.addTask { [registry] in await registry.runTimer() }
                 // Whichever ends first (the reply consumer, normally) ends the client.
                 try await group.next()
                 group.cancelAll()
@@ -133,8 +146,31 @@ public final class RabbitMQRPCClient: Sendable {
     ) async throws -> RabbitMQDelivery {
         let timeout = timeout ?? configuration.timeout
         guard timeout > .zero else { throw RabbitMQPatternsError.invalidConfiguration("the timeout must be positive") }
-        let reply = try await withThrowingTaskGroup(of: RabbitMQDelivery.self) { group in
-            group.addTask { try await self.send(body, routingKey: routingKey, timeout: timeout, properties: properties) }
+        let deadline = RPCCallRegistry.Deadline(instant: .now + timeout, routingKey: routingKey, timeout: timeout)
+        let reply: RabbitMQDelivery
+        if let link = registry.runningLink {
+            // The usual case: the client runs, and its timer task enforces the deadline.
+            reply = try await send(body, on: link, routingKey: routingKey, timeout: timeout, deadline: deadline, properties: properties)
+        } else {
+            reply = try await callWhenReady(body, routingKey: routingKey, timeout: timeout, deadline: deadline, properties: properties)
+        }
+        if let message = RPCErrorReply.decode(reply.body) {
+            throw RabbitMQPatternsError(code: .remoteError, message: message)
+        }
+        return reply
+    }
+
+    /// A call made before the client is running: it waits for the client within its timeout.
+    private func callWhenReady(
+        _ body: [UInt8], routingKey: String, timeout: Duration, deadline: RPCCallRegistry.Deadline,
+        properties: RabbitMQProperties
+    ) async throws -> RabbitMQDelivery {
+        try await withThrowingTaskGroup(of: RabbitMQDelivery.self) { group in
+            group.addTask {
+                let link = try await self.registry.ready()
+                return try await self.send(
+                    body, on: link, routingKey: routingKey, timeout: timeout, deadline: deadline, properties: properties)
+            }
             group.addTask {
                 try await Task.sleep(for: timeout)
                 throw RabbitMQPatternsError(
@@ -145,10 +181,6 @@ public final class RabbitMQRPCClient: Sendable {
             guard let first = try await group.next() else { throw CancellationError() }
             return first
         }
-        if let message = RPCErrorReply.decode(reply.body) {
-            throw RabbitMQPatternsError(code: .remoteError, message: message)
-        }
-        return reply
     }
 
     /// Sends `request` as JSON and decodes the JSON reply as `Response`.
@@ -176,10 +208,10 @@ public final class RabbitMQRPCClient: Sendable {
     }
 
     private func send(
-        _ body: [UInt8], routingKey: String, timeout: Duration, properties: RabbitMQProperties
+        _ body: [UInt8], on link: RPCCallRegistry.Link, routingKey: String, timeout: Duration,
+        deadline: RPCCallRegistry.Deadline, properties: RabbitMQProperties
     ) async throws -> RabbitMQDelivery {
-        let link = try await registry.ready()
-        let id = UUID().uuidString.lowercased()
+        let id = correlationPrefix + String(nextCall.add(1, ordering: .relaxed).newValue)
         var properties = properties
         properties.correlationID = id
         properties.replyTo = link.replyTo
@@ -187,7 +219,7 @@ public final class RabbitMQRPCClient: Sendable {
             // At least 1 ms: "0" would expire a request before any consumer could see it.
             properties.expiration = String(max(1, timeout.wholeMilliseconds))
         }
-        registry.register(id)
+        registry.register(id, deadline: deadline)
         do {
             try await link.channel.publish(
                 body, exchange: configuration.exchange, routingKey: routingKey, properties: properties, mandatory: true)
