@@ -10,7 +10,13 @@ final class ChannelShared: Sendable {
         var confirmWaiters: [CheckedContinuation<Void, any Error>] = []
         var returnSubscribers: [Int: AsyncStream<RabbitMQReturnedMessage>.Continuation] = [:]
         var nextReturnSubscriber = 0
+        var publishesSinceYield = 0
     }
+
+    /// A publisher that never has to wait (there is room) never suspends, and would keep a
+    /// thread of the cooperative pool (two on a two-core machine) from every other task: it
+    /// yields after this many publishes on the channel.
+    static let publishesBetweenYields = 256
 
     let number: UInt16
     let core: ConnectionCore
@@ -58,20 +64,30 @@ final class ChannelShared: Sendable {
     /// closed and, in confirm mode, takes a window slot (suspending while the window is full).
     /// Returns whether the channel is in confirm mode.
     func admitPublish() async throws -> Bool {
-        if let admitted = try tryAdmitPublish() { return admitted }
+        if let admitted = try tryAdmitPublish() { return admitted.confirming }
         try await reserveConfirmSlot()
         return true
     }
 
+    struct Admission {
+        /// The channel is in confirm mode (a window slot was taken).
+        var confirming: Bool
+        /// The publisher should `Task.yield()` once its message is queued.
+        var shouldYield: Bool
+    }
+
     /// ``admitPublish()`` without suspending: nil when the confirm window is full.
     @inline(__always)
-    func tryAdmitPublish() throws(RabbitMQError) -> Bool? {
+    func tryAdmitPublish() throws(RabbitMQError) -> Admission? {
         try state.withLock { state throws(RabbitMQError) in
             if let reason = state.closeReason { throw reason }
-            guard state.confirmCapacity > 0 else { return false }
+            state.publishesSinceYield += 1
+            let shouldYield = state.publishesSinceYield >= Self.publishesBetweenYields
+            if shouldYield { state.publishesSinceYield = 0 }
+            guard state.confirmCapacity > 0 else { return Admission(confirming: false, shouldYield: shouldYield) }
             guard state.outstandingConfirms < state.confirmCapacity, state.confirmWaiters.isEmpty else { return nil }
             state.outstandingConfirms += 1
-            return true
+            return Admission(confirming: true, shouldYield: shouldYield)
         }
     }
 

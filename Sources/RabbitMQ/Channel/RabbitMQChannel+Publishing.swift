@@ -79,15 +79,19 @@ extension RabbitMQChannel {
         try message.validate()
         let command = Command.publish(shared, message, ticket)
         // Fast path (room in the window and in the buffer): two short locks, no suspension.
-        if let confirming = try shared.tryAdmitPublish() {
+        if let admission = try shared.tryAdmitPublish() {
             let queued: Bool
             do {
                 queued = try shared.core.trySubmitPublish(command)
             } catch {
-                if confirming { shared.releaseConfirmSlots(1) }
+                if admission.confirming { shared.releaseConfirmSlots(1) }
                 throw error
             }
-            if !queued { try await submitWaitingForRoom(command, confirming: confirming) }
+            if !queued {
+                try await submitWaitingForRoom(command, confirming: admission.confirming)
+            } else if admission.shouldYield {
+                await Task.yield()
+            }
             return
         }
         let confirming = try await shared.admitPublish()
