@@ -213,34 +213,31 @@ final class PublishWriter {
     /// Writes the buffer, then `body` as body frames whose 8 framing bytes are buffered
     /// here and whose payloads are written from `body` itself, in one scatter/gather write.
     private func flushWithBody(channel: UInt16, _ body: UnsafeRawBufferPointer) -> Int32 {
-        // Framing bytes first (the buffer does not move while the iovecs point into it).
+        // Framing bytes first, 8 per body frame (7-byte header, frame end), all in the buffer
+        // (which does not move while the iovecs point into it); no array per message.
         let maxPayload = frameMax - 8
-        var pieces: [(framingOffset: Int, payloadOffset: Int, length: Int)] = []
-        var offset = 0
         let bodyStart = count
+        var offset = 0
         while offset < body.count {
             let chunk = min(maxPayload, body.count - offset)
-            let framing = count
             put(UInt8(AMQP_FRAME_BODY))
             put(channel)
             put(UInt32(chunk))
             put(UInt8(AMQP_FRAME_END))
-            pieces.append((framing, offset, chunk))
             offset += chunk
         }
         iovecs.removeAll(keepingCapacity: true)
-        iovecs.append(iovec(iov_base: buffer, iov_len: bodyStart))
-        for (index, piece) in pieces.enumerated() {
-            // Frame header (7 bytes) of this body frame, then its payload, then the frame end,
-            // which is the last of its 8 framing bytes.
-            let header = iovec(iov_base: buffer + piece.framingOffset, iov_len: 7)
-            if index == 0 {
-                iovecs[0].iov_len = bodyStart + 7  // contiguous with what precedes it
-            } else {
-                iovecs.append(header)
-            }
-            iovecs.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress! + piece.payloadOffset), iov_len: piece.length))
-            iovecs.append(iovec(iov_base: buffer + piece.framingOffset + 7, iov_len: 1))
+        // What precedes the body, and the first body frame's header, are contiguous.
+        iovecs.append(iovec(iov_base: buffer, iov_len: bodyStart + 7))
+        offset = 0
+        var framing = bodyStart
+        while offset < body.count {
+            let chunk = min(maxPayload, body.count - offset)
+            if framing != bodyStart { iovecs.append(iovec(iov_base: buffer + framing, iov_len: 7)) }
+            iovecs.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress! + offset), iov_len: chunk))
+            iovecs.append(iovec(iov_base: buffer + framing + 7, iov_len: 1))
+            offset += chunk
+            framing += 8
         }
         let status = writeAll()
         count = 0
