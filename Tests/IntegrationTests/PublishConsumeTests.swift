@@ -18,6 +18,44 @@ struct PublishConsumeTests {
         return (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ index) }
     }
 
+    @Test func aLoopThatEndsEarlyLeavesTheRestForTheNextIteratorAndDroppingTheConsumerCancelsIt() async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("resume"))
+        try await channel.confirmSelect()
+        for index in 0..<5 {
+            try await channel.publishAndWaitForConfirm(Array("\(index)".utf8), routingKey: queue.name)
+        }
+        let consumerChannel = try await connection.openChannel()
+        var consumer: RabbitMQConsumer? = try await consumerChannel.consume(queue: queue.name)
+        // Let all five arrive, so the first iterator takes them in one batch.
+        try await eventually("five deliveries to be unacknowledged") {
+            try await channel.queueDeclare(queue.name, passive: true).messageCount == 0
+        }
+        var seen: [String] = []
+        for try await delivery in consumer! {
+            seen.append(delivery.bodyString)
+            try delivery.ack()
+            break
+        }
+        for try await delivery in consumer! {
+            seen.append(delivery.bodyString)
+            try delivery.ack()
+            if seen.count == 3 { break }
+        }
+        #expect(seen == ["0", "1", "2"], "a new iterator goes on where the last one stopped")
+        #expect(try await channel.queueDeclare(queue.name, passive: true).consumerCount == 1, "still consuming")
+        consumer = nil
+        // The two deliveries it never handed out go back to the queue, and the consumer goes.
+        try await eventually("the consumer to be cancelled and its deliveries requeued") {
+            let state = try await channel.queueDeclare(queue.name, passive: true)
+            return state.consumerCount == 0 && state.messageCount == 2
+        }
+        #expect(try await channel.get(queue: queue.name, autoAck: true)?.bodyString == "3")
+        try await channel.queueDelete(queue.name)
+        try await connection.close()
+    }
+
     @Test func tenThousandConfirmedMessagesArriveExactlyOnceInOrderIntact() async throws {
         let count = 10_000
         let connection = try await TestBroker.connect()
