@@ -56,6 +56,45 @@ struct PublishConsumeTests {
         try await connection.close()
     }
 
+    @Test func smallFramesCarryHugeBodiesAndRefuseOversizedHeaders() async throws {
+        // frame_max 4096: a 5 MiB body takes 1,285 body frames (more than one scatter/gather
+        // write can carry), and a 5 KB headers table cannot fit in a content header frame.
+        var configuration = try TestBroker.configuration()
+        configuration.frameMax = 4096
+        let connection = try await RabbitMQConnection.connect(configuration: configuration)
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("frames"))
+        try await channel.confirmSelect()
+
+        let oversized = RabbitMQProperties(headers: ["blob": .string(String(repeating: "x", count: 5_000))])
+        let error = await #expect(throws: RabbitMQError.self) {
+            try await channel.publishAndWaitForConfirm([1], routingKey: queue.name, properties: oversized)
+        }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(error?.message.contains("4096") == true)
+        #expect(channel.isOpen, "only that publish failed")
+
+        let bodies: [[UInt8]] = [
+            (0..<(5 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) },
+            Array(repeating: 42, count: 4_000),  // copied into the batch, two body frames
+            (0..<100_000).map { UInt8(truncatingIfNeeded: $0) },
+        ]
+        let fits = RabbitMQProperties(headers: ["blob": .string(String(repeating: "y", count: 3_000))])
+        for body in bodies {
+            #expect(try await channel.publishAndWaitForConfirm(body, routingKey: queue.name, properties: fits) == .acked)
+        }
+        let consumer = try await channel.consume(queue: queue.name, autoAck: true)
+        var received: [[UInt8]] = []
+        for try await delivery in consumer {
+            #expect(delivery.properties == fits)
+            received.append(delivery.body)
+            if received.count == bodies.count { break }
+        }
+        #expect(received == bodies, "every body intact and in order")
+        try await channel.queueDelete(queue.name)
+        try await connection.close()
+    }
+
     @Test func tenThousandConfirmedMessagesArriveExactlyOnceInOrderIntact() async throws {
         let count = 10_000
         let connection = try await TestBroker.connect()

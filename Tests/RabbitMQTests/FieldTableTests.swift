@@ -63,6 +63,18 @@ struct FieldTableTests {
         #expect(RabbitMQFieldValue(cValue: field) == .string("grüße"))
     }
 
+    @Test func encodedSizeIsWhatRabbitMQCWrites() {
+        let pool = ScratchPool()
+        for table in [Self.everyType, [:], ["k": .string(String(repeating: "z", count: 300))]] as [RabbitMQFieldTable] {
+            var cTable = pool.table(table)
+            var written = 0
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: 65_536, alignment: 8)
+            defer { buffer.deallocate() }
+            #expect(amqp_encode_table(amqp_bytes_t(len: 65_536, bytes: buffer), &cTable, &written) == AMQP_STATUS_OK.rawValue)
+            #expect(table.encodedSize == written)
+        }
+    }
+
     @Test func everyTypeRoundTripsThroughTheWireEncoding() throws {
         let pool = ScratchPool()
         var c = pool.table(Self.everyType)

@@ -226,6 +226,13 @@ struct UnconfirmedWindow {
         }
     }
 
+    /// Takes back the entry added last (its publish never left).
+    mutating func dropLast() -> Entry? {
+        guard slots.count > head, let entry = slots.removeLast() else { return nil }
+        count -= 1
+        return entry
+    }
+
     /// Everything still pending, oldest first; the window starts again at sequence number 1.
     mutating func takeAll() -> [Entry] {
         let entries = slots[head...].compactMap { $0 }

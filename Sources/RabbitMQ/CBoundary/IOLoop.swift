@@ -608,6 +608,20 @@ final class IOLoop {
         }
         if let writer {
             let status = guarded { writer.append(channel: channel.number, message: message, scratch: scratch) }
+            if status == AMQP_STATUS_TABLE_TOO_BIG.rawValue {
+                // Its content header cannot fit in a frame (refused at publish time already,
+                // unless frame_max shrank in a recovery): fail this message alone.
+                let error = RabbitMQError(
+                    code: .invalidConfiguration, scope: .none,
+                    message: "the message's properties do not fit in one frame of \(core.negotiated.frameMax) bytes")
+                logger.error("a message was not published", metadata: [LogKey.channel: "\(channel.number)", LogKey.error: "\(error)"])
+                if channel.confirmMode {
+                    _ = channel.unconfirmed.dropLast()
+                    channel.shared.releaseConfirmSlots(1)
+                }
+                ticket?.resolve(.failure(error))
+                return
+            }
             guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "publishing failed") }
             if writer.shouldFlush { try flushPublishes() }
             return

@@ -68,18 +68,34 @@ final class PublishWriter {
 
     /// Appends one publish. A body above ``copyLimit`` is written at once, with the batch.
     /// Returns a negative rabbitmq-c status when the socket write fails.
+    ///
+    /// Every write stays inside the buffer: the method frame (at most 530 bytes) and the
+    /// header frame (at most frame_max, checked while encoding) fit in the room ensured
+    /// first; a copied body flushes first when it would not fit; a large body's framing is
+    /// written in chunks the buffer can hold. A message whose header frame would exceed
+    /// frame_max (publishers are refused that earlier, see `OutboundMessage.validate`) is
+    /// taken back out of the buffer and reported with `AMQP_STATUS_TABLE_TOO_BIG`; the
+    /// batch before it is unaffected.
     func append(channel: UInt16, message: OutboundMessage, scratch: ScratchPool) -> Int32 {
-        // Room for the method frame and the header frame (at most frame_max each).
         if capacity - count < 2 * frameMax + 1024 {
             let status = flush()
             guard status == AMQP_STATUS_OK.rawValue else { return status }
         }
+        let messageStart = count
         appendMethodFrame(channel: channel, message: message)
         let status = appendHeaderFrame(channel: channel, properties: message.properties, bodySize: message.body.count, scratch: scratch)
-        guard status == AMQP_STATUS_OK.rawValue else { return status }
+        guard status == AMQP_STATUS_OK.rawValue else {
+            count = messageStart
+            return status
+        }
         let body = message.body
         if body.count <= Self.copyLimit {
             if !body.isEmpty {
+                // Body frames add 8 bytes each; frame_max is at least 4096, so at most two.
+                if capacity - count < body.count + 16 {
+                    let status = flush()
+                    guard status == AMQP_STATUS_OK.rawValue else { return status }
+                }
                 body.withUnsafeBytes { bytes in
                     appendBodyFrame(channel: channel, bytes.baseAddress!, bytes.count)
                 }
@@ -115,7 +131,8 @@ final class PublishWriter {
         put(UInt16(AMQP_BASIC_CLASS))
         put(UInt16(0))  // weight
         put(UInt64(bodySize))
-        let status = putProperties(properties, scratch: scratch)
+        // The whole frame, frame end included, must fit in frame_max.
+        let status = putProperties(properties, scratch: scratch, limit: start + frameMax - 1)
         guard status == AMQP_STATUS_OK.rawValue else { return status }
         patchSize(frameStart: start)
         put(UInt8(AMQP_FRAME_END))
@@ -139,7 +156,7 @@ final class PublishWriter {
 
     /// The property flags and fields, as AMQP encodes them (shortstr lengths were checked
     /// when the message was published; headers go through rabbitmq-c's table encoder).
-    private func putProperties(_ p: RabbitMQProperties, scratch: ScratchPool) -> Int32 {
+    private func putProperties(_ p: RabbitMQProperties, scratch: ScratchPool, limit: Int) -> Int32 {
         let flagsOffset = count
         count += 2
         var flags: UInt16 = 0
@@ -149,10 +166,13 @@ final class PublishWriter {
         }
         if let v = p.contentType { putShortString(v); flags |= UInt16(AMQP_BASIC_CONTENT_TYPE_FLAG) }
         if let v = p.contentEncoding { putShortString(v); flags |= UInt16(AMQP_BASIC_CONTENT_ENCODING_FLAG) }
+        // Everything but the headers has a known size: the table gets what is left of the frame.
+        let others = Self.sizeWithoutHeaders(p)
+        guard count + others <= limit else { return AMQP_STATUS_TABLE_TOO_BIG.rawValue }
         if let v = p.headers {
             var table = scratch.table(v)
             var offset = count
-            let status = amqp_encode_table(amqp_bytes_t(len: capacity, bytes: buffer), &table, &offset)
+            let status = amqp_encode_table(amqp_bytes_t(len: limit - others, bytes: buffer), &table, &offset)
             scratch.recycle()
             guard status == AMQP_STATUS_OK.rawValue else { return status }
             count = offset
@@ -171,6 +191,18 @@ final class PublishWriter {
         if let v = p.clusterID { putShortString(v); flags |= UInt16(AMQP_BASIC_CLUSTER_ID_FLAG) }
         buffer.storeBytes(of: flags.bigEndian, toByteOffset: flagsOffset, as: UInt16.self)
         return AMQP_STATUS_OK.rawValue
+    }
+
+    /// The encoded size of every property but the headers.
+    static func sizeWithoutHeaders(_ p: RabbitMQProperties) -> Int {
+        func short(_ value: String?) -> Int { value.map { 1 + min($0.utf8.count, 255) } ?? 0 }
+        var size = short(p.contentType) + short(p.contentEncoding) + short(p.correlationID) + short(p.replyTo)
+        size += short(p.expiration) + short(p.messageID) + short(p.type) + short(p.userID) + short(p.appID)
+        size += short(p.clusterID)
+        if p.deliveryMode != nil { size += 1 }
+        if p.priority != nil { size += 1 }
+        if p.timestamp != nil { size += 8 }
+        return size
     }
 
     @inline(__always)
@@ -213,35 +245,41 @@ final class PublishWriter {
     /// Writes the buffer, then `body` as body frames whose 8 framing bytes are buffered
     /// here and whose payloads are written from `body` itself, in one scatter/gather write.
     private func flushWithBody(channel: UInt16, _ body: UnsafeRawBufferPointer) -> Int32 {
-        // Framing bytes first, 8 per body frame (7-byte header, frame end), all in the buffer
-        // (which does not move while the iovecs point into it); no array per message.
+        // Framing bytes go in the buffer, 8 per body frame (7-byte header, frame end), as
+        // many frames at a time as it has room for; payloads are written from `body` itself.
         let maxPayload = frameMax - 8
-        let bodyStart = count
         var offset = 0
         while offset < body.count {
-            let chunk = min(maxPayload, body.count - offset)
-            put(UInt8(AMQP_FRAME_BODY))
-            put(channel)
-            put(UInt32(chunk))
-            put(UInt8(AMQP_FRAME_END))
-            offset += chunk
+            let firstFraming = count
+            let room = min((capacity - count) / 8, Self.maxVectors)
+            var framing = firstFraming
+            var end = offset
+            var frames = 0
+            while end < body.count, frames < room {
+                let chunk = min(maxPayload, body.count - end)
+                put(UInt8(AMQP_FRAME_BODY))
+                put(channel)
+                put(UInt32(chunk))
+                put(UInt8(AMQP_FRAME_END))
+                end += chunk
+                frames += 1
+            }
+            iovecs.removeAll(keepingCapacity: true)
+            // What precedes these frames, and the first frame's header, are contiguous.
+            iovecs.append(iovec(iov_base: buffer, iov_len: firstFraming + 7))
+            while offset < end {
+                let chunk = min(maxPayload, body.count - offset)
+                if framing != firstFraming { iovecs.append(iovec(iov_base: buffer + framing, iov_len: 7)) }
+                iovecs.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress! + offset), iov_len: chunk))
+                iovecs.append(iovec(iov_base: buffer + framing + 7, iov_len: 1))
+                offset += chunk
+                framing += 8
+            }
+            let status = writeAll()
+            count = 0
+            guard status == AMQP_STATUS_OK.rawValue else { return status }
         }
-        iovecs.removeAll(keepingCapacity: true)
-        // What precedes the body, and the first body frame's header, are contiguous.
-        iovecs.append(iovec(iov_base: buffer, iov_len: bodyStart + 7))
-        offset = 0
-        var framing = bodyStart
-        while offset < body.count {
-            let chunk = min(maxPayload, body.count - offset)
-            if framing != bodyStart { iovecs.append(iovec(iov_base: buffer + framing, iov_len: 7)) }
-            iovecs.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: body.baseAddress! + offset), iov_len: chunk))
-            iovecs.append(iovec(iov_base: buffer + framing + 7, iov_len: 1))
-            offset += chunk
-            framing += 8
-        }
-        let status = writeAll()
-        count = 0
-        return status
+        return AMQP_STATUS_OK.rawValue
     }
 
     /// `sendmsg` until every iovec is written; waits in `poll` when the socket is full (the

@@ -69,6 +69,20 @@ struct OutboundMessage: Sendable {
         try Self.check(p.clusterID, "cluster id")
     }
 
+    /// The content header frame must fit in one frame of `frameMax` bytes (at least 4096):
+    /// only a large headers table can make it too big.
+    func validateHeaderSize(frameMax: () -> Int) throws(RabbitMQError) {
+        guard let headers = properties.headers else { return }
+        // Frame header and end (8), class, weight, body size, flags (14), the other properties.
+        let size = 22 + PublishWriter.sizeWithoutHeaders(properties) + headers.encodedSize
+        guard size > 4096 else { return }
+        let limit = frameMax()
+        guard size > limit else { return }
+        throw RabbitMQError(
+            code: .invalidConfiguration, scope: .none,
+            message: "the message's properties take \(size) bytes encoded; they must fit in one frame of \(limit) bytes (frame_max)")
+    }
+
     @inline(__always)
     private static func check(_ value: String?, _ name: @autoclosure () -> String) throws(RabbitMQError) {
         if let value { try check(value, name()) }

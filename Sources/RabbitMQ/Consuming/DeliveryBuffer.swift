@@ -107,7 +107,13 @@ final class DeliveryBuffer: Sendable {
         let (waiter, onCancel, buffered): (
             CheckedContinuation<[RabbitMQDelivery], any Error>?, (@Sendable () -> Void)?, [RabbitMQDelivery]
         ) = state.withLock { state in
-            guard state.end == nil else { return (nil, nil, []) }
+            guard state.end == nil else {
+                // Ended already (cancelled, or closed by the broker): what an iterator put
+                // back is still unacknowledged; give it back too.
+                let leftovers = state.items
+                state.items = []
+                return (nil, nil, leftovers)
+            }
             state.end = .cancelled
             state.endReported = true
             let buffered = state.items

@@ -81,3 +81,29 @@ extension RabbitMQFieldTable: ExpressibleByDictionaryLiteral {
 extension RabbitMQFieldTable: Sequence {
     public func makeIterator() -> IndexingIterator<[Entry]> { entries.makeIterator() }
 }
+
+extension RabbitMQFieldTable {
+    /// The size of the table in AMQP's wire encoding (its 4-byte length included), as
+    /// rabbitmq-c encodes it: used to refuse a message whose headers cannot fit in a frame.
+    var encodedSize: Int {
+        4 + entries.reduce(0) { $0 + 1 + Swift.min($1.key.utf8.count, 255) + $1.value.encodedSize }
+    }
+}
+
+extension RabbitMQFieldValue {
+    /// The encoded size of the value, its one-byte kind included.
+    var encodedSize: Int {
+        switch self {
+        case .bool, .int8, .uint8: 2
+        case .int16, .uint16: 3
+        case .int32, .uint32, .float: 5
+        case .int64, .double, .timestamp: 9
+        case .decimal: 6
+        case .string(let value): 5 + value.utf8.count
+        case .bytes(let value): 5 + value.count
+        case .table(let value): 1 + value.encodedSize
+        case .array(let values): 5 + values.reduce(0) { $0 + $1.encodedSize }
+        case .void: 1
+        }
+    }
+}

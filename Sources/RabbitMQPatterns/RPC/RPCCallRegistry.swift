@@ -139,6 +139,12 @@ final class RPCCallRegistry: Sendable {
     /// Adds the slot of a call; with a deadline, the timer task fails it at that instant.
     func register(_ id: String, deadline: Deadline? = nil) {
         let kick: CheckedContinuation<Void, Never>? = state.withLock { state in
+            if case .finished(let error) = state.phase {
+                // The client stopped after the caller saw it running: nothing will answer or
+                // time this call out any more, so it fails as soon as it waits.
+                state.calls[id] = .done(.failure(error))
+                return nil
+            }
             state.calls[id] = .waiting(nil, deadline)
             // The timer sleeps until an earlier instant, or is parked: wake it to look again.
             guard let deadline, state.timerTarget.map({ deadline.instant < $0 }) ?? true else { return nil }
