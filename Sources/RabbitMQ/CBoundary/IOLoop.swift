@@ -318,11 +318,12 @@ final class IOLoop {
     /// Reads and dispatches frames until none is buffered; returns true when the budget ran out.
     func drainFrames(budget: Int = IOLoop.frameBudget) throws(RabbitMQError) -> Bool {
         defer { wakeConsumers() }
+        // Buffered publishes go out before rabbitmq-c reads (and maybe sends a heartbeat).
+        // Once per drain: dispatching a frame buffers no publish (releaseHeld flushes its own).
+        try flushPublishes()
         var frame = amqp_frame_t()
         var zero = timeval(tv_sec: 0, tv_usec: 0)
         for _ in 0..<budget {
-            // Buffered publishes go out before rabbitmq-c reads (and maybe sends a heartbeat).
-            try flushPublishes()
             // With a zero timeout this returns a queued frame, reads what the socket has, or
             // times out at once; it also sends due heartbeats and reports a silent peer.
             let status = guarded { amqp_simple_wait_frame_noblock(state, &frame, &zero) }

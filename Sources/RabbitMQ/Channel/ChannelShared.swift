@@ -91,17 +91,9 @@ final class ChannelShared: Sendable {
         }
     }
 
-    /// Takes one slot of the confirm window, suspending while it is full.
-    func reserveConfirmSlot() async throws {
-        let reserved: Bool = try state.withLock { state throws(RabbitMQError) in
-            if let reason = state.closeReason { throw reason }
-            guard state.outstandingConfirms < state.confirmCapacity, state.confirmWaiters.isEmpty else {
-                return false
-            }
-            state.outstandingConfirms += 1
-            return true
-        }
-        if reserved { return }
+    /// Takes one slot of the confirm window, suspending while it is full (the slow path of
+    /// ``admitPublish()``, after ``tryAdmitPublish()`` found the window full).
+    private func reserveConfirmSlot() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let outcome: RabbitMQError?? = state.withLock { state in
                 if let reason = state.closeReason { return .some(reason) }

@@ -77,7 +77,10 @@ extension RabbitMQChannel {
     @inline(__always)
     private func enqueue(_ message: OutboundMessage, ticket: ConfirmTicket?) async throws {
         try message.validate()
-        try message.validateHeaderSize { shared.core.negotiated.frameMax > 0 ? shared.core.negotiated.frameMax : 131_072 }
+        try message.validateHeaderSize {
+            let frameMax = shared.core.negotiated.frameMax
+            return frameMax > 0 ? frameMax : 131_072
+        }
         let command = Command.publish(shared, message, ticket)
         // Fast path (room in the window and in the buffer): two short locks, no suspension.
         if let admission = try shared.tryAdmitPublish() {

@@ -69,12 +69,18 @@ final class ConnectionCore: Sendable {
     func submit(_ command: Command) throws(RabbitMQError) {
         let wake: Bool = try state.withLock { state throws(RabbitMQError) in
             if let terminal = state.terminal { throw terminal }
-            state.inbox.append(command)
-            if state.wakePending { return false }
-            state.wakePending = true
-            return true
+            return Self.enqueue(command, in: &state)
         }
         if wake { signalWake() }
+    }
+
+    /// Appends to the inbox (under the lock); returns whether the I/O thread must be woken.
+    @inline(__always)
+    private static func enqueue(_ command: Command, in state: inout State) -> Bool {
+        state.inbox.append(command)
+        if state.wakePending { return false }
+        state.wakePending = true
+        return true
     }
 
     /// Queues a command the I/O thread must see even while closing (settlements are dropped
@@ -204,10 +210,7 @@ final class ConnectionCore: Sendable {
             if let terminal = state.terminal { throw terminal }
             guard !state.recovering, state.queuedPublishes < limit, state.publishWaiters.isEmpty else { return (false, false) }
             state.queuedPublishes += 1
-            state.inbox.append(command)
-            if state.wakePending { return (true, false) }
-            state.wakePending = true
-            return (true, true)
+            return (true, Self.enqueue(command, in: &state))
         }
         if wake { signalWake() }
         return queued

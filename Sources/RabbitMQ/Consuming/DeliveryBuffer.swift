@@ -102,8 +102,8 @@ final class DeliveryBuffer: Sendable {
     }
 
     /// The iterating side is gone: later deliveries are refused and the consumer cancelled;
-    /// deliveries buffered but never handed out (and `unread` ones) go back to the queue.
-    func cancel<Unread: Sequence<RabbitMQDelivery>>(returning unread: Unread) {
+    /// deliveries buffered but never handed out go back to the queue.
+    func cancel() {
         let (waiter, onCancel, buffered): (
             CheckedContinuation<[RabbitMQDelivery], any Error>?, (@Sendable () -> Void)?, [RabbitMQDelivery]
         ) = state.withLock { state in
@@ -125,8 +125,13 @@ final class DeliveryBuffer: Sendable {
         waiter?.resume(returning: [])
         // basic.cancel first, so the broker does not hand the rejected messages straight back.
         onCancel?()
-        for delivery in unread where delivery.isSettleable { try? delivery.reject(requeue: true) }
-        for delivery in buffered where delivery.isSettleable { try? delivery.reject(requeue: true) }
+        Self.requeue(buffered)
+    }
+
+    /// Rejects with requeue what was delivered but will never be handed out (auto-ack ones
+    /// need nothing). A channel that closed meanwhile has requeued them already.
+    private static func requeue<Deliveries: Sequence<RabbitMQDelivery>>(_ deliveries: Deliveries) {
+        for delivery in deliveries where delivery.isSettleable { try? delivery.reject(requeue: true) }
     }
 
     /// Puts deliveries an iterator took but never handed out back in front, in order.
@@ -136,65 +141,42 @@ final class DeliveryBuffer: Sendable {
             state.items.insert(contentsOf: unread, at: 0)
             return []
         }
-        for delivery in rejected where delivery.isSettleable { try? delivery.reject(requeue: true) }
+        Self.requeue(rejected)
     }
 
     /// The next batch, empty at the end of the sequence, and whether the caller had to wait
     /// for it. Throws the failure that ended the sequence, once.
     func nextBatch(isolation actor: isolated (any Actor)? = #isolation) async throws -> ([RabbitMQDelivery], suspended: Bool) {
-        enum Fast {
-            case batch([RabbitMQDelivery])
-            case end((any Error)?)
-            case wait
-        }
-        let fast: Fast = state.withLock { state in
-            if !state.items.isEmpty {
-                let batch = state.items
-                state.items = []
-                return .batch(batch)
-            }
-            return Self.takeEnd(&state).map { .end($0) } ?? .wait
-        }
-        switch fast {
-        case .batch(let batch): return (batch, false)
-        case .end(.some(let error)): throw error
-        case .end(.none): return ([], false)
-        case .wait: break
-        }
+        if let ready = state.withLock({ Self.takeReady(&$0) }) { return (try ready.get(), false) }
         let batch = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation(isolation: actor) { (continuation: CheckedContinuation<[RabbitMQDelivery], any Error>) in
-                let now: Fast = state.withLock { state in
-                    if !state.items.isEmpty {
-                        let batch = state.items
-                        state.items = []
-                        return .batch(batch)
-                    }
-                    if let end = Self.takeEnd(&state) { return .end(end) }
+                let ready: Result<[RabbitMQDelivery], any Error>? = state.withLock { state in
+                    if let ready = Self.takeReady(&state) { return ready }
                     state.waiter = continuation
-                    return .wait
+                    return nil
                 }
-                switch now {
-                case .batch(let batch): continuation.resume(returning: batch)
-                case .end(.some(let error)): continuation.resume(throwing: error)
-                case .end(.none): continuation.resume(returning: [])
-                case .wait: break
-                }
+                if let ready { continuation.resume(with: ready) }
             }
         } onCancel: {
-            self.cancel(returning: [])
+            self.cancel()
         }
         return (batch, true)
     }
 
-    /// nil: not ended. `.some(nil)`: ended normally (or reported already). `.some(error)`: throw.
-    private static func takeEnd(_ state: inout State) -> (any Error)?? {
-        guard let end = state.end else { return nil }
-        if state.endReported { return .some(nil) }
-        state.endReported = true
-        switch end {
-        case .failed(let error): return .some(error)
-        case .finished, .cancelled: return .some(nil)
+    /// What an iterator can have without waiting: the buffered deliveries, or the end of the
+    /// sequence (an empty batch, or the failure that ended it); nil when it must wait.
+    private static func takeReady(_ state: inout State) -> Result<[RabbitMQDelivery], any Error>? {
+        if !state.items.isEmpty {
+            let batch = state.items
+            state.items = []
+            return .success(batch)
         }
+        guard let end = state.end else { return nil }
+        // The failure is thrown once; after that, and after a normal end, the sequence is over.
+        if state.endReported { return .success([]) }
+        state.endReported = true
+        if case .failed(let error) = end { return .failure(error) }
+        return .success([])
     }
 }
 
@@ -205,7 +187,7 @@ final class DeliveryBufferLifetime: Sendable {
 
     init(buffer: DeliveryBuffer) { self.buffer = buffer }
 
-    deinit { buffer.cancel(returning: []) }
+    deinit { buffer.cancel() }
 }
 
 /// The iterating side: a batch taken from the buffer in one go and handed out one by one.
@@ -249,7 +231,7 @@ final class DeliveryIteratorState {
             await Task.yield()
         }
         if Task.isCancelled {
-            lifetime.buffer.cancel(returning: [])
+            lifetime.buffer.cancel()
             return
         }
         let (next, suspended) = try await lifetime.buffer.nextBatch(isolation: actor)

@@ -7,16 +7,17 @@ import Glibc
 /// drowning real ones. With a pthread mutex, `swift test --sanitize=thread` checks our
 /// locking for real. Same shape as `Mutex.withLock`. The value and the mutex live in one
 /// heap object (the mutex tail-allocated), so a lock costs one allocation, not two.
+/// `package`: the patterns module and `rmq` use it too.
 // @unchecked Sendable: the only stored property is a reference to a Buffer, whose header
 // (`Value`) is only read or written inside `withLock`, between pthread_mutex_lock and
 // pthread_mutex_unlock on the tail-allocated mutex, which the buffer owns for its whole life;
 // no reference to the value escapes the closure (it is passed `inout`), and `Value` is
 // itself Sendable, so what a closure copies out may cross threads. (ManagedBuffer is not
 // Sendable, so the buffer class cannot state this itself.)
-struct LockedValue<Value: Sendable>: @unchecked Sendable {
+package struct LockedValue<Value: Sendable>: @unchecked Sendable {
     private let buffer: Buffer
 
-    init(_ value: Value) {
+    package init(_ value: Value) {
         buffer = unsafeDowncast(Buffer.create(minimumCapacity: 1) { _ in value }, to: Buffer.self)
         buffer.withUnsafeMutablePointerToElements { mutex in
             mutex.initialize(to: pthread_mutex_t())
@@ -26,7 +27,7 @@ struct LockedValue<Value: Sendable>: @unchecked Sendable {
     }
 
     @inline(__always)
-    func withLock<Result, Failure: Error>(_ body: (inout Value) throws(Failure) -> Result) throws(Failure) -> Result {
+    package func withLock<Result, Failure: Error>(_ body: (inout Value) throws(Failure) -> Result) throws(Failure) -> Result {
         try buffer.withLock(body)
     }
 

@@ -45,7 +45,7 @@ final class RPCCallRegistry: Sendable {
         var kickPending = false
     }
 
-    private let state = LockedState(State())
+    private let state = LockedValue(State())
 
     var discardedReplies: Int { state.withLock { $0.discardedReplies } }
 

@@ -74,7 +74,7 @@ struct ConsumeCommand: AsyncParsableCommand {
 /// Counts deliveries and knows when the last one arrived, for `--count` and `--idle-timeout`.
 final class ConsumeProgress: Sendable {
     private let received = Atomic<Int>(0)
-    private let lastActivity = LockedState(ContinuousClock.now)
+    private let lastActivity = LockedValue(ContinuousClock.now)
 
     var count: Int { received.load(ordering: .relaxed) }
 

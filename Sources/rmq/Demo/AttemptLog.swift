@@ -1,9 +1,10 @@
+import RabbitMQ
 import RabbitMQPatterns
 
 /// Which attempts the demo's retry handler saw, per payment id; shared between the handler
 /// and the report.
 final class AttemptLog: Sendable {
-    private let attempts = LockedState<[String: [Int]]>([:])
+    private let attempts = LockedValue<[String: [Int]]>([:])
 
     func record(_ id: String, attempt: Int) {
         attempts.withLock { $0[id, default: []].append(attempt) }

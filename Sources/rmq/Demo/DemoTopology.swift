@@ -1,9 +1,10 @@
+import RabbitMQ
 import RabbitMQPatterns
 
 /// The queues and exchanges the demo declared, recorded as it goes, so that they can be
 /// deleted whether the demo succeeds or fails halfway.
 final class DemoTopology: Sendable {
-    private let names = LockedState<(queues: [String], exchanges: [String])>(([], []))
+    private let names = LockedValue<(queues: [String], exchanges: [String])>(([], []))
 
     func record(queues: [String] = [], exchanges: [String] = []) {
         names.withLock { names in
