@@ -25,17 +25,8 @@ struct BrokerRestartTests {
         try await publisher.queueBind(queue: queue, exchange: exchange)
         try await publisher.confirmSelect(maxOutstanding: 1_000)
 
-        let consumerChannel = try await consumerConnection.openChannel()
-        try await consumerChannel.qos(prefetchCount: 500)
-        let consumer = try await consumerChannel.consume(queue: queue)
-        let consumed = ConsumptionLog()
-        let consuming = Task {
-            for try await delivery in consumer {
-                consumed.add(delivery)
-                try delivery.ack()
-                if consumed.distinct == total { break }
-            }
-        }
+        let (consumed, consuming) = try await ConsumptionLog.consume(
+            queue, on: consumerConnection, prefetch: 500, until: total)
 
         let progress = Counter()
         let publishing = Task {

@@ -29,17 +29,8 @@ struct ClusterFailoverTests {
         try await publisher.queueDeclare(queue, durable: true, arguments: ["x-queue-type": "quorum"])
         try await publisher.confirmSelect(maxOutstanding: 500)
 
-        let consumerChannel = try await consumerConnection.openChannel()
-        try await consumerChannel.qos(prefetchCount: 200)
-        let consumer = try await consumerChannel.consume(queue: queue)
-        let consumed = ConsumptionLog()
-        let consuming = Task {
-            for try await delivery in consumer {
-                consumed.add(delivery)
-                try delivery.ack()
-                if consumed.distinct == total { break }
-            }
-        }
+        let (consumed, consuming) = try await ConsumptionLog.consume(
+            queue, on: consumerConnection, prefetch: 200, until: total)
         let published = Counter()
         let publishing = Task {
             var channel = publisher

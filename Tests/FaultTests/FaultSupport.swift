@@ -24,6 +24,25 @@ final class ConsumptionLog: Sendable {
     var distinct: Int { records.withLock { $0.count } }
     var snapshot: [String: Record] { records.withLock { $0 } }
 
+    /// Consumes `queue` on a new channel of `connection` with manual acks, recording every
+    /// delivery, until `total` distinct messages have arrived.
+    static func consume(
+        _ queue: String, on connection: RabbitMQConnection, prefetch: UInt16, until total: Int
+    ) async throws -> (log: ConsumptionLog, task: Task<Void, any Error>) {
+        let channel = try await connection.openChannel()
+        try await channel.qos(prefetchCount: prefetch)
+        let consumer = try await channel.consume(queue: queue)
+        let log = ConsumptionLog()
+        let task = Task {
+            for try await delivery in consumer {
+                log.add(delivery)
+                try delivery.ack()
+                if log.distinct == total { break }
+            }
+        }
+        return (log, task)
+    }
+
     /// The first arrival at or after `instant`.
     func firstArrival(after instant: ContinuousClock.Instant) -> ContinuousClock.Instant? {
         arrivals.withLock { $0.first { $0 >= instant } }
