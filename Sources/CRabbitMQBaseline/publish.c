@@ -137,9 +137,13 @@ static int window_read(bench_conn *conn, confirm_window *window, int block, uint
   return 0;
 }
 
-static int confirm_select(bench_conn *conn, char *error, size_t error_size) {
+/* Connects and puts the channel in confirm mode; on failure nothing is left open. */
+static int connect_confirming(const crmq_bench_endpoint *endpoint, bench_conn *conn, crmq_bench_result *result) {
+  if ((result->status = bench_connect(endpoint, conn, result->error, sizeof(result->error))) != 0) return result->status;
   amqp_confirm_select(conn->state, BENCH_CHANNEL);
-  return bench_reply_error(amqp_get_rpc_reply(conn->state), "confirm.select", error, error_size);
+  result->status = bench_reply_error(amqp_get_rpc_reply(conn->state), "confirm.select", result->error, sizeof(result->error));
+  if (result->status != 0) bench_disconnect(conn);
+  return result->status;
 }
 
 void crmq_bench_publish_confirm_stream(const crmq_bench_endpoint *endpoint, const char *queue, size_t body_size,
@@ -148,11 +152,7 @@ void crmq_bench_publish_confirm_stream(const crmq_bench_endpoint *endpoint, cons
   memset(result, 0, sizeof(*result));
   if (window_size == 0) window_size = 1;
   bench_conn conn;
-  if ((result->status = bench_connect(endpoint, &conn, result->error, sizeof(result->error))) != 0) return;
-  if ((result->status = confirm_select(&conn, result->error, sizeof(result->error))) != 0) {
-    bench_disconnect(&conn);
-    return;
-  }
+  if (connect_confirming(endpoint, &conn, result) != 0) return;
   uint8_t *buffer = bench_make_body(body_size);
   confirm_window window = {calloc(window_size, 1), window_size, 1, 1, 0};
   if (buffer == NULL || window.done == NULL) {
@@ -205,11 +205,7 @@ void crmq_bench_publish_confirm_each(const crmq_bench_endpoint *endpoint, const 
                                      uint64_t count, double max_seconds, crmq_bench_result *result) {
   memset(result, 0, sizeof(*result));
   bench_conn conn;
-  if ((result->status = bench_connect(endpoint, &conn, result->error, sizeof(result->error))) != 0) return;
-  if ((result->status = confirm_select(&conn, result->error, sizeof(result->error))) != 0) {
-    bench_disconnect(&conn);
-    return;
-  }
+  if (connect_confirming(endpoint, &conn, result) != 0) return;
   uint8_t *buffer = bench_make_body(body_size);
   uint64_t *latencies = malloc((count > 0 ? count : 1) * sizeof(uint64_t));
   confirm_window window = {calloc(1, 1), 1, 1, 1, 0};
