@@ -213,10 +213,12 @@ struct PatternsRPCTests {
         // towards must wake it, or the short call would wait as long as the long one.
         let queue = TestBroker.uniqueName("silent")
         let gate = Gate()
+        let (arrivals, arrived) = AsyncStream.makeStream(of: String.self)
         try await Self.withServerAndClient(
             queue: queue,
             server: { connection in
                 RabbitMQRPCServer(connection: connection, queue: queue, configuration: .init(concurrency: 4)) { request in
+                    arrived.yield(request.bodyString)
                     await gate.wait()
                     return request.body
                 }
@@ -225,6 +227,11 @@ struct PatternsRPCTests {
         ) { client in
             let long = Task { try await client.call(Array("long".utf8), routingKey: queue, timeout: .seconds(600)) }
             defer { long.cancel() }
+            // The long call must be registered (its request has reached the server) before the
+            // short one starts: a task is not guaranteed to run before a 300 ms timeout elapses
+            // on a loaded machine.
+            var arrivalsIterator = arrivals.makeAsyncIterator()
+            #expect(await arrivalsIterator.next() == "long")
             let error = await #expect(throws: RabbitMQPatternsError.self) {
                 try await client.call(Array("short".utf8), routingKey: queue, timeout: .milliseconds(300))
             }
