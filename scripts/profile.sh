@@ -13,6 +13,7 @@
 # Reports go to stdout; raw files to $PROFILE_DIR (default .build/profile). Starts a
 # throwaway broker unless RABBITMQ_URL is set. The consume and rpc scenarios start child
 # processes (queue filler, echo server): callgrind does not follow them, perf stat does.
+# PROFILE_IMPLEMENTATIONS=swift (or c) profiles one side only.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -59,7 +60,7 @@ run() { # run IMPLEMENTATION MESSAGES [wrapper...]
         --implementation "$impl" --rounds 1 --max-seconds 900 >/dev/null
 }
 
-for impl in c swift; do
+for impl in ${PROFILE_IMPLEMENTATIONS:-c swift}; do
     tag="$SCENARIO.$SIZE.$impl"
     echo "===== $SCENARIO $SIZE B, $impl: callgrind ($N1 and $N2 messages)"
     for n in "$N1" "$N2"; do

@@ -108,6 +108,52 @@ struct FieldTableTests {
         #expect(RabbitMQProperties(cProperties: pool.properties(RabbitMQProperties())) == RabbitMQProperties())
     }
 
+    @Test func decodedPropertiesAreSharedOnlyWhileEveryValueIsTheSame() {
+        let pool = ScratchPool()
+        var cached = RabbitMQProperties()
+        var flags: amqp_flags_t = 0
+        func decode(_ properties: RabbitMQProperties) -> RabbitMQProperties {
+            defer { pool.recycle() }
+            return RabbitMQProperties.reusing(&cached, flags: &flags, for: pool.properties(properties))
+        }
+        let json = RabbitMQProperties(contentType: "application/json", deliveryMode: .persistent, appID: "orders")
+        let first = decode(json)
+        #expect(first == json)
+        let second = decode(json)
+        #expect(second == json)
+        #expect(second.sharesStorage(with: first), "the same values share one box")
+
+        // Any field that differs, or is added, gives a new value (and a new cached one).
+        var variants: [RabbitMQProperties] = []
+        for change in 0..<8 {
+            var changed = json
+            switch change {
+            case 0: changed.contentType = "application/jsoN"
+            case 1: changed.deliveryMode = .transient
+            case 2: changed.appID = "orders-2"
+            case 3: changed.correlationID = "c-1"
+            case 4: changed.priority = 1
+            case 5: changed.timestamp = 1_700_000_000
+            case 6: changed.contentType = nil
+            default: changed.expiration = "100"
+            }
+            variants.append(changed)
+        }
+        for changed in variants {
+            let decoded = decode(changed)
+            #expect(decoded == changed)
+            #expect(!decoded.sharesStorage(with: first))
+            #expect(decode(json) == json)
+        }
+        // Headers are never cached: equal values, separate boxes.
+        let withHeaders = RabbitMQProperties(headers: ["event_type": .string("a.b.c")], deliveryMode: .persistent)
+        let h1 = decode(withHeaders)
+        let h2 = decode(withHeaders)
+        #expect(h1 == withHeaders && h2 == withHeaders)
+        #expect(!h1.sharesStorage(with: h2))
+        #expect(decode(RabbitMQProperties()) == RabbitMQProperties())
+    }
+
     @Test func manyRoundTripsReuseThePool() {
         // A recycled pool keeps its pages: converting the same table again and again must not
         // grow memory; a leak here would show under valgrind or ASan in CI runs of this test.

@@ -37,7 +37,14 @@ final class ChannelIO {
         }
         var kind: Kind
         var message: RabbitMQDelivery
-        var bodySize: Int = -1
+    }
+
+    /// Where the content in progress stands. Kept beside ``content`` (and trivially copied)
+    /// so that each frame checks it without reading the content.
+    enum ContentStage: Equatable {
+        case none
+        case header
+        case body(size: Int, received: Int)
     }
 
     /// A publish awaiting its confirm. The message is kept to publish it again after a
@@ -64,6 +71,7 @@ final class ChannelIO {
     var pendingHead = 0
     /// Assembled in place as its frames arrive and moved out when complete.
     @exclusivity(unchecked) var content: Content?
+    @exclusivity(unchecked) var contentStage = ContentStage.none
     var consumers: [String: Consumer] = [:] {
         didSet { lastConsumer = nil }
     }
@@ -75,6 +83,10 @@ final class ChannelIO {
     @exclusivity(unchecked) var recentTag = ""
     @exclusivity(unchecked) var recentExchange = ""
     @exclusivity(unchecked) var recentRoutingKey = ""
+    /// The last content properties (without headers) and their flags, shared by the next
+    /// message that carries the same values.
+    @exclusivity(unchecked) var recentProperties = RabbitMQProperties()
+    @exclusivity(unchecked) var recentPropertiesFlags: amqp_flags_t = 0
     /// The last `basic.qos` the broker accepted, re-applied after recovery.
     var prefetch: (count: UInt16, global: Bool)?
     /// Unconfirmed publishes of a lost connection, in order, to publish again after recovery.

@@ -671,30 +671,40 @@ final class IOLoop {
             }
         case AMQP_FRAME_HEADER:
             // The content is changed in place and moved out when complete: never copied.
-            guard let channel = channel(number), let bodySize = channel.content?.bodySize, bodySize < 0 else {
+            guard let channel = channel(number), channel.contentStage == .header else {
                 throw RabbitMQError(code: .protocolError, scope: .connection, message: "unexpected content header on channel \(number)")
             }
             if let decoded = frame.payload.properties.decoded {
                 let properties = decoded.assumingMemoryBound(to: amqp_basic_properties_t.self)
-                if properties.pointee._flags != 0 { channel.content!.message.properties.setFields(from: properties.pointee) }
+                if properties.pointee._flags != 0 {
+                    channel.content!.message.properties = RabbitMQProperties.reusing(
+                        &channel.recentProperties, flags: &channel.recentPropertiesFlags, for: properties.pointee)
+                }
             }
             let size = Int(frame.payload.properties.body_size)
-            channel.content!.bodySize = size
             if size == 0 {
+                channel.contentStage = .none
                 contentComplete(channel, channel.content.take()!)
             } else {
-                channel.content!.message.body.reserveCapacity(size)
+                channel.contentStage = .body(size: size, received: 0)
             }
         case AMQP_FRAME_BODY:
-            guard let channel = channel(number), let bodySize = channel.content?.bodySize, bodySize >= 0 else {
+            guard let channel = channel(number), case .body(let size, var received) = channel.contentStage else {
                 throw RabbitMQError(code: .protocolError, scope: .connection, message: "unexpected content body on channel \(number)")
             }
             let fragment = frame.payload.body_fragment
             if fragment.len > 0, let base = fragment.bytes {
+                // Reserved once, for the whole body (the generic array initialisers cost a
+                // metadata lookup of a few hundred instructions per message).
+                if received == 0 { channel.content!.message.body.reserveCapacity(size) }
                 channel.content!.message.body.append(contentsOf: UnsafeRawBufferPointer(start: base, count: fragment.len))
+                received += fragment.len
             }
-            if channel.content!.message.body.count >= bodySize {
+            if received >= size {
+                channel.contentStage = .none
                 contentComplete(channel, channel.content.take()!)
+            } else {
+                channel.contentStage = .body(size: size, received: received)
             }
         default:
             break
@@ -814,11 +824,12 @@ final class IOLoop {
     }
 
     func beginContent(_ channel: ChannelIO, _ kind: ChannelIO.Content.Kind, _ message: consuming RabbitMQDelivery) throws(RabbitMQError) {
-        guard channel.content == nil else {
+        guard channel.contentStage == .none else {
             throw RabbitMQError(
                 code: .protocolError, scope: .connection, message: "content method before the previous content ended")
         }
         channel.content = ChannelIO.Content(kind: kind, message: message)
+        channel.contentStage = .header
     }
 
     /// Matches a reply to its request (see ``ChannelIO/takeRequest(answeredBy:consumerTag:)``).

@@ -42,18 +42,65 @@ extension ScratchPool {
 extension RabbitMQProperties {
     /// Copies decoded C properties (pool memory) into a Swift value.
     init(cProperties c: amqp_basic_properties_t) {
-        self.init()
-        setFields(from: c)
+        self = c._flags == 0 ? RabbitMQProperties() : RabbitMQProperties(fields: Fields(cProperties: c))
     }
 
-    /// Sets the fields present in decoded C properties, in place (the others stay as they are).
-    mutating func setFields(from c: amqp_basic_properties_t) {
+    /// The properties decoded from `c`, or `cached` when `c` carries exactly the same values
+    /// (compared field by field, never hashed). A publisher usually sends the same
+    /// properties again and again; sharing one immutable box then saves decoding the strings,
+    /// an allocation and a deallocation per message. Properties with headers are decoded
+    /// every time (comparing a table costs about as much as decoding it).
+    static func reusing(
+        _ cached: inout RabbitMQProperties, flags cachedFlags: inout amqp_flags_t, for c: amqp_basic_properties_t
+    ) -> RabbitMQProperties {
         let flags = c._flags
-        guard flags != 0 else { return }
+        if flags == 0 { return RabbitMQProperties() }
+        if flags == cachedFlags, cached.storage.matches(c) { return cached }
+        let decoded = RabbitMQProperties(fields: Fields(cProperties: c))
+        if flags & flagHeaders == 0 {
+            cached = decoded
+            cachedFlags = flags
+        }
+        return decoded
+    }
+}
+
+extension RabbitMQProperties.Storage {
+    /// Whether the fields hold exactly the values of `c`, given fields decoded from C
+    /// properties with the same flags (so the same fields are present; headers never are).
+    /// A method of the box, so each field is read where it is, not the struct copied first.
+    func matches(_ c: amqp_basic_properties_t) -> Bool {
+        let flags = c._flags
+        if flags & flagDeliveryMode != 0, fields.deliveryMode?.rawValue != c.delivery_mode { return false }
+        if flags & flagPriority != 0, fields.priority != c.priority { return false }
+        if flags & flagTimestamp != 0, fields.timestamp != c.timestamp { return false }
+        if flags & flagContentType != 0, !Self.same(fields.contentType, c.content_type) { return false }
+        if flags & flagContentEncoding != 0, !Self.same(fields.contentEncoding, c.content_encoding) { return false }
+        if flags & flagCorrelationID != 0, !Self.same(fields.correlationID, c.correlation_id) { return false }
+        if flags & flagReplyTo != 0, !Self.same(fields.replyTo, c.reply_to) { return false }
+        if flags & flagExpiration != 0, !Self.same(fields.expiration, c.expiration) { return false }
+        if flags & flagMessageID != 0, !Self.same(fields.messageID, c.message_id) { return false }
+        if flags & flagType != 0, !Self.same(fields.type, c.type) { return false }
+        if flags & flagUserID != 0, !Self.same(fields.userID, c.user_id) { return false }
+        if flags & flagAppID != 0, !Self.same(fields.appID, c.app_id) { return false }
+        if flags & flagClusterID != 0, !Self.same(fields.clusterID, c.cluster_id) { return false }
+        return true
+    }
+
+    @inline(__always)
+    private static func same(_ string: String?, _ bytes: amqp_bytes_t) -> Bool {
+        string?.hasAMQPBytes(bytes) ?? false
+    }
+}
+
+extension RabbitMQProperties.Fields {
+    init(cProperties c: amqp_basic_properties_t) {
+        self.init()
+        let flags = c._flags
         if flags & flagContentType != 0 { contentType = String(amqpBytes: c.content_type) }
         if flags & flagContentEncoding != 0 { contentEncoding = String(amqpBytes: c.content_encoding) }
         if flags & flagHeaders != 0 { headers = RabbitMQFieldTable(cTable: c.headers) }
-        if flags & flagDeliveryMode != 0 { deliveryMode = DeliveryMode(rawValue: c.delivery_mode) }
+        if flags & flagDeliveryMode != 0 { deliveryMode = RabbitMQProperties.DeliveryMode(rawValue: c.delivery_mode) }
         if flags & flagPriority != 0 { priority = c.priority }
         if flags & flagCorrelationID != 0 { correlationID = String(amqpBytes: c.correlation_id) }
         if flags & flagReplyTo != 0 { replyTo = String(amqpBytes: c.reply_to) }

@@ -62,12 +62,18 @@ extension String {
     /// that also becomes the cached one.
     @inline(__always)
     static func reusing(_ cached: inout String, for bytes: amqp_bytes_t) -> String {
-        let same = cached.utf8.withContiguousStorageIfAvailable { utf8 in
-            utf8.count == bytes.len && (bytes.len == 0 || memcmp(utf8.baseAddress!, bytes.bytes!, bytes.len) == 0)
-        }
-        if same == true { return cached }
+        if cached.hasAMQPBytes(bytes) { return cached }
         cached = String(amqpBytes: bytes)
         return cached
+    }
+
+    /// Whether this string's UTF-8 is exactly `bytes`.
+    @inline(__always)
+    func hasAMQPBytes(_ bytes: amqp_bytes_t) -> Bool {
+        let same = utf8.withContiguousStorageIfAvailable { utf8 in
+            utf8.count == bytes.len && (bytes.len == 0 || memcmp(utf8.baseAddress!, bytes.bytes!, bytes.len) == 0)
+        }
+        return same == true
     }
 }
 

@@ -27,6 +27,9 @@ final class DeliveryBuffer: Sendable {
 
     private struct State {
         var items: [RabbitMQDelivery] = []
+        /// An emptied batch the iterator gave back: its capacity takes the next deliveries,
+        /// so the I/O thread appends without growing a new array every turn.
+        var spare: [RabbitMQDelivery] = []
         var waiter: CheckedContinuation<[RabbitMQDelivery], any Error>?
         var wakeScheduled = false
         var end: End?
@@ -37,6 +40,8 @@ final class DeliveryBuffer: Sendable {
     }
 
     private let state = LockedValue(State())
+    /// A larger emptied batch is dropped instead of kept (32 KiB of references).
+    static let maxSpareCapacity = 4096
 
     init() {}
 
@@ -58,9 +63,7 @@ final class DeliveryBuffer: Sendable {
             state.wakeScheduled = false
             guard let waiter = state.waiter, !state.items.isEmpty else { return nil }
             state.waiter = nil
-            let batch = state.items
-            state.items = []
-            return (waiter, batch)
+            return (waiter, Self.takeItems(&state))
         }
         if let (waiter, batch) = resumed { waiter.resume(returning: batch) }
     }
@@ -146,8 +149,16 @@ final class DeliveryBuffer: Sendable {
 
     /// The next batch, empty at the end of the sequence, and whether the caller had to wait
     /// for it. Throws the failure that ended the sequence, once.
-    func nextBatch(isolation actor: isolated (any Actor)? = #isolation) async throws -> ([RabbitMQDelivery], suspended: Bool) {
-        if let ready = state.withLock({ Self.takeReady(&$0) }) { return (try ready.get(), false) }
+    /// `spare` is the caller's emptied previous batch, kept for reuse.
+    func nextBatch(
+        isolation actor: isolated (any Actor)? = #isolation, returning spare: consuming [RabbitMQDelivery]
+    ) async throws -> ([RabbitMQDelivery], suspended: Bool) {
+        var spare = spare
+        let immediate = state.withLock { state in
+            if state.spare.capacity == 0, spare.isEmpty, spare.capacity <= Self.maxSpareCapacity { swap(&state.spare, &spare) }
+            return Self.takeReady(&state)
+        }
+        if let immediate { return (try immediate.get(), false) }
         let batch = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation(isolation: actor) { (continuation: CheckedContinuation<[RabbitMQDelivery], any Error>) in
                 let ready: Result<[RabbitMQDelivery], any Error>? = state.withLock { state in
@@ -163,14 +174,18 @@ final class DeliveryBuffer: Sendable {
         return (batch, true)
     }
 
+    /// The buffered deliveries, leaving the spare array (if any) in their place.
+    private static func takeItems(_ state: inout State) -> [RabbitMQDelivery] {
+        var batch = state.spare
+        state.spare = []
+        swap(&batch, &state.items)
+        return batch
+    }
+
     /// What an iterator can have without waiting: the buffered deliveries, or the end of the
     /// sequence (an empty batch, or the failure that ended it); nil when it must wait.
     private static func takeReady(_ state: inout State) -> Result<[RabbitMQDelivery], any Error>? {
-        if !state.items.isEmpty {
-            let batch = state.items
-            state.items = []
-            return .success(batch)
-        }
+        if !state.items.isEmpty { return .success(takeItems(&state)) }
         guard let end = state.end else { return nil }
         // The failure is thrown once; after that, and after a normal end, the sequence is over.
         if state.endReported { return .success([]) }
@@ -224,8 +239,10 @@ final class DeliveryIteratorState {
 
     private func refill(isolation actor: isolated (any Actor)?) async throws(any Error) {
         sinceSuspension += batch.count
-        batch.removeAll()
+        batch.removeAll(keepingCapacity: true)
         index = 0
+        var spare: [RabbitMQDelivery] = []
+        swap(&spare, &batch)
         if sinceSuspension >= Self.deliveriesBetweenYields {
             sinceSuspension = 0
             await Task.yield()
@@ -234,7 +251,7 @@ final class DeliveryIteratorState {
             lifetime.buffer.cancel()
             return
         }
-        let (next, suspended) = try await lifetime.buffer.nextBatch(isolation: actor)
+        let (next, suspended) = try await lifetime.buffer.nextBatch(isolation: actor, returning: spare)
         if suspended { sinceSuspension = 0 }
         batch = next
     }

@@ -29,7 +29,7 @@ public struct RabbitMQProperties: Sendable, Hashable {
     /// The fields live in one copy-on-write box, so a message's properties cost one reference
     /// count to copy (they travel with every publish and delivery) instead of a dozen. Empty
     /// properties share one box: building them allocates nothing.
-    private var storage: Storage
+    private(set) var storage: Storage
 
     /// MIME type of the body, for example `application/json`.
     public var contentType: String? {
@@ -118,6 +118,12 @@ public struct RabbitMQProperties: Sendable, Hashable {
         storage = fields == Fields() ? Storage.empty : Storage(fields: fields)
     }
 
+    /// Properties in a new box holding `fields` (decoding: one allocation, nothing copied).
+    init(fields: Fields) { storage = Storage(fields: fields) }
+
+    /// Whether both values share one box (a cheap identity test, for tests of the decoder).
+    func sharesStorage(with other: RabbitMQProperties) -> Bool { storage === other.storage }
+
     /// True for properties that never had a field set (they share the empty box): a cheap
     /// test, false for some empty values too.
     var isKnownEmpty: Bool { storage === Storage.empty }
@@ -154,14 +160,15 @@ public struct RabbitMQProperties: Sendable, Hashable {
         var clusterID: String? = nil
     }
 
-    // @unchecked Sendable: `fields` is written only through `unique()`, that is only while
+    // @unchecked Sendable: `fields` can be set only in this file, and is written only
+    // through `unique()`, that is only while
     // exactly one RabbitMQProperties value refers to the box (the shared empty box is never
     // written: `unique()` recognises it by identity and copies it first); a shared box is
     // only read. Fields is Sendable. The same rule rules out overlapping accesses, so
     // the dynamic exclusivity checks are skipped.
-    private final class Storage: @unchecked Sendable {
+    final class Storage: @unchecked Sendable {
         static let empty = Storage(fields: Fields())
-        @exclusivity(unchecked) var fields: Fields
+        @exclusivity(unchecked) fileprivate(set) var fields: Fields
         init(fields: Fields) { self.fields = fields }
     }
 }
