@@ -302,6 +302,44 @@ struct PublishConsumeTests {
         try await connection.close()
     }
 
+    @Test func eachDeliveryCarriesItsOwnPropertiesWhenConsecutiveOnesRepeatOrDiffer() async throws {
+        // The I/O thread shares decoded properties while consecutive messages repeat them:
+        // a change in any one field, an added or a dropped field, must still arrive as sent.
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("props-seq"))
+        let base = RabbitMQProperties(
+            contentType: "application/json", deliveryMode: .persistent, correlationID: "c-0", appID: "seq")
+        var sent: [RabbitMQProperties] = [base, base]
+        for change in 0..<7 {
+            var next = base
+            switch change {
+            case 0: next.correlationID = "c-1"
+            case 1: next.contentType = "application/jsoN"
+            case 2: next.deliveryMode = .transient
+            case 3: next.appID = nil
+            case 4: next.headers = ["k": "v"]
+            case 5: next.messageID = "m-1"
+            default: next.priority = 9
+            }
+            sent += [next, next, base]
+        }
+        sent.append(RabbitMQProperties())
+        for (index, properties) in sent.enumerated() {
+            try await channel.publish(Array("\(index)".utf8), routingKey: queue.name, properties: properties)
+        }
+        let consumer = try await channel.consume(queue: queue.name, autoAck: true)
+        var received: [RabbitMQProperties] = []
+        for try await delivery in consumer {
+            #expect(delivery.bodyString == "\(received.count)")
+            received.append(delivery.properties)
+            if received.count == sent.count { break }
+        }
+        #expect(received == sent)
+        try await cleanup(connection, queue: queue.name)
+        try await connection.close()
+    }
+
     @Test func clientCancelEndsTheSequence() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()

@@ -4,6 +4,20 @@ import Testing
 
 @Suite("Broker-free logic")
 struct CoreLogicTests {
+    @Test func messagesDescribeTheirFieldsNotTheirBox() {
+        var properties = RabbitMQProperties(contentType: "application/json", deliveryMode: .persistent, priority: 2)
+        properties.headers = ["event_type": "order.created"]
+        properties.correlationID = "c-1"
+        #expect(properties.description == #"RabbitMQProperties(contentType: "application/json", headers: ["event_type": string("order.created")], deliveryMode: persistent, priority: 2, correlationID: "c-1")"#)
+        #expect(RabbitMQProperties().description == "RabbitMQProperties()")
+
+        let delivery = RabbitMQDelivery(
+            body: Array("secret".utf8), properties: RabbitMQProperties(appID: "a"), exchange: "", routingKey: "orders",
+            redelivered: true, deliveryTag: 7, consumerTag: "ctag", messageCount: nil, channel: nil, epoch: 0)
+        #expect(delivery.description == #"RabbitMQDelivery(deliveryTag: 7, exchange: "", routingKey: "orders", redelivered: true, consumerTag: "ctag", properties: RabbitMQProperties(appID: "a"), body: 6 bytes)"#)
+        #expect(!"\(delivery)".contains("secret"))
+    }
+
     @Test func channelNumbersReuseTheLowestFree() {
         var allocator = ChannelNumberAllocator(max: 3)
         #expect(allocator.allocate() == 1)

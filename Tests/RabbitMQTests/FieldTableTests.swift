@@ -116,26 +116,37 @@ struct FieldTableTests {
             defer { pool.recycle() }
             return RabbitMQProperties.reusing(&cached, flags: &flags, for: pool.properties(properties))
         }
-        let json = RabbitMQProperties(contentType: "application/json", deliveryMode: .persistent, appID: "orders")
-        let first = decode(json)
-        #expect(first == json)
-        let second = decode(json)
-        #expect(second == json)
+        var full = RabbitMQProperties(
+            contentType: "application/json", contentEncoding: "identity", deliveryMode: .persistent, priority: 3,
+            correlationID: "corr", replyTo: "replies", expiration: "60000", messageID: "id-1",
+            timestamp: 1_700_000_001, type: "order.created", userID: "guest", appID: "orders")
+        full.clusterID = "c1"
+        let first = decode(full)
+        #expect(first == full)
+        let second = decode(full)
+        #expect(second == full)
         #expect(second.sharesStorage(with: first), "the same values share one box")
 
-        // Any field that differs, or is added, gives a new value (and a new cached one).
+        // Every field changed in value (same flags), then one field dropped: each is a new value.
         var variants: [RabbitMQProperties] = []
-        for change in 0..<8 {
-            var changed = json
+        for change in 0..<15 {
+            var changed = full
             switch change {
             case 0: changed.contentType = "application/jsoN"
-            case 1: changed.deliveryMode = .transient
-            case 2: changed.appID = "orders-2"
-            case 3: changed.correlationID = "c-1"
-            case 4: changed.priority = 1
-            case 5: changed.timestamp = 1_700_000_000
-            case 6: changed.contentType = nil
-            default: changed.expiration = "100"
+            case 1: changed.contentEncoding = "gzip"
+            case 2: changed.deliveryMode = .transient
+            case 3: changed.priority = 4
+            case 4: changed.correlationID = "corR"
+            case 5: changed.replyTo = "replies2"
+            case 6: changed.expiration = "60001"
+            case 7: changed.messageID = "id-2"
+            case 8: changed.timestamp = 1_700_000_002
+            case 9: changed.type = "order.updated"
+            case 10: changed.userID = "guesT"
+            case 11: changed.appID = "orderS"
+            case 12: changed.clusterID = "c2"
+            case 13: changed.correlationID = ""
+            default: changed.appID = nil
             }
             variants.append(changed)
         }
@@ -143,7 +154,7 @@ struct FieldTableTests {
             let decoded = decode(changed)
             #expect(decoded == changed)
             #expect(!decoded.sharesStorage(with: first))
-            #expect(decode(json) == json)
+            #expect(decode(full) == full)
         }
         // Headers are never cached: equal values, separate boxes.
         let withHeaders = RabbitMQProperties(headers: ["event_type": .string("a.b.c")], deliveryMode: .persistent)
