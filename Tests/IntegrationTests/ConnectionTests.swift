@@ -1,5 +1,6 @@
 import Foundation
 import RabbitMQTestSupport
+import Synchronization
 import Testing
 
 @testable import RabbitMQ
@@ -54,8 +55,14 @@ struct ConnectionTests {
         #expect(connection.negotiatedFrameMax == 131_072)
         #expect(connection.negotiatedChannelMax > 0)
         #expect(connection.serverProperties["product"] == .string("RabbitMQ"))
-        let listing = try await TestBroker.ctl("list_connections", "--no-table-headers", "--silent", "client_properties")
-        let ours = try #require(listing.split(separator: "\n").first { $0.contains("\"\(name)\"") })
+        // The broker may list a new connection a moment after it answered the handshake.
+        var listed: Substring?
+        try await eventually("the connection to be listed") {
+            let listing = try await TestBroker.ctl("list_connections", "--no-table-headers", "--silent", "client_properties")
+            listed = listing.split(separator: "\n").first { $0.contains("\"\(name)\"") }
+            return listed != nil
+        }
+        let ours = try #require(listed)
         for capability in ["consumer_cancel_notify", "connection.blocked", "publisher_confirms", "basic.nack", "authentication_failure_close"] {
             #expect(ours.contains("{\"\(capability)\",true}"), "\(capability) advertised")
         }
@@ -102,11 +109,13 @@ struct ConnectionTests {
         let queue = try await channel.queueDeclare(TestBroker.uniqueName("flush"))
         let consumerConnection = try await TestBroker.connect()
         let consumer = try await consumerConnection.openChannel().consume(queue: queue.name)
+        let acked = Atomic<Int>(0)
         let consuming = Task {
             var count = 0
             for try await delivery in consumer {
                 try delivery.ack()
                 count += 1
+                acked.store(count, ordering: .relaxed)
             }
             return count
         }
@@ -127,6 +136,9 @@ struct ConnectionTests {
         try await eventually("all 500 messages consumed") {
             try await verifyChannel.queueDeclare(queue.name, passive: true).messageCount == 0
         }
+        // An empty queue (no message ready) can still have deliveries on their way to the
+        // consumer or not yet acknowledged: close only once it has acknowledged all of them.
+        try await eventually("the consumer to acknowledge all 500") { acked.load(ordering: .relaxed) == 500 }
         try await consumerConnection.close()
         // A graceful close ends the consumer's sequence normally.
         #expect(try await consuming.value == 500)

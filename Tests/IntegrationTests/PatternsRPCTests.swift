@@ -246,22 +246,29 @@ struct PatternsRPCTests {
 
     @Test func aRequestWhoseCallerGaveUpIsNeverProcessed() async throws {
         let queue = TestBroker.uniqueName("stale")
+        let expired = TestBroker.uniqueName("stale-expired")
         let connection = try await TestBroker.connect()
         let setup = try await connection.openChannel()
-        try await setup.queueDeclare(queue)
+        // Expired requests are dead-lettered into `expired`: proof that the broker dropped
+        // the request, where an empty request queue could also mean "not routed yet".
+        try await setup.queueDeclare(expired)
+        try await setup.queueDeclare(
+            queue, arguments: ["x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(expired)])
         let seen = Recorded<String>()
         try await RabbitMQRPCClient.withClient(connection: connection) { client in
-            // No server yet: the request waits in the queue until its expiration.
+            // No server yet: the request waits in the queue until its expiration. The client
+            // is ready, so the request is published before the call can time out.
             let error = await #expect(throws: RabbitMQPatternsError.self) {
                 try await client.call(Array("stale".utf8), routingKey: queue, timeout: .milliseconds(200))
             }
             #expect(error?.code == .timeout)
-            // The broker drops the request once its expiration passes (the call's timer may
-            // start a moment before the request reaches the queue).
             try await eventually("the stale request to expire") {
-                try await setup.queueDeclare(queue, passive: true).messageCount == 0
+                try await setup.queueDeclare(expired, passive: true).messageCount == 1
             }
-            let server = RabbitMQRPCServer(connection: connection, queue: queue) { request in
+            // The queue exists with its dead-lettering arguments: the server must not declare it.
+            let server = RabbitMQRPCServer(
+                connection: connection, queue: queue, configuration: .init(declareQueue: false)
+            ) { request in
                 seen.append(request.bodyString)
                 return request.body
             }
@@ -274,6 +281,7 @@ struct PatternsRPCTests {
         }
         #expect(seen.all == ["fresh"])
         try await setup.queueDelete(queue)
+        try await setup.queueDelete(expired)
         try await connection.close()
     }
 

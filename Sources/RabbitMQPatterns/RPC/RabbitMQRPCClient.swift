@@ -42,6 +42,10 @@ public final class RabbitMQRPCClient: Sendable {
     }
 
     /// Runs `body` with a client whose ``run()`` runs alongside it, then stops the client.
+    /// `body` starts once the client is ready (its channel open and its reply consumer
+    /// registered), so its calls do not spend their timeouts on the set-up.
+    ///
+    /// - Throws: the error of `body`, or ``RabbitMQError`` when the client cannot be set up.
     public static func withClient<Result: Sendable>(
         connection: RabbitMQConnection, configuration: Configuration = .init(),
         _ body: (RabbitMQRPCClient) async throws -> Result
@@ -49,6 +53,15 @@ public final class RabbitMQRPCClient: Sendable {
         let client = RabbitMQRPCClient(connection: connection, configuration: configuration)
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await client.run() }
+            do {
+                _ = try await client.registry.ready()
+            } catch {
+                // The set-up failed: run() ends with the reason (the registry's error only
+                // says that the client stopped).
+                group.cancelAll()
+                try await group.next()
+                throw error
+            }
             do {
                 let result = try await body(client)
                 group.cancelAll()

@@ -15,9 +15,9 @@ struct ConsumeCommand: AsyncParsableCommand {
             {"base64": ...}. Header values that JSON lacks are tagged: {"timestamp": seconds}, \
             {"bytes": base64}, {"decimal": "12.34"}; void is null. Each delivery is acknowledged \
             after its line is written. Exits 0 after --count messages or --idle-timeout seconds \
-            without one. Keeps consuming across broker restarts and node failover (reconnecting \
-            through the --uri list); a message whose ack was lost then comes again, marked \
-            redelivered.
+            without one (counted from when consuming starts). Keeps consuming across broker \
+            restarts and node failover (reconnecting through the --uri list); a message whose \
+            ack was lost then comes again, marked redelivered.
             """)
 
     @OptionGroup var connection: ConnectionOptions
@@ -74,19 +74,31 @@ struct ConsumeCommand: AsyncParsableCommand {
 /// Counts deliveries and knows when the last one arrived, for `--count` and `--idle-timeout`.
 final class ConsumeProgress: Sendable {
     private let received = Atomic<Int>(0)
-    private let lastActivity = LockedValue(ContinuousClock.now)
+    /// When the consumer started or the last delivery arrived; nil before the first consumer
+    /// is registered (connecting, declaring and binding do not count as idle time).
+    private let lastActivity = LockedValue<ContinuousClock.Instant?>(nil)
 
     var count: Int { received.load(ordering: .relaxed) }
+
+    /// The consumer is registered: the idle time counts from now (if it was not counting yet).
+    func consuming() {
+        lastActivity.withLock { $0 = $0 ?? .now }
+    }
 
     func record() -> Int {
         lastActivity.withLock { $0 = .now }
         return received.add(1, ordering: .relaxed).newValue
     }
 
-    /// Returns once `idle` has passed without a delivery.
+    /// Returns once `idle` has passed without a delivery, counted from the first consumer.
     func waitUntilIdle(for idle: Duration) async throws {
         while true {
-            let deadline = lastActivity.withLock { $0 } + idle
+            guard let last = lastActivity.withLock({ $0 }) else {
+                // Not consuming yet: look again later (never earlier than `idle` after it starts).
+                try await Task.sleep(for: idle)
+                continue
+            }
+            let deadline = last + idle
             if ContinuousClock.now >= deadline { return }
             try await Task.sleep(until: deadline)
         }

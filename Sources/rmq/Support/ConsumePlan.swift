@@ -81,6 +81,7 @@ struct ConsumePlan: Sendable {
         }
         if !autoAck { try await channel.qos(prefetchCount: prefetch) }
         let consumer = try await channel.consume(queue: queue, autoAck: autoAck)
+        progress.consuming()
         for try await delivery in consumer {
             try StandardStreams.writeLine(DeliveryJSON.line(for: delivery))
             if !autoAck { try delivery.ack() }
