@@ -83,14 +83,31 @@ struct PublishConsumeTests {
         for body in bodies {
             #expect(try await channel.publishAndWaitForConfirm(body, routingKey: queue.name, properties: fits) == .acked)
         }
+        // A content header that fills its frame to the last byte, with properties encoded
+        // before the headers table as well as after it: 22 bytes of frame and fixed fields,
+        // 31 of content type, encoding and app id, and a table of 14 + n bytes.
+        func edge(_ n: Int) -> RabbitMQProperties {
+            RabbitMQProperties(
+                contentType: "application/json", contentEncoding: "identity",
+                headers: ["blob": .string(String(repeating: "z", count: n))], appID: "edge")
+        }
+        let exact = edge(4096 - 22 - 31 - 14)
+        #expect(try await channel.publishAndWaitForConfirm([7], routingKey: queue.name, properties: exact) == .acked)
+        let oneByteMore = await #expect(throws: RabbitMQError.self) {
+            try await channel.publishAndWaitForConfirm([8], routingKey: queue.name, properties: edge(4096 - 22 - 31 - 13))
+        }
+        #expect(oneByteMore?.code == .invalidConfiguration, "the exact one was at the edge")
         let consumer = try await channel.consume(queue: queue.name, autoAck: true)
         var received: [[UInt8]] = []
-        for try await delivery in consumer {
+        var iterator = consumer.makeAsyncIterator()
+        while received.count < bodies.count, let delivery = try await iterator.next() {
             #expect(delivery.properties == fits)
             received.append(delivery.body)
-            if received.count == bodies.count { break }
         }
         #expect(received == bodies, "every body intact and in order")
+        let atTheEdge = try #require(try await iterator.next())
+        #expect(atTheEdge.properties == exact)
+        #expect(atTheEdge.body == [7])
         try await channel.queueDelete(queue.name)
         try await connection.close()
     }

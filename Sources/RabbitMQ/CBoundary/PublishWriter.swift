@@ -164,15 +164,18 @@ final class PublishWriter {
             buffer.storeBytes(of: flags, toByteOffset: flagsOffset, as: UInt16.self)
             return AMQP_STATUS_OK.rawValue
         }
+        // Everything but the headers has a known size: the table gets what is left of the frame.
+        let fieldsStart = count
+        let others = Self.sizeWithoutHeaders(p)
+        guard fieldsStart + others <= limit else { return AMQP_STATUS_TABLE_TOO_BIG.rawValue }
         if let v = p.contentType { putShortString(v); flags |= UInt16(AMQP_BASIC_CONTENT_TYPE_FLAG) }
         if let v = p.contentEncoding { putShortString(v); flags |= UInt16(AMQP_BASIC_CONTENT_ENCODING_FLAG) }
-        // Everything but the headers has a known size: the table gets what is left of the frame.
-        let others = Self.sizeWithoutHeaders(p)
-        guard count + others <= limit else { return AMQP_STATUS_TABLE_TOO_BIG.rawValue }
         if let v = p.headers {
+            // The table ends where the fields that follow it (all but the two written) must start.
+            let afterTable = others - (count - fieldsStart)
             var table = scratch.table(v)
             var offset = count
-            let status = amqp_encode_table(amqp_bytes_t(len: limit - others, bytes: buffer), &table, &offset)
+            let status = amqp_encode_table(amqp_bytes_t(len: limit - afterTable, bytes: buffer), &table, &offset)
             scratch.recycle()
             guard status == AMQP_STATUS_OK.rawValue else { return status }
             count = offset
