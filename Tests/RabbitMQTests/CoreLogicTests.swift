@@ -18,6 +18,32 @@ struct CoreLogicTests {
         #expect(!"\(delivery)".contains("secret"))
     }
 
+    @Test(.timeLimit(.minutes(1))) func aSecondTaskIteratingAtOnceGetsAnErrorAndTheFirstKeepsWaiting() async {
+        let buffer = DeliveryBuffer()
+        await withTaskGroup(of: Int.self) { group in
+            for _ in 0..<2 {
+                group.addTask {
+                    do {
+                        return try await buffer.nextBatch(returning: []).0.count
+                    } catch {
+                        #expect((error as? RabbitMQError)?.code == .invalidConfiguration, "\(error)")
+                        return -1
+                    }
+                }
+            }
+            // Nothing is buffered, so whichever task asks second is refused while the first waits.
+            let refused = await group.next()
+            #expect(refused == -1)
+            let delivery = RabbitMQDelivery(
+                body: [1], properties: RabbitMQProperties(), exchange: "", routingKey: "q", redelivered: false,
+                deliveryTag: 1, consumerTag: "c", messageCount: nil, channel: nil, epoch: 0)
+            #expect(buffer.push(delivery) == .needsWake)
+            buffer.wake()
+            let served = await group.next()
+            #expect(served == 1, "the first waiter still gets the delivery")
+        }
+    }
+
     @Test func channelNumbersReuseTheLowestFree() {
         var allocator = ChannelNumberAllocator(max: 3)
         #expect(allocator.allocate() == 1)

@@ -40,6 +40,10 @@ final class DeliveryBuffer: Sendable {
     }
 
     private let state = LockedValue(State())
+    static let secondIterator = RabbitMQError(
+        code: .invalidConfiguration, scope: .none,
+        message: "the consumer is already being iterated by another task: iterate a consumer from one task at a time")
+
     /// A larger emptied batch is dropped instead of kept (32 KiB of references).
     static let maxSpareCapacity = 4096
 
@@ -163,6 +167,9 @@ final class DeliveryBuffer: Sendable {
             try await withCheckedThrowingContinuation(isolation: actor) { (continuation: CheckedContinuation<[RabbitMQDelivery], any Error>) in
                 let ready: Result<[RabbitMQDelivery], any Error>? = state.withLock { state in
                     if let ready = Self.takeReady(&state) { return ready }
+                    // A second task iterating at the same time would replace (and strand) the
+                    // first one's waiter: it gets an error instead.
+                    guard state.waiter == nil else { return .failure(Self.secondIterator) }
                     state.waiter = continuation
                     return nil
                 }

@@ -12,7 +12,8 @@
 /// come back with `redelivered` set. Cancelling the iterating task, or dropping the consumer
 /// and every iterator made from it, cancels the consumer; a loop that merely ends early
 /// leaves it running, and a new iterator goes on where the last one stopped. Iterate from
-/// one task at a time. Deliveries that arrive after the cancel are requeued.
+/// one task at a time: a second task that waits for deliveries while another one does gets
+/// an `invalidConfiguration` error. Deliveries that arrive after the cancel are requeued.
 ///
 /// ```swift
 /// let consumer = try await channel.consume(queue: "orders")
