@@ -37,14 +37,10 @@ final class ChannelIO {
         }
         var kind: Kind
         var message: RabbitMQDelivery
-    }
-
-    /// Where the content in progress stands. Kept beside ``content`` (and trivially copied)
-    /// so that each frame checks it without reading the content.
-    enum ContentStage: Equatable {
-        case none
-        case header
-        case body(size: Int, received: Int)
+        /// -1 until the content header arrives, then the body size it announced.
+        var bodySize = -1
+        /// Body bytes received so far (counted, so completion never reads the body).
+        var received = 0
     }
 
     /// A publish awaiting its confirm. The message is kept to publish it again after a
@@ -71,7 +67,6 @@ final class ChannelIO {
     var pendingHead = 0
     /// Assembled in place as its frames arrive and moved out when complete.
     @exclusivity(unchecked) var content: Content?
-    @exclusivity(unchecked) var contentStage = ContentStage.none
     var consumers: [String: Consumer] = [:] {
         didSet { lastConsumer = nil }
     }

@@ -90,7 +90,6 @@ extension IOLoop {
             libraryStatus: error.libraryStatus)
         for channel in Array(channels.values) {
             channel.content = nil
-            channel.contentStage = .none
             if channel.isInternal || channel.phase == .closing {
                 // The close the application asked for is as good as done: the broker dropped it.
                 finishChannel(channel, error: channel.shared.closeReason ?? lost, graceful: true)

@@ -671,7 +671,7 @@ final class IOLoop {
             }
         case AMQP_FRAME_HEADER:
             // The content is changed in place and moved out when complete: never copied.
-            guard let channel = channel(number), channel.contentStage == .header else {
+            guard let channel = channel(number), channel.content?.bodySize == -1 else {
                 throw RabbitMQError(code: .protocolError, scope: .connection, message: "unexpected content header on channel \(number)")
             }
             if let decoded = frame.payload.properties.decoded {
@@ -683,29 +683,23 @@ final class IOLoop {
             }
             let size = Int(frame.payload.properties.body_size)
             if size == 0 {
-                channel.contentStage = .none
                 contentComplete(channel, channel.content.take()!)
             } else {
-                channel.contentStage = .body(size: size, received: 0)
+                channel.content!.bodySize = size
+                // Reserved once, for the whole body (the generic array initialisers cost a
+                // metadata lookup of a few hundred instructions per message).
+                channel.content!.message.body.reserveCapacity(size)
             }
         case AMQP_FRAME_BODY:
-            guard let channel = channel(number), case .body(let size, var received) = channel.contentStage else {
+            guard let channel = channel(number), let size = channel.content?.bodySize, size >= 0 else {
                 throw RabbitMQError(code: .protocolError, scope: .connection, message: "unexpected content body on channel \(number)")
             }
             let fragment = frame.payload.body_fragment
             if fragment.len > 0, let base = fragment.bytes {
-                // Reserved once, for the whole body (the generic array initialisers cost a
-                // metadata lookup of a few hundred instructions per message).
-                if received == 0 { channel.content!.message.body.reserveCapacity(size) }
                 channel.content!.message.body.append(contentsOf: UnsafeRawBufferPointer(start: base, count: fragment.len))
-                received += fragment.len
+                channel.content!.received += fragment.len
             }
-            if received >= size {
-                channel.contentStage = .none
-                contentComplete(channel, channel.content.take()!)
-            } else {
-                channel.contentStage = .body(size: size, received: received)
-            }
+            if channel.content!.received >= size { contentComplete(channel, channel.content.take()!) }
         default:
             break
         }
@@ -824,12 +818,11 @@ final class IOLoop {
     }
 
     func beginContent(_ channel: ChannelIO, _ kind: ChannelIO.Content.Kind, _ message: consuming RabbitMQDelivery) throws(RabbitMQError) {
-        guard channel.contentStage == .none else {
+        guard channel.content == nil else {
             throw RabbitMQError(
                 code: .protocolError, scope: .connection, message: "content method before the previous content ended")
         }
         channel.content = ChannelIO.Content(kind: kind, message: message)
-        channel.contentStage = .header
     }
 
     /// Matches a reply to its request (see ``ChannelIO/takeRequest(answeredBy:consumerTag:)``).
