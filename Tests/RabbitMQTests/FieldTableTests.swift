@@ -125,7 +125,7 @@ struct FieldTableTests {
         #expect(first == full)
         let second = decode(full)
         #expect(second == full)
-        #expect(second.sharesStorage(with: first), "the same values share one box")
+        #expect(second.storage === first.storage, "the same values share one box")
 
         // Every field changed in value (same flags), then one field dropped: each is a new value.
         var variants: [RabbitMQProperties] = []
@@ -153,7 +153,7 @@ struct FieldTableTests {
         for changed in variants {
             let decoded = decode(changed)
             #expect(decoded == changed)
-            #expect(!decoded.sharesStorage(with: first))
+            #expect(decoded.storage !== first.storage)
             #expect(decode(full) == full)
         }
         // Headers are never cached: equal values, separate boxes.
@@ -161,7 +161,7 @@ struct FieldTableTests {
         let h1 = decode(withHeaders)
         let h2 = decode(withHeaders)
         #expect(h1 == withHeaders && h2 == withHeaders)
-        #expect(!h1.sharesStorage(with: h2))
+        #expect(h1.storage !== h2.storage)
         #expect(decode(RabbitMQProperties()) == RabbitMQProperties())
     }
 

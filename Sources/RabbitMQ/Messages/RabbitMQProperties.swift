@@ -121,9 +121,6 @@ public struct RabbitMQProperties: Sendable, Hashable {
     /// Properties in a new box holding `fields` (decoding: one allocation, nothing copied).
     init(fields: Fields) { storage = Storage(fields: fields) }
 
-    /// Whether both values share one box (a cheap identity test, for tests of the decoder).
-    func sharesStorage(with other: RabbitMQProperties) -> Bool { storage === other.storage }
-
     /// True for properties that never had a field set (they share the empty box): a cheap
     /// test, false for some empty values too.
     var isKnownEmpty: Bool { storage === Storage.empty }
