@@ -149,7 +149,7 @@ struct BrokerRestartTests {
         var iterator = consumer.makeAsyncIterator()
 
         let pid = try await TestBroker.brokerPID()
-        #expect(kill(pid, SIGSTOP) == 0)
+        try #require(kill(pid, SIGSTOP) == 0)
         do {
             try await events.next("the heartbeat loss", timeout: .seconds(60)) {
                 if case .disconnected(let error) = $0 { error.code == .heartbeatTimeout } else { false }

@@ -58,7 +58,7 @@ struct BrokerWideTests {
         let events = connection.events()
 
         let pid = try await TestBroker.brokerPID()
-        #expect(kill(pid, SIGSTOP) == 0)
+        try #require(kill(pid, SIGSTOP) == 0)
         do {
             let error = try await withTimeout(.seconds(60), "the heartbeat timeout") {
                 do {
@@ -96,7 +96,7 @@ struct BrokerWideTests {
         let queue = try await channel.queueDeclare("", exclusive: true, arguments: ["x-max-length": 10])
         let body = [UInt8](repeating: 7, count: 64 * 1024)
         let pid = try await TestBroker.brokerPID()
-        #expect(kill(pid, SIGSTOP) == 0)
+        try #require(kill(pid, SIGSTOP) == 0)
         do {
             let publishing = Task {
                 // Bounded: 50,000 × 64 KiB is far more than any socket buffer holds.
