@@ -36,7 +36,8 @@ apt_install() {
 }
 
 missing=()
-for pkg in librabbitmq-dev pkg-config rabbitmq-server; do
+# procps: pgrep, which broker.sh uses to find a node that lost its pid file.
+for pkg in librabbitmq-dev pkg-config rabbitmq-server procps; do
     is_installed "$pkg" || missing+=("$pkg")
 done
 # A minimal Debian may lack Python altogether; Debian's python3-pip brings
