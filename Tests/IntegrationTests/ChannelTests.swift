@@ -223,6 +223,23 @@ struct ChannelTests {
         try await connection.close()
     }
 
+    @Test func publishWithConfirmNeedsConfirmModeAndSendsNothingWithout() async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare("", exclusive: true)
+        let error = await #expect(throws: RabbitMQError.self) {
+            try await channel.publishWithConfirm(Array("x".utf8), routingKey: queue.name)
+        }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(error?.message.contains("confirmSelect") == true)
+        // A plain publish afterwards is the only message: the refused one never left.
+        try await channel.publish("y", routingKey: queue.name)
+        let first = try #require(try await channel.get(queue: queue.name, autoAck: true))
+        #expect(first.bodyString == "y")
+        #expect(try await channel.queueDeclare(queue.name, passive: true).messageCount == 0)
+        try await connection.close()
+    }
+
     @Test func manyTasksShareOneChannel() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()

@@ -483,7 +483,8 @@ final class IOLoop {
     }
 
     func usableChannel(_ shared: ChannelShared) -> ChannelIO? {
-        guard let channel = channels[shared.number], channel.shared === shared, channel.phase == .open else {
+        // Through the one-entry cache: a publishing channel is looked up for every message.
+        guard let channel = channel(shared.number), channel.shared === shared, channel.phase == .open else {
             return nil
         }
         return channel

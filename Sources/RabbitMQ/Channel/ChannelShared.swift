@@ -60,15 +60,6 @@ final class ChannelShared: Sendable {
 
     var isConfirmMode: Bool { state.withLock { $0.confirmCapacity > 0 } }
 
-    /// Admits one publish with a single lock on the fast path: throws if the channel is
-    /// closed and, in confirm mode, takes a window slot (suspending while the window is full).
-    /// Returns whether the channel is in confirm mode.
-    func admitPublish() async throws -> Bool {
-        if let admitted = try tryAdmitPublish() { return admitted.confirming }
-        try await reserveConfirmSlot()
-        return true
-    }
-
     struct Admission {
         /// The channel is in confirm mode (a window slot was taken).
         var confirming: Bool
@@ -76,7 +67,8 @@ final class ChannelShared: Sendable {
         var shouldYield: Bool
     }
 
-    /// ``admitPublish()`` without suspending: nil when the confirm window is full.
+    /// Admits one publish with a single lock: throws if the channel is closed and, in confirm
+    /// mode, takes a window slot; nil when the window is full (then ``reserveConfirmSlot()``).
     @inline(__always)
     func tryAdmitPublish() throws(RabbitMQError) -> Admission? {
         try state.withLock { state throws(RabbitMQError) in
@@ -91,9 +83,9 @@ final class ChannelShared: Sendable {
         }
     }
 
-    /// Takes one slot of the confirm window, suspending while it is full (the slow path of
-    /// ``admitPublish()``, after ``tryAdmitPublish()`` found the window full).
-    private func reserveConfirmSlot() async throws {
+    /// Takes one slot of the confirm window, suspending while it is full (the slow path, after
+    /// ``tryAdmitPublish()`` found the window full).
+    func reserveConfirmSlot() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let outcome: RabbitMQError?? = state.withLock { state in
                 if let reason = state.closeReason { return .some(reason) }

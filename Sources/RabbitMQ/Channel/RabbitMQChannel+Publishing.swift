@@ -47,9 +47,6 @@ extension RabbitMQChannel {
         _ body: [UInt8], exchange: String = "", routingKey: String,
         properties: RabbitMQProperties = RabbitMQProperties(), mandatory: Bool = false
     ) async throws -> RabbitMQConfirmation {
-        guard shared.isConfirmMode else {
-            throw RabbitMQError(code: .invalidConfiguration, message: "call confirmSelect() before publishWithConfirm")
-        }
         let ticket = ConfirmTicket()
         let message = OutboundMessage(
             body: body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
@@ -84,6 +81,11 @@ extension RabbitMQChannel {
         let command = Command.publish(shared, message, ticket)
         // Fast path (room in the window and in the buffer): two short locks, no suspension.
         if let admission = try shared.tryAdmitPublish() {
+            // Admission says whether the channel confirms: no separate lock to ask first
+            // (confirm mode, once selected, is never switched off).
+            if ticket != nil && !admission.confirming {
+                throw RabbitMQError(code: .invalidConfiguration, message: "call confirmSelect() before publishWithConfirm")
+            }
             let queued: Bool
             do {
                 queued = try shared.core.trySubmitPublish(command)
@@ -98,8 +100,9 @@ extension RabbitMQChannel {
             }
             return
         }
-        let confirming = try await shared.admitPublish()
-        try await submitWaitingForRoom(command, confirming: confirming)
+        // The confirm window is full (only a confirming channel has one): wait for a slot.
+        try await shared.reserveConfirmSlot()
+        try await submitWaitingForRoom(command, confirming: true)
     }
 
     /// The slow path: waits for room in the buffer (or for recovery), then queues `command`.
