@@ -1,4 +1,3 @@
-import RabbitMQPatterns
 import ArgumentParser
 import Foundation
 import RabbitMQ

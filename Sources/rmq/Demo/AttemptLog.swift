@@ -1,5 +1,4 @@
 import RabbitMQ
-import RabbitMQPatterns
 
 /// Which attempts the demo's retry handler saw, per payment id; shared between the handler
 /// and the report.

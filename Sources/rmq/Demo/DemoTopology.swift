@@ -1,5 +1,4 @@
 import RabbitMQ
-import RabbitMQPatterns
 
 /// The queues and exchanges the demo declared, recorded as it goes, so that they can be
 /// deleted whether the demo succeeds or fails halfway.
