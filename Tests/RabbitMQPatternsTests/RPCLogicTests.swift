@@ -41,8 +41,10 @@ struct RPCLogicTests {
     @Test func aReplyBeforeTheWaitIsKept() async throws {
         let registry = RPCCallRegistry()
         registry.register("a")
+        #expect(registry.inFlight == 1)
         let error = RabbitMQPatternsError(code: .remoteError, message: "early")
         registry.resolve("a", with: .failure(error), isReply: true)
+        #expect(registry.inFlight == 0, "answered: no longer waiting for a reply")
         await #expect(throws: RabbitMQPatternsError.self) { try await registry.wait("a") }
         #expect(registry.inFlight == 0)
         #expect(registry.discardedReplies == 0)

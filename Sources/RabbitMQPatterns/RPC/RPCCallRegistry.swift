@@ -49,7 +49,12 @@ final class RPCCallRegistry: Sendable {
 
     var discardedReplies: Int { state.withLock { $0.discardedReplies } }
 
-    var inFlight: Int { state.withLock { $0.calls.count } }
+    /// Calls still waiting for their reply (not those whose outcome awaits collection).
+    var inFlight: Int {
+        state.withLock { state in
+            state.calls.values.count { if case .waiting = $0 { true } else { false } }
+        }
+    }
 
     // MARK: Lifecycle
 

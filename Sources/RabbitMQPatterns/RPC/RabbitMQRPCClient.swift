@@ -185,9 +185,8 @@ public final class RabbitMQRPCClient: Sendable {
                     body, on: link, routingKey: routingKey, timeout: timeout, deadline: deadline, properties: properties)
             }
             group.addTask {
-                try await Task.sleep(for: timeout)
-                throw RabbitMQPatternsError(
-                    code: .timeout, message: "no reply from '\(routingKey)' within \(Self.describe(timeout))")
+                try await Task.sleep(until: deadline.instant, clock: .continuous)
+                throw RPCCallRegistry.timeoutError(deadline)
             }
             defer { group.cancelAll() }
             // The first child to finish decides; cancelling the other removes the call's slot.
