@@ -145,18 +145,12 @@ extension IOLoop {
             message: "the connection is recovering; try again when it is back")
         for (index, command) in batch.enumerated() {
             switch command {
-            case .openChannel(let shared, let continuation):
-                core.releaseChannel(shared.number)
-                continuation.resume(throwing: recovering)
-            case .request(_, _, let continuation):
-                continuation.resume(throwing: recovering)
+            case .openChannel, .request, .consume:
+                fail(command, recovering)
             case .publish(let shared, let message, let ticket):
                 held.append((shared, message, ticket))
             case .settle:
                 break  // its epoch is gone: the broker requeued the message
-            case .consume(_, _, let sink, let continuation):
-                sink.buffer.finish(throwing: recovering)
-                continuation.resume(throwing: recovering)
             case .cancelConsumer(let shared, let tag, let continuation):
                 if let channel = channels[shared.number], channel.shared === shared,
                     let consumer = channel.consumers.removeValue(forKey: tag)
@@ -420,12 +414,7 @@ extension IOLoop {
     }
 
     private func closeInternalChannel(_ channel: ChannelIO) throws(RabbitMQError) {
-        channel.phase = .closing
-        var close = amqp_channel_close_t(reply_code: 200, reply_text: scratch.bytes("recovered"), class_id: 0, method_id: 0)
-        try send(channel.number, AMQP_CHANNEL_CLOSE_METHOD, &close)
-        scratch.recycle()
-        let box = ReplyBox()
-        enqueue(channel, .internal(box), expecting: AMQP_CHANNEL_CLOSE_OK_METHOD)
+        try beginClose(channel, reason: "closed after recovery")
         let deadline = clock.now.advanced(by: configuration.requestTimeout)
         while channels[channel.number] === channel, clock.now < deadline {
             _ = try drainFrames()
