@@ -75,6 +75,12 @@ public final class ConnectionEventLog: Sendable {
     /// How many events were recorded so far (an index for `next(after:)`).
     public var count: Int { box.state.withLock { $0.entries.count } }
 
+    /// The first `recovered` event at or after index `from`, waiting for it if needed.
+    @discardableResult
+    public func recovered(_ what: String = "recovered", after from: Int = 0) async throws -> Entry {
+        try await next(what, after: from) { $0.isRecovered }
+    }
+
     /// The first event at or after index `from` that matches, waiting for it if needed.
     @discardableResult
     public func next(
@@ -107,5 +113,12 @@ public final class ConnectionEventLog: Sendable {
                 waiter?.continuation.resume(throwing: CancellationError())
             }
         }
+    }
+}
+
+extension RabbitMQConnectionEvent {
+    /// Whether this is `.recovered` (for filters and waits in tests).
+    public var isRecovered: Bool {
+        if case .recovered = self { true } else { false }
     }
 }

@@ -76,10 +76,8 @@ struct BrokerRestartTests {
 
         let (confirmed, republished, other) = try await publishing.value
         try await consuming.value
-        let consumerRecovered = try await consumerEvents.next("consumer recovered") {
-            if case .recovered = $0 { true } else { false }
-        }
-        try await publisherEvents.next("publisher recovered") { if case .recovered = $0 { true } else { false } }
+        let consumerRecovered = try await consumerEvents.recovered("consumer recovered")
+        try await publisherEvents.recovered("publisher recovered")
 
         #expect(other.isEmpty, "every publish acked: \(other.prefix(5))")
         #expect(confirmed.count == total)
@@ -127,8 +125,8 @@ struct BrokerRestartTests {
 
         try await brokerControl("kill")
         try await brokerControl("start")
-        try await readerEvents.next("reader recovered") { if case .recovered = $0 { true } else { false } }
-        try await ownerEvents.next("owner recovered") { if case .recovered = $0 { true } else { false } }
+        try await readerEvents.recovered("reader recovered")
+        try await ownerEvents.recovered("owner recovered")
         #expect(!readerEvents.all.contains { if case .topologyRecoveryFailed = $0 { true } else { false } })
 
         try await owner.openChannel().publish("after the restart", routingKey: queue)
@@ -164,7 +162,7 @@ struct BrokerRestartTests {
         }
         #expect(kill(pid, SIGCONT) == 0)
         let resumed = ContinuousClock.now
-        let recovered = try await events.next("recovered") { if case .recovered = $0 { true } else { false } }
+        let recovered = try await events.recovered()
 
         let publisher = try await TestBroker.connect()
         try await publisher.openChannel().publish("after the pause", routingKey: queue.name)

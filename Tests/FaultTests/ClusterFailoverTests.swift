@@ -81,12 +81,8 @@ struct ClusterFailoverTests {
         try await eventually(timeout: .seconds(120), "1,000 messages consumed before the kill") { consumed.distinct >= 1_000 }
         try await TestCluster.control("kill-node", "1")
         let killed = ContinuousClock.now
-        let publisherRecovered = try await publisherEvents.next("publisher failover") {
-            if case .recovered = $0 { true } else { false }
-        }
-        let consumerRecovered = try await consumerEvents.next("consumer failover") {
-            if case .recovered = $0 { true } else { false }
-        }
+        let publisherRecovered = try await publisherEvents.recovered("publisher failover")
+        let consumerRecovered = try await consumerEvents.recovered("consumer failover")
         let (confirmed, republished) = try await publishing.value
         try await consuming.value
 

@@ -36,7 +36,7 @@ extension BrokerWideTests {
         func cycle() async throws {
             let index = log.count
             try await TestBroker.closeConnection(named: name)
-            _ = try await log.next("recovered", after: index) { if case .recovered = $0 { true } else { false } }
+            try await log.recovered(after: index)
         }
         try await cycle()
         let before = ProcessResources.current()
@@ -46,7 +46,7 @@ extension BrokerWideTests {
         let (sentAfter, receivedAfter) = (sentCount.load(ordering: .relaxed), received.load(ordering: .relaxed))
         stop.store(true, ordering: .relaxed)
         try await publishing.value
-        let recoveries = log.all.filter { if case .recovered = $0 { true } else { false } }.count
+        let recoveries = log.all.filter { $0.isRecovered }.count
         #expect(recoveries == 11, "one recovery per outage, no more")
         #expect(sentAfter > sentBefore && receivedAfter > receivedBefore, "publishing and consuming went on through the outages")
         #expect(after.threads <= before.threads + 2, "threads \(before.threads) -> \(after.threads)")

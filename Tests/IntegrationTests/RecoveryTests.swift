@@ -32,7 +32,7 @@ struct RecoveryTests {
         }
         #expect(old == queue.name)
         #expect(new != queue.name && new.hasPrefix("amq.gen-"))
-        _ = try await log.next("recovered") { if case .recovered = $0 { true } else { false } }
+        try await log.recovered()
 
         // The broadcast after recovery reaches the new queue, through the same sequence.
         let publisher = try await TestBroker.connect()
@@ -81,7 +81,7 @@ struct RecoveryTests {
 
         #expect(!connection.isRecovering)
         try await TestBroker.closeConnection(named: name)
-        _ = try await log.next("recovered") { if case .recovered = $0 { true } else { false } }
+        try await log.recovered()
         #expect(!connection.isRecovering && connection.isOpen)
 
         // The ack belongs to the dead connection: dropped locally, no 406 on the new channel.
@@ -146,7 +146,7 @@ struct RecoveryTests {
                 try await channel.publishWithConfirm(
                     Array("outage-\(index)".utf8), routingKey: queue.name, properties: .init(deliveryMode: .persistent)))
         }
-        let recovered = try await log.next("recovered", after: lost) { if case .recovered = $0 { true } else { false } }
+        let recovered = try await log.recovered(after: lost)
         #expect(recovered.at > outageStarted, "the first of the 100 was published before the connection was back")
         for confirmation in duringOutage { #expect(try await confirmation.outcome() == .acked) }
         let (acked, republished) = try await publishing.value
@@ -174,7 +174,7 @@ struct RecoveryTests {
         try await channel.exchangeDelete(exchange)
 
         try await TestBroker.closeConnection(named: name)
-        _ = try await log.next("recovered") { if case .recovered = $0 { true } else { false } }
+        try await log.recovered()
 
         // The exclusive queue came back (it died with the old connection); the deleted ones did not.
         #expect(try await channel.queueDeclare(kept.name, passive: true).name == kept.name)
@@ -204,7 +204,7 @@ struct RecoveryTests {
         #expect(error?.code == .consumerCancelled)
 
         try await TestBroker.closeConnection(named: name)
-        _ = try await log.next("recovered") { if case .recovered = $0 { true } else { false } }
+        try await log.recovered()
         // The queue is re-declared from the registry (we declared it), but nobody consumes it.
         let check = try await other.openChannel()
         #expect(try await check.queueDeclare(queue.name, passive: true).consumerCount == 0)
@@ -236,7 +236,7 @@ struct RecoveryTests {
         let attempts = log.all.filter { if case .recoveryAttempt = $0 { true } else { false } }.count
         #expect(attempts == 1, "a refused login is not retried: \(log.all)")
         #expect(!connection.isOpen)
-        #expect(!log.all.contains { if case .recovered = $0 { true } else { false } })
+        #expect(!log.all.contains { $0.isRecovered })
         let text = error?.description ?? ""
         #expect(!text.contains("second-password") && !text.contains("first-password"))
         try await TestBroker.ctl("delete_user", user)
@@ -253,7 +253,7 @@ struct RecoveryTests {
         try await channel.queueDeclare(skipped, exclusive: true)
         let kept = try await channel.queueDeclare(TestBroker.uniqueName("keep"), exclusive: true)
         try await TestBroker.closeConnection(named: name)
-        _ = try await log.next("recovered") { if case .recovered = $0 { true } else { false } }
+        try await log.recovered()
         #expect(try await channel.queueDeclare(kept.name, passive: true).name == kept.name)
         let error = await #expect(throws: RabbitMQError.self) { try await channel.queueDeclare(skipped, passive: true) }
         #expect(error?.code == .notFound)
