@@ -100,6 +100,23 @@ struct RecoveryTests {
         try await connection.close()
     }
 
+    @Test func aPublisherWaitingOutAnOutageCanBeCancelled() async throws {
+        let name = TestBroker.uniqueName("outage-cancel")
+        // A back-off of at least 30 s: the publish below can only end early by its cancel.
+        var recovery = TestBroker.fastRecovery
+        recovery.initialDelay = .seconds(60)
+        recovery.maxDelay = .seconds(60)
+        let connection = try await TestBroker.connect(name: name, recovery: recovery)
+        let log = ConnectionEventLog(connection)
+        let channel = try await connection.openChannel()
+        try await TestBroker.closeConnection(named: name)
+        try await log.next("disconnected") { if case .disconnected = $0 { true } else { false } }
+        let publishing = Task { try await channel.publish("x", routingKey: TestBroker.uniqueName("nowhere")) }
+        publishing.cancel()
+        await #expect(throws: CancellationError.self) { try await publishing.value }
+        try await connection.close()
+    }
+
     @Test func publishesDuringAnOutageWaitAndGoThrough() async throws {
         let name = TestBroker.uniqueName("outage")
         // A 3 s back-off keeps the connection down long enough to publish into the outage.

@@ -37,7 +37,8 @@ extension RabbitMQConfiguration {
         public var republishUnconfirmed: Bool
         /// How long a publish made during an outage may wait for recovery before it fails
         /// with a `timeout` error. While recovering, at most ``RabbitMQConfiguration/publishBufferLimit``
-        /// publishes wait; one more fails at once with `resourceError`. Default: 30 seconds.
+        /// publishes wait; one more fails at once with `resourceError`. Cancelling the task of
+        /// a waiting publish ends its wait with `CancellationError`. Default: 30 seconds.
         public var publishWaitTimeout: Duration
 
         /// Recovery with the documented defaults.

@@ -19,6 +19,7 @@ final class ConnectionCore: Sendable {
         /// While the connection is recovering, publishers wait here (bounded, with a deadline).
         var recovering = false
         var outageWaiters: [OutageWaiter] = []
+        var nextOutageWaiter = 0
         var eventContinuations: [Int: AsyncStream<RabbitMQConnectionEvent>.Continuation] = [:]
         var nextEventSubscriber = 0
         var negotiated = Negotiated()
@@ -27,6 +28,7 @@ final class ConnectionCore: Sendable {
     }
 
     struct OutageWaiter: Sendable {
+        var id: Int
         var continuation: CheckedContinuation<Void, any Error>
         var deadline: ContinuousClock.Instant
     }
@@ -139,7 +141,8 @@ final class ConnectionCore: Sendable {
 
     /// Reserves room for one publish in the inbox, suspending while the buffer is full.
     /// While the connection recovers, waits for it (at most `publishBufferLimit` publishers,
-    /// each for at most `recovery.publishWaitTimeout`) instead of queueing more messages.
+    /// each for at most `recovery.publishWaitTimeout`, or until its task is cancelled) instead
+    /// of queueing more messages.
     func reservePublish() async throws {
         let limit = configuration.publishBufferLimit
         while true {
@@ -173,30 +176,50 @@ final class ConnectionCore: Sendable {
                 }
                 return
             case .waitForRecovery:
-                // Resumed (without a reservation) when recovery ends: then try again.
-                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                    let outcome: RabbitMQError?? = state.withLock { state in
-                        if let terminal = state.terminal { return .some(terminal) }
-                        guard state.recovering else { return .some(nil) }
-                        guard state.outageWaiters.count < limit else {
-                            return .some(
-                                RabbitMQError(
-                                    code: .resourceError, scope: .none,
-                                    message: "the connection is recovering and \(limit) publishes already wait for it"))
-                        }
-                        state.outageWaiters.append(
-                            OutageWaiter(
-                                continuation: continuation,
-                                deadline: .now + configuration.recovery.publishWaitTimeout))
-                        return nil
+                try await waitForRecovery(limit: limit)
+            }
+        }
+    }
+
+    /// Waits (without a reservation) until recovery ends, the publish wait times out, or the
+    /// task is cancelled; the caller then tries again.
+    private func waitForRecovery(limit: Int) async throws {
+        let id = state.withLock { state in
+            defer { state.nextOutageWaiter += 1 }
+            return state.nextOutageWaiter
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let outcome: (any Error)?? = state.withLock { state in
+                    if let terminal = state.terminal { return .some(terminal) }
+                    guard state.recovering else { return .some(nil) }
+                    // Checked under the lock: a cancellation handler that ran earlier found
+                    // nothing to remove.
+                    if Task.isCancelled { return .some(CancellationError()) }
+                    guard state.outageWaiters.count < limit else {
+                        return .some(
+                            RabbitMQError(
+                                code: .resourceError, scope: .none,
+                                message: "the connection is recovering and \(limit) publishes already wait for it"))
                     }
-                    switch outcome {
-                    case .some(.some(let error)): continuation.resume(throwing: error)
-                    case .some(.none): continuation.resume()
-                    case .none: break
-                    }
+                    state.outageWaiters.append(
+                        OutageWaiter(
+                            id: id, continuation: continuation,
+                            deadline: .now + configuration.recovery.publishWaitTimeout))
+                    return nil
+                }
+                switch outcome {
+                case .some(.some(let error)): continuation.resume(throwing: error)
+                case .some(.none): continuation.resume()
+                case .none: break
                 }
             }
+        } onCancel: {
+            let waiter: OutageWaiter? = state.withLock { state in
+                guard let index = state.outageWaiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.outageWaiters.remove(at: index)
+            }
+            waiter?.continuation.resume(throwing: CancellationError())
         }
     }
 
