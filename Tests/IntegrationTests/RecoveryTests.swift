@@ -100,13 +100,18 @@ struct RecoveryTests {
         try await connection.close()
     }
 
+    /// Recovery that waits `backOff` before every attempt (at least half of it, with jitter).
+    static func recovery(backOff: Duration) -> RabbitMQConfiguration.Recovery {
+        var recovery = TestBroker.fastRecovery
+        recovery.initialDelay = backOff
+        recovery.maxDelay = backOff
+        return recovery
+    }
+
     @Test func aPublisherWaitingOutAnOutageCanBeCancelled() async throws {
         let name = TestBroker.uniqueName("outage-cancel")
         // A back-off of at least 30 s: the publish below can only end early by its cancel.
-        var recovery = TestBroker.fastRecovery
-        recovery.initialDelay = .seconds(60)
-        recovery.maxDelay = .seconds(60)
-        let connection = try await TestBroker.connect(name: name, recovery: recovery)
+        let connection = try await TestBroker.connect(name: name, recovery: Self.recovery(backOff: .seconds(60)))
         let log = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
         try await TestBroker.closeConnection(named: name)
@@ -119,11 +124,8 @@ struct RecoveryTests {
 
     @Test func publishesDuringAnOutageWaitAndGoThrough() async throws {
         let name = TestBroker.uniqueName("outage")
-        // A 3 s back-off keeps the connection down long enough to publish into the outage.
-        var recovery = TestBroker.fastRecovery
-        recovery.initialDelay = .seconds(3)
-        recovery.maxDelay = .seconds(3)
-        let connection = try await TestBroker.connect(name: name, recovery: recovery)
+        // A 1.5-3 s back-off keeps the connection down long enough to publish into the outage.
+        let connection = try await TestBroker.connect(name: name, recovery: Self.recovery(backOff: .seconds(3)))
         let log = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
         let queue = try await channel.queueDeclare(TestBroker.uniqueName("outage-q"), durable: true)
