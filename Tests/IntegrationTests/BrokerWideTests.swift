@@ -7,7 +7,7 @@ import Testing
 /// Tests that change the whole broker (alarms, a paused VM), or that measure the whole test
 /// process. `scripts/test.sh` runs them on their own, after everything else, so they cannot
 /// disturb other tests or be disturbed by them.
-@Suite("Broker-wide faults", .serialized, .timeLimit(.minutes(3)))
+@Suite("Broker-wide faults", .serialized, .timeLimit(.minutes(6)))
 struct BrokerWideTests {
     @Test func memoryAlarmBlocksAndUnblocksPublishing() async throws {
         let connection = try await TestBroker.connect()
