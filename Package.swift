@@ -96,7 +96,17 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
-            name: "IntegrationTests",
+            name: "CoreIntegrationTests",
+            dependencies: ["RabbitMQ", "RabbitMQTestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "PatternsIntegrationTests",
+            dependencies: ["RabbitMQ", "RabbitMQPatterns", "RabbitMQTestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "RMQToolTests",
             dependencies: ["RabbitMQ", "RabbitMQPatterns", "RabbitMQTestSupport"],
             swiftSettings: strictSettings
         ),
