@@ -4,7 +4,7 @@
   pika_interop.py consume URL QUEUE   read one message, print it as JSON (types tagged)
   pika_interop.py publish URL QUEUE   publish one message with headers of every type pika writes
 
-Used by Tests/IntegrationTests/InteropTests.swift; runnable by hand against any broker.
+Used by Tests/CoreIntegrationTests/InteropTests.swift; runnable by hand against any broker.
 """
 import base64
 import datetime

@@ -8,7 +8,7 @@
   pika_patterns.py rpc-serve URL QUEUE COUNT    answer COUNT requests: the body upper-cased, or
                                                 {"error": ..., "success": false} for a body "fail"
 
-Used by Tests/IntegrationTests/PatternsInteropTests.swift; runnable by hand against any broker.
+Used by Tests/PatternsIntegrationTests/PatternsInteropTests.swift; runnable by hand against any broker.
 """
 import datetime
 import json
