@@ -17,6 +17,50 @@ public enum TestBroker {
         }
     }
 
+    /// The broker's AMQP port (from ``url``).
+    public static var port: Int {
+        get throws {
+            guard let port = URLComponents(string: try url)?.port else {
+                throw TestSupportError("RABBITMQ_URL has no port: \(try url)")
+            }
+            return port
+        }
+    }
+
+    /// A fault-injecting proxy in front of the test broker (see ``FaultProxy``).
+    public static func proxy() throws -> FaultProxy {
+        try FaultProxy(upstreamPort: port)
+    }
+
+    /// A configuration for the test broker that goes through `proxy`.
+    public static func configuration(
+        through proxy: FaultProxy, name: String = uniqueName("proxied"), heartbeat: Duration = .seconds(10),
+        recovery: RabbitMQConfiguration.Recovery = fastRecovery
+    ) throws -> RabbitMQConfiguration {
+        var configuration = try RabbitMQConfiguration(uri: proxy.uri(for: url))
+        configuration.connectionName = name
+        configuration.heartbeat = heartbeat
+        configuration.recovery = recovery
+        return configuration
+    }
+
+    /// What the broker holds for `queue` now, asked on a connection of its own (a passive
+    /// declare): an account kept outside the connection under test. Nil when it does not exist.
+    public static func queueState(_ queue: String) async throws -> RabbitMQQueueDeclareResult? {
+        let observer = try await connect(name: uniqueName("observer"), recovery: .disabled)
+        let result: RabbitMQQueueDeclareResult?
+        do {
+            result = try await observer.openChannel().queueDeclare(queue, passive: true)
+        } catch let error as RabbitMQError where error.code == .notFound {
+            result = nil
+        } catch {
+            try? await observer.close()
+            throw error
+        }
+        try await observer.close()
+        return result
+    }
+
     /// A configuration for the test broker with a recognisable connection name.
     /// Recovery retries quickly in tests (the broker is local).
     public static func configuration(
@@ -190,20 +234,73 @@ public func eventually(
 }
 
 /// Runs `body` and fails with a clear error if it does not finish within `timeout`.
+///
+/// It returns at the deadline even when `body` cannot be cancelled (a continuation that is
+/// never resumed, the very bug a test may be looking for): `body` runs in a task of its own,
+/// which is cancelled and left behind, so the test reports instead of hanging.
 public func withTimeout<T: Sendable>(
     _ timeout: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            return nil
+    let outcome = FirstOutcome<T>()
+    return try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            outcome.start(continuation)
+            let work = Task {
+                do { outcome.finish(.success(try await body())) } catch { outcome.finish(.failure(error)) }
+            }
+            outcome.setWork(work)
+            Task {
+                try? await Task.sleep(for: timeout)
+                if outcome.finish(.failure(TestSupportError("timed out after \(timeout) waiting for \(what)"))) {
+                    work.cancel()
+                }
+            }
         }
-        guard let first = try await group.next(), let value = first else {
-            group.cancelAll()
-            throw TestSupportError("timed out after \(timeout) waiting for \(what)")
+    } onCancel: {
+        outcome.cancel()
+    }
+}
+
+/// The first of several racing results, handed to one continuation.
+private final class FirstOutcome<T: Sendable>: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<T, any Error>?
+        var result: Result<T, any Error>?
+        var work: Task<Void, Never>?
+        var cancelled = false
+    }
+
+    private let state = Mutex(State())
+
+    func start(_ continuation: CheckedContinuation<T, any Error>) {
+        state.withLock { $0.continuation = continuation }
+    }
+
+    func setWork(_ work: Task<Void, Never>) {
+        let cancel = state.withLock { state in
+            state.work = work
+            return state.cancelled
         }
-        group.cancelAll()
-        return value
+        if cancel { work.cancel() }
+    }
+
+    func cancel() {
+        let work = state.withLock { state in
+            state.cancelled = true
+            return state.work
+        }
+        work?.cancel()
+    }
+
+    /// Resumes the continuation with `result` unless it was resumed already; true if this won.
+    @discardableResult
+    func finish(_ result: Result<T, any Error>) -> Bool {
+        let continuation: CheckedContinuation<T, any Error>? = state.withLock { state in
+            guard state.result == nil else { return nil }
+            state.result = result
+            return state.continuation.take()
+        }
+        continuation?.resume(with: result)
+        return continuation != nil
     }
 }

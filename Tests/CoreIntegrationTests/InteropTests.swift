@@ -123,3 +123,53 @@ struct InteropTests {
         try await connection.close()
     }
 }
+
+/// Field tables nested deeper than ``RabbitMQFieldTable/maxDepth`` are refused with a typed
+/// error, never decoded or encoded by recursion on the I/O thread's stack.
+@Suite("Deeply nested field tables", .timeLimit(.minutes(2)))
+struct DeepFieldTableTests {
+    static func nested(_ depth: Int) -> RabbitMQFieldTable {
+        var table: RabbitMQFieldTable = ["leaf": .int32(1)]
+        for _ in 0..<depth { table = ["t": .table(table)] }
+        return table
+    }
+
+    @Test func publishingHeadersNestedTooDeepFailsWithATypedError() async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare("", exclusive: true)
+        do {
+            try await channel.publish("deep", routingKey: queue.name, properties: RabbitMQProperties(headers: Self.nested(150)))
+            Issue.record("a table nested 150 deep was accepted")
+        } catch let error as RabbitMQError {
+            #expect(error.code == .invalidConfiguration, "\(error)")
+        }
+        // 99 levels below the headers table (100 tables) is fine.
+        try await channel.publish("ok", routingKey: queue.name, properties: RabbitMQProperties(headers: Self.nested(99)))
+        #expect(channel.isOpen && connection.isOpen)
+        try await connection.close()
+    }
+
+    /// A message from another client whose headers nest too deep is dead-lettered (rejected
+    /// without requeue), not handed out; the consumer and the connection go on.
+    @Test func aDeliveryWithHeadersNestedTooDeepIsDeadLetteredNotHandedOut() async throws {
+        let connection = try await TestBroker.connect()
+        let log = ConnectionEventLog(connection)
+        let channel = try await connection.openChannel()
+        let parking = try await channel.queueDeclare("", exclusive: true)
+        let queue = try await channel.queueDeclare(
+            "", exclusive: true,
+            arguments: ["x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(parking.name)])
+        let consumer = try await channel.consume(queue: queue.name)
+        try await TestBroker.run("/usr/bin/env", ["python3", InteropTests.script, "publish-deep", TestBroker.url, queue.name])
+        var iterator = consumer.makeAsyncIterator()
+        let first = try #require(try await iterator.next())
+        #expect(first.bodyString == "after")
+        try first.ack()
+        try await eventually("the deep message to be dead-lettered") {
+            try await channel.queueDeclare(parking.name, passive: true).messageCount == 1
+        }
+        #expect(!log.all.contains { if case .disconnected = $0 { true } else { false } })
+        try await connection.close()
+    }
+}

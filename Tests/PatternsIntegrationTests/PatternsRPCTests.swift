@@ -309,3 +309,71 @@ struct PatternsRPCTests {
         try await connection.close()
     }
 }
+
+/// RPC across an outage of the client's connection.
+@Suite("Patterns: RPC across outages", .timeLimit(.minutes(3)))
+struct PatternsRPCOutageTests {
+    /// The exclusive reply queue is declared again after recovery; calls keep their replies.
+    @Test func anExclusiveReplyQueueFollowsRecovery() async throws {
+        let queue = TestBroker.uniqueName("rpc-exclusive")
+        let serverConnection = try await TestBroker.connect()
+        try await serverConnection.openChannel().queueDeclare(queue, durable: true)
+        let name = TestBroker.uniqueName("rpc-client")
+        let clientConnection = try await TestBroker.connect(name: name)
+        let log = ConnectionEventLog(clientConnection)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await RabbitMQRPCServer(connection: serverConnection, queue: queue, configuration: .init(declareQueue: false)) {
+                    $0.body.reversed()
+                }.run()
+            }
+            defer { group.cancelAll() }
+            try await RabbitMQRPCClient.withClient(
+                connection: clientConnection, configuration: .init(timeout: .seconds(20), replyQueue: .exclusiveQueue)
+            ) { client in
+                #expect(try await client.call(Array("abc".utf8), routingKey: queue).bodyString == "cba")
+                try await TestBroker.closeConnection(named: name)
+                try await log.recovered()
+                #expect(try await client.call(Array("def".utf8), routingKey: queue).bodyString == "fed")
+            }
+        }
+        try await serverConnection.openChannel().queueDelete(queue)
+        try await serverConnection.close()
+        try await clientConnection.close()
+    }
+
+    /// A call's timeout covers its publish: during an outage it fails by its own deadline, and
+    /// its request is never sent once the connection is back.
+    @Test func aCallsTimeoutCoversAPublishWaitingOutAnOutage() async throws {
+        let queue = TestBroker.uniqueName("rpc-outage")
+        let name = TestBroker.uniqueName("rpc-outage-client")
+        var recovery = TestBroker.fastRecovery
+        recovery.initialDelay = .seconds(6)
+        recovery.maxDelay = .seconds(6)
+        recovery.jitter = 0
+        let connection = try await TestBroker.connect(name: name, recovery: recovery)
+        let log = ConnectionEventLog(connection)
+        let setup = try await connection.openChannel()
+        try await setup.queueDeclare(queue, durable: true)
+        try await RabbitMQRPCClient.withClient(connection: connection) { client in
+            try await TestBroker.closeConnection(named: name)
+            try await log.next("disconnected") { if case .disconnected = $0 { true } else { false } }
+            do {
+                _ = try await client.call(Array("late".utf8), routingKey: queue, timeout: .milliseconds(500))
+                Issue.record("the call succeeded during the outage")
+            } catch let error as RabbitMQPatternsError {
+                #expect(error.code == .timeout, "\(error)")
+            }
+            #expect(!log.all.contains { $0.isRecovered }, "the call ended only after recovery: \(log.all)")
+            try await log.recovered()
+            // A marker published after recovery must be the first message in the queue.
+            let marker = try await connection.openChannel()
+            try await marker.confirmSelect()
+            _ = try await marker.publishAndWaitForConfirm(Array("marker".utf8), routingKey: queue)
+            let first = try await marker.get(queue: queue, autoAck: true)
+            #expect(first?.bodyString == "marker", "the timed-out request was sent after recovery")
+        }
+        try await setup.queueDelete(queue)
+        try await connection.close()
+    }
+}

@@ -154,3 +154,30 @@ struct PatternsRetryTests {
         try await connection.close()
     }
 }
+
+/// What `run` does when it cannot republish.
+@Suite("Patterns: retry failures", .timeLimit(.minutes(2)))
+struct PatternsRetryFailureTests {
+    /// A republish that fails (the dead-letter queue was deleted: unroutable) ends `run` with
+    /// the error, and the message goes back to the work queue; `run` never hangs.
+    @Test func aFailedRepublishEndsRunAndRequeuesTheMessage() async throws {
+        let connection = try await TestBroker.connect()
+        let retry = try await RabbitMQRetryQueue.declare(TestBroker.uniqueName("jobs"), on: connection)
+        let channel = try await connection.openChannel()
+        try await channel.queueDelete(retry.deadLetterQueue)
+        try await retry.publish(PatternsRetryTests.envelope("doomed"))
+        do {
+            try await withTimeout(.seconds(60), "run() to end") {
+                try await retry.run(Job.self) { _ in throw RabbitMQPatternsError.permanentFailure("cannot succeed") }
+            }
+            Issue.record("run() returned without an error")
+        } catch let error as RabbitMQPatternsError {
+            #expect(error.code == .unroutable, "\(error)")
+        }
+        try await eventually("the message to be back in the work queue") {
+            try await TestBroker.queueState(retry.workQueue)?.messageCount == 1
+        }
+        try await retry.delete()
+        try await connection.close()
+    }
+}

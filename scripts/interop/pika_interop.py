@@ -3,6 +3,8 @@
 
   pika_interop.py consume URL QUEUE   read one message, print it as JSON (types tagged)
   pika_interop.py publish URL QUEUE   publish one message with headers of every type pika writes
+  pika_interop.py publish-deep URL QUEUE
+                                      publish a message whose headers nest 150 deep, then "after"
 
 Used by Tests/CoreIntegrationTests/InteropTests.swift; runnable by hand against any broker.
 """
@@ -95,7 +97,21 @@ def publish(url, queue):
     connection.close()
 
 
+def publish_deep(url, queue):
+    """A message whose headers nest 150 tables deep, then a plain one."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    deep = {"leaf": 1}
+    for _ in range(150):
+        deep = {"t": deep}
+    channel.basic_publish("", queue, b"deep", pika.BasicProperties(headers={"deep": deep}), mandatory=True)
+    channel.basic_publish("", queue, b"after", pika.BasicProperties(), mandatory=True)
+    connection.close()
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] not in ("consume", "publish"):
+    commands = {"consume": consume, "publish": publish, "publish-deep": publish_deep}
+    if len(sys.argv) != 4 or sys.argv[1] not in commands:
         sys.exit(__doc__)
-    {"consume": consume, "publish": publish}[sys.argv[1]](sys.argv[2], sys.argv[3])
+    commands[sys.argv[1]](sys.argv[2], sys.argv[3])

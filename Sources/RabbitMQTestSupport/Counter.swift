@@ -1,0 +1,15 @@
+import Synchronization
+
+/// A counter shared by the tasks of a test.
+public final class Counter: Sendable {
+    private let value = Atomic<Int>(0)
+
+    public init() {}
+
+    /// Adds `amount`; returns the new value.
+    @discardableResult
+    public func add(_ amount: Int = 1) -> Int { value.add(amount, ordering: .relaxed).newValue }
+
+    /// The value now.
+    public var current: Int { value.load(ordering: .relaxed) }
+}
