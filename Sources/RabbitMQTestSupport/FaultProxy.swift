@@ -333,6 +333,13 @@ public final class FaultProxy: Sendable {
                 pair.connected = true
                 return
             }
+            // A socket that hung up or failed is reported even when we do not ask for events
+            // (black hole, stop reading): end the pair, or poll() would return at once for ever.
+            let failed = Int16(POLLHUP | POLLERR | POLLNVAL)
+            if (client & failed != 0 && client & Int16(POLLIN) == 0) || (upstream & failed != 0 && upstream & Int16(POLLIN) == 0) {
+                finish(pair, .close)
+                return
+            }
             let now = ContinuousClock.now
             if client & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
                 guard receive(from: pair.client, into: &pair.toBroker, due: now + delay) else {

@@ -238,6 +238,7 @@ public func eventually(
 /// It returns at the deadline even when `body` cannot be cancelled (a continuation that is
 /// never resumed, the very bug a test may be looking for): `body` runs in a task of its own,
 /// which is cancelled and left behind, so the test reports instead of hanging.
+@discardableResult
 public func withTimeout<T: Sendable>(
     _ timeout: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {

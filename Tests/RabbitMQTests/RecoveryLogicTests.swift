@@ -74,11 +74,11 @@ struct RecoveryLogicTests {
     }
 
     @Test func whichLossesAreRecovered() {
-        #expect(IOLoop.isRecoverable(RabbitMQError(code: .connectionForced, message: "")))
-        #expect(IOLoop.isRecoverable(RabbitMQError(code: .heartbeatTimeout, message: "")))
-        #expect(IOLoop.isRecoverable(RabbitMQError(code: .socketError, message: "")))
-        #expect(!IOLoop.isRecoverable(RabbitMQError(code: .authenticationFailed, message: "")))
-        #expect(!IOLoop.isRecoverable(RabbitMQError(code: .notAllowed, message: "")))
-        #expect(!IOLoop.isRecoverable(RabbitMQError(code: .closed, message: "")))
+        #expect(RecoveryPlan.isRecoverable(RabbitMQError(code: .connectionForced, message: "")))
+        #expect(RecoveryPlan.isRecoverable(RabbitMQError(code: .heartbeatTimeout, message: "")))
+        #expect(RecoveryPlan.isRecoverable(RabbitMQError(code: .socketError, message: "")))
+        #expect(!RecoveryPlan.isRecoverable(RabbitMQError(code: .authenticationFailed, message: "")))
+        #expect(!RecoveryPlan.isRecoverable(RabbitMQError(code: .notAllowed, message: "")))
+        #expect(!RecoveryPlan.isRecoverable(RabbitMQError(code: .closed, message: "")))
     }
 }

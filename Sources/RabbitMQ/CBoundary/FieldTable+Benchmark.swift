@@ -39,7 +39,7 @@ public enum RabbitMQBenchmarkSupport {
             let decodeStatus = amqp_decode_table(
                 amqp_bytes_t(len: written, bytes: buffer), scratch.pool, &decoded, &consumed)
             guard decodeStatus == AMQP_STATUS_OK.rawValue, consumed == written else { continue }
-            if RabbitMQFieldTable(cTable: decoded) == table { matched += 1 }
+            if (try? RabbitMQFieldTable(cTable: decoded)) == table { matched += 1 }
         }
         return matched
     }

@@ -32,6 +32,21 @@ extension ScratchPool {
         return amqp_table_t(num_entries: Int32(table.count), entries: entries)
     }
 
+    /// `table` with the return tag of a mandatory confirm-mode publish added (see
+    /// ``Unconfirmed/returnTagHeader``).
+    func table(_ table: RabbitMQFieldTable, returnTag: UInt64?) -> amqp_table_t {
+        guard let returnTag else { return self.table(table) }
+        let count = table.count + 1
+        let entries = allocate(count * MemoryLayout<amqp_table_entry_t>.stride)
+            .bindMemory(to: amqp_table_entry_t.self, capacity: count)
+        for (index, entry) in table.entries.enumerated() {
+            (entries + index).initialize(to: amqp_table_entry_t(key: bytes(entry.key), value: fieldValue(entry.value)))
+        }
+        (entries + table.count).initialize(
+            to: amqp_table_entry_t(key: bytes(Unconfirmed.returnTagHeader), value: fieldValue(.int64(Int64(truncatingIfNeeded: returnTag)))))
+        return amqp_table_t(num_entries: Int32(count), entries: entries)
+    }
+
     func fieldValue(_ value: RabbitMQFieldValue) -> amqp_field_value_t {
         var field = amqp_field_value_t()
         switch value {
@@ -99,23 +114,35 @@ extension ScratchPool {
     }
 }
 
+/// A decoded table or array nested deeper than ``RabbitMQFieldTable/maxDepth``.
+struct FieldTableTooDeep: Error {
+    var error: RabbitMQError {
+        RabbitMQError(
+            code: .protocolError, scope: .none,
+            message: "a field table nests tables and arrays more than \(RabbitMQFieldTable.maxDepth) deep")
+    }
+}
+
 extension RabbitMQFieldTable {
-    /// Copies a C table (from a decoded frame) into a Swift value.
-    init(cTable: amqp_table_t) {
+    /// Copies a C table (from a decoded frame) into a Swift value; refuses one nested deeper
+    /// than ``maxDepth`` instead of recursing on (the I/O thread's) stack.
+    init(cTable: amqp_table_t, depth: Int = 1) throws(FieldTableTooDeep) {
+        guard depth <= Self.maxDepth else { throw FieldTableTooDeep() }
         self.init()
         guard cTable.num_entries > 0, let entries = cTable.entries else { return }
         var decoded: [Entry] = []
         decoded.reserveCapacity(Int(cTable.num_entries))
         for index in 0..<Int(cTable.num_entries) {
             let entry = entries[index]
-            decoded.append(Entry(key: String(amqpBytes: entry.key), value: RabbitMQFieldValue(cValue: entry.value)))
+            decoded.append(Entry(key: String(amqpBytes: entry.key), value: try RabbitMQFieldValue(cValue: entry.value, depth: depth)))
         }
         self.init(decodedEntries: decoded)
     }
 }
 
 extension RabbitMQFieldValue {
-    init(cValue field: amqp_field_value_t) {
+    /// `depth`: how deep the table or array holding this value is.
+    init(cValue field: amqp_field_value_t, depth: Int) throws(FieldTableTooDeep) {
         switch field.kind {
         case kindBool: self = .bool(field.value.boolean != 0)
         case kindI8: self = .int8(field.value.i8)
@@ -147,14 +174,15 @@ extension RabbitMQFieldValue {
             }
         case kindBytes: self = .bytes([UInt8](amqpBytes: field.value.bytes))
         case kindTimestamp: self = .timestamp(field.value.u64)
-        case kindTable: self = .table(RabbitMQFieldTable(cTable: field.value.table))
+        case kindTable: self = .table(try RabbitMQFieldTable(cTable: field.value.table, depth: depth + 1))
         case kindArray:
+            guard depth + 1 <= RabbitMQFieldTable.maxDepth else { throw FieldTableTooDeep() }
             var values: [RabbitMQFieldValue] = []
             let array = field.value.array
             if array.num_entries > 0, let entries = array.entries {
                 values.reserveCapacity(Int(array.num_entries))
                 for index in 0..<Int(array.num_entries) {
-                    values.append(RabbitMQFieldValue(cValue: entries[index]))
+                    values.append(try RabbitMQFieldValue(cValue: entries[index], depth: depth + 1))
                 }
             }
             self = .array(values)

@@ -16,13 +16,17 @@ private let flagAppID = amqp_flags_t(AMQP_BASIC_APP_ID_FLAG)
 private let flagClusterID = amqp_flags_t(AMQP_BASIC_CLUSTER_ID_FLAG)
 
 extension ScratchPool {
-    /// Builds C basic properties in this pool; valid until the next ``recycle()``.
-    func properties(_ p: RabbitMQProperties) -> amqp_basic_properties_t {
+    /// Builds C basic properties in this pool; valid until the next ``recycle()``. A
+    /// `returnTag` is added to the headers (see ``Unconfirmed/returnTagHeader``).
+    func properties(_ p: RabbitMQProperties, returnTag: UInt64? = nil) -> amqp_basic_properties_t {
         var c = amqp_basic_properties_t()
         var flags: amqp_flags_t = 0
         if let v = p.contentType { c.content_type = bytes(v); flags |= flagContentType }
         if let v = p.contentEncoding { c.content_encoding = bytes(v); flags |= flagContentEncoding }
-        if let v = p.headers { c.headers = table(v); flags |= flagHeaders }
+        if p.headers != nil || returnTag != nil {
+            c.headers = table(p.headers ?? [:], returnTag: returnTag)
+            flags |= flagHeaders
+        }
         if let v = p.deliveryMode { c.delivery_mode = v.rawValue; flags |= flagDeliveryMode }
         if let v = p.priority { c.priority = v; flags |= flagPriority }
         if let v = p.correlationID { c.correlation_id = bytes(v); flags |= flagCorrelationID }
@@ -41,8 +45,8 @@ extension ScratchPool {
 
 extension RabbitMQProperties {
     /// Copies decoded C properties (pool memory) into a Swift value.
-    init(cProperties c: amqp_basic_properties_t) {
-        self = c._flags == 0 ? RabbitMQProperties() : RabbitMQProperties(fields: Fields(cProperties: c))
+    init(cProperties c: amqp_basic_properties_t) throws(FieldTableTooDeep) {
+        self = c._flags == 0 ? RabbitMQProperties() : RabbitMQProperties(fields: try Fields(cProperties: c))
     }
 
     /// The properties decoded from `c`, or `cached` when `c` carries exactly the same values
@@ -52,11 +56,11 @@ extension RabbitMQProperties {
     /// every time (comparing a table costs about as much as decoding it).
     static func reusing(
         _ cached: inout RabbitMQProperties, flags cachedFlags: inout amqp_flags_t, for c: amqp_basic_properties_t
-    ) -> RabbitMQProperties {
+    ) throws(FieldTableTooDeep) -> RabbitMQProperties {
         let flags = c._flags
         if flags == 0 { return RabbitMQProperties() }
         if flags == cachedFlags, cached.storage.matches(c) { return cached }
-        let decoded = RabbitMQProperties(fields: Fields(cProperties: c))
+        let decoded = RabbitMQProperties(fields: try Fields(cProperties: c))
         if flags & flagHeaders == 0 {
             cached = decoded
             cachedFlags = flags
@@ -94,12 +98,12 @@ extension RabbitMQProperties.Storage {
 }
 
 extension RabbitMQProperties.Fields {
-    init(cProperties c: amqp_basic_properties_t) {
+    init(cProperties c: amqp_basic_properties_t) throws(FieldTableTooDeep) {
         self.init()
         let flags = c._flags
         if flags & flagContentType != 0 { contentType = String(amqpBytes: c.content_type) }
         if flags & flagContentEncoding != 0 { contentEncoding = String(amqpBytes: c.content_encoding) }
-        if flags & flagHeaders != 0 { headers = RabbitMQFieldTable(cTable: c.headers) }
+        if flags & flagHeaders != 0 { headers = try RabbitMQFieldTable(cTable: c.headers) }
         if flags & flagDeliveryMode != 0 { deliveryMode = RabbitMQProperties.DeliveryMode(rawValue: c.delivery_mode) }
         if flags & flagPriority != 0 { priority = c.priority }
         if flags & flagCorrelationID != 0 { correlationID = String(amqpBytes: c.correlation_id) }

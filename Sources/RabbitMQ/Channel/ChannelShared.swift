@@ -1,15 +1,11 @@
-
 /// The thread-safe identity and state of one opened channel, shared by its public handle,
 /// its deliveries and the I/O thread. A channel number is reused after close, so the I/O
 /// thread recognises stale commands by object identity, not by number.
 final class ChannelShared: Sendable {
     struct State {
         var closeReason: RabbitMQError?
-        var confirmCapacity = 0
-        var outstandingConfirms = 0
-        var confirmWaiters: [CheckedContinuation<Void, any Error>] = []
-        var returnSubscribers: [Int: AsyncStream<RabbitMQReturnedMessage>.Continuation] = [:]
-        var nextReturnSubscriber = 0
+        /// The confirm window: capacity 0 until `confirmSelect` succeeded.
+        var confirms = PermitPool(capacity: 0)
         var publishesSinceYield = 0
     }
 
@@ -21,6 +17,7 @@ final class ChannelShared: Sendable {
     let number: UInt16
     let core: ConnectionCore
     private let state = LockedValue(State())
+    private let returns = Broadcaster<RabbitMQReturnedMessage>(bufferSize: 1024)
 
     init(number: UInt16, core: ConnectionCore) {
         self.number = number
@@ -38,27 +35,27 @@ final class ChannelShared: Sendable {
         try core.submit(.settle(self, settlement))
     }
 
-    /// I/O thread: the channel is gone; wake everyone waiting on it with `reason`.
+    /// I/O thread: the channel is closed for its users; wake everyone waiting on it with `reason`.
     func markClosed(_ reason: RabbitMQError) {
-        let (waiters, returns) = state.withLock { state in
+        let waiters: [PermitPool.Continuation] = state.withLock { state in
             if state.closeReason == nil { state.closeReason = reason }
-            let waiters = state.confirmWaiters
-            state.confirmWaiters.removeAll()
-            let returns = Array(state.returnSubscribers.values)
-            state.returnSubscribers.removeAll()
-            return (waiters, returns)
+            return state.confirms.releaseAll()
         }
         for waiter in waiters { waiter.resume(throwing: reason) }
-        for subscriber in returns { subscriber.finish() }
+        returns.finish()
     }
 
     // MARK: Confirm window
 
     func enableConfirms(capacity: Int) {
-        state.withLock { $0.confirmCapacity = capacity }
+        let ready = state.withLock { state in
+            state.confirms.capacity = capacity
+            return state.confirms.release(0)
+        }
+        for waiter in ready { waiter.resume() }
     }
 
-    var isConfirmMode: Bool { state.withLock { $0.confirmCapacity > 0 } }
+    var isConfirmMode: Bool { state.withLock { $0.confirms.capacity > 0 } }
 
     struct Admission {
         /// The channel is in confirm mode (a window slot was taken).
@@ -76,76 +73,41 @@ final class ChannelShared: Sendable {
             state.publishesSinceYield += 1
             let shouldYield = state.publishesSinceYield >= Self.publishesBetweenYields
             if shouldYield { state.publishesSinceYield = 0 }
-            guard state.confirmCapacity > 0 else { return Admission(confirming: false, shouldYield: shouldYield) }
-            guard state.outstandingConfirms < state.confirmCapacity, state.confirmWaiters.isEmpty else { return nil }
-            state.outstandingConfirms += 1
+            guard state.confirms.capacity > 0 else { return Admission(confirming: false, shouldYield: shouldYield) }
+            guard state.confirms.tryAcquire() else { return nil }
             return Admission(confirming: true, shouldYield: shouldYield)
         }
     }
 
     /// Takes one slot of the confirm window, suspending while it is full (the slow path, after
-    /// ``tryAdmitPublish()`` found the window full).
+    /// ``tryAdmitPublish()`` found the window full). Ends with `CancellationError` at once
+    /// when the task is cancelled, and with the close reason when the channel closes.
     func reserveConfirmSlot() async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let outcome: RabbitMQError?? = state.withLock { state in
-                if let reason = state.closeReason { return .some(reason) }
-                if state.outstandingConfirms < state.confirmCapacity && state.confirmWaiters.isEmpty {
-                    state.outstandingConfirms += 1
-                    return .some(nil)
+        let id = state.withLock { $0.confirms.makeID() }
+        try await PermitPool.wait(
+            register: { continuation in
+                state.withLock { state -> Result<PermitPool.Registration, any Error> in
+                    if let reason = state.closeReason { return .failure(reason) }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    return .success(state.confirms.register(id: id, continuation: continuation, deadline: nil))
                 }
-                state.confirmWaiters.append(continuation)
-                return nil
-            }
-            switch outcome {
-            case .some(.some(let error)): continuation.resume(throwing: error)
-            case .some(.none): continuation.resume()
-            case .none: break
-            }
-        }
+            },
+            cancel: { [state] in state.withLock { $0.confirms.removeWaiter(id) } })
     }
 
     /// Gives back `count` confirm slots (I/O thread after acks/nacks, or a caller whose
     /// publish never reached the inbox).
     func releaseConfirmSlots(_ count: Int) {
         guard count > 0 else { return }
-        let ready: [CheckedContinuation<Void, any Error>] = state.withLock { state in
-            state.outstandingConfirms = max(0, state.outstandingConfirms - count)
-            var ready: [CheckedContinuation<Void, any Error>] = []
-            while state.outstandingConfirms < state.confirmCapacity, !state.confirmWaiters.isEmpty {
-                state.outstandingConfirms += 1
-                ready.append(state.confirmWaiters.removeFirst())
-            }
-            return ready
-        }
+        let ready = state.withLock { $0.confirms.release(count) }
         for waiter in ready { waiter.resume() }
     }
 
-    var outstandingConfirms: Int { state.withLock { $0.outstandingConfirms } }
+    var outstandingConfirms: Int { state.withLock { $0.confirms.used } }
 
     // MARK: Returns
 
-    func makeReturnStream() -> AsyncStream<RabbitMQReturnedMessage> {
-        let (stream, continuation) = AsyncStream.makeStream(
-            of: RabbitMQReturnedMessage.self, bufferingPolicy: .bufferingNewest(1024))
-        let id: Int? = state.withLock { state in
-            guard state.closeReason == nil else { return nil }
-            let id = state.nextReturnSubscriber
-            state.nextReturnSubscriber += 1
-            state.returnSubscribers[id] = continuation
-            return id
-        }
-        if let id {
-            continuation.onTermination = { [weak self] _ in
-                self?.state.withLock { _ = $0.returnSubscribers.removeValue(forKey: id) }
-            }
-        } else {
-            continuation.finish()
-        }
-        return stream
-    }
+    func makeReturnStream() -> AsyncStream<RabbitMQReturnedMessage> { returns.subscribe() }
 
-    func emitReturn(_ message: RabbitMQReturnedMessage) {
-        let subscribers = state.withLock { Array($0.returnSubscribers.values) }
-        for subscriber in subscribers { subscriber.yield(message) }
-    }
+    func emitReturn(_ message: RabbitMQReturnedMessage) { returns.yield(message) }
 }

@@ -30,19 +30,14 @@ extension RabbitMQChannel {
         arguments: RabbitMQFieldTable = [:], handler: (@Sendable (RabbitMQDelivery) -> Void)?
     ) async throws -> RabbitMQConsumer {
         try shared.checkOpen()
+        try arguments.checkDepth("consumer arguments")
         let tag = consumerTag.isEmpty ? Self.makeConsumerTag(channel: shared) : consumerTag
         let buffer = DeliveryBuffer()
         let request = ConsumeRequest(
             queue: queue, consumerTag: tag, noAck: autoAck, exclusive: exclusive, arguments: arguments)
         let sink = ConsumerSink(buffer: buffer, noAck: autoAck, handler: handler)
         let shared = self.shared
-        _ = try await withCheckedThrowingContinuation { reply in
-            do {
-                try shared.core.submit(.consume(shared, request, sink, reply))
-            } catch {
-                reply.resume(throwing: error)
-            }
-        }
+        _ = try await shared.core.call({ .consume(shared, request, sink, $0) }, refused: { buffer.finish(throwing: $0) })
         // Installed only after consume-ok: before that there is nothing to cancel.
         buffer.setOnCancel {
             shared.core.submitIfRunning(.cancelConsumer(shared, consumerTag: tag, nil))

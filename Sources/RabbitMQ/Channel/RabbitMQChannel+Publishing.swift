@@ -71,14 +71,25 @@ extension RabbitMQChannel {
         shared.makeReturnStream()
     }
 
+    /// For this package's own modules (the RPC client): a publish that waits (for room, for
+    /// recovery) at most until `deadline`, then fails with `timeout`, so a call's timeout also
+    /// covers sending its request.
+    package func publish(
+        _ body: [UInt8], exchange: String = "", routingKey: String, properties: RabbitMQProperties, mandatory: Bool,
+        deadline: ContinuousClock.Instant
+    ) async throws {
+        let message = OutboundMessage(
+            body: body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
+        try await enqueue(message, ticket: nil, deadline: deadline)
+    }
+
     @inline(__always)
-    private func enqueue(_ message: OutboundMessage, ticket: ConfirmTicket?) async throws {
+    private func enqueue(_ message: OutboundMessage, ticket: ConfirmTicket?, deadline: ContinuousClock.Instant? = nil) async throws {
         try message.validate()
-        try message.validateHeaderSize {
+        try message.validateHeaders {
             let frameMax = shared.core.negotiated.frameMax
             return frameMax > 0 ? frameMax : 131_072
         }
-        let command = Command.publish(shared, message, ticket)
         // Fast path (room in the window and in the buffer): two short locks, no suspension.
         if let admission = try shared.tryAdmitPublish() {
             // Admission says whether the channel confirms: no separate lock to ask first
@@ -86,6 +97,7 @@ extension RabbitMQChannel {
             if ticket != nil && !admission.confirming {
                 throw RabbitMQError(code: .invalidConfiguration, message: "call confirmSelect() before publishWithConfirm")
             }
+            let command = Command.publish(shared, message, ticket, holdsSlot: admission.confirming)
             let queued: Bool
             do {
                 queued = try shared.core.trySubmitPublish(command)
@@ -94,7 +106,7 @@ extension RabbitMQChannel {
                 throw error
             }
             if !queued {
-                try await submitWaitingForRoom(command, confirming: admission.confirming)
+                try await submitWaitingForRoom(command, confirming: admission.confirming, deadline: deadline)
             } else if admission.shouldYield {
                 await Task.yield()
             }
@@ -102,13 +114,14 @@ extension RabbitMQChannel {
         }
         // The confirm window is full (only a confirming channel has one): wait for a slot.
         try await shared.reserveConfirmSlot()
-        try await submitWaitingForRoom(command, confirming: true)
+        try await submitWaitingForRoom(
+            Command.publish(shared, message, ticket, holdsSlot: true), confirming: true, deadline: deadline)
     }
 
     /// The slow path: waits for room in the buffer (or for recovery), then queues `command`.
-    private func submitWaitingForRoom(_ command: Command, confirming: Bool) async throws {
+    private func submitWaitingForRoom(_ command: Command, confirming: Bool, deadline: ContinuousClock.Instant?) async throws {
         do {
-            try await shared.core.reservePublish()
+            try await shared.core.reservePublish(deadline: deadline)
         } catch {
             if confirming { shared.releaseConfirmSlots(1) }
             throw error
@@ -116,7 +129,7 @@ extension RabbitMQChannel {
         do {
             try shared.core.submit(command)
         } catch {
-            shared.core.cancelPublishReservation()
+            shared.core.releasePublishes(1)
             if confirming { shared.releaseConfirmSlots(1) }
             throw error
         }

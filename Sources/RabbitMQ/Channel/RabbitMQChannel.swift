@@ -33,24 +33,15 @@ public final class RabbitMQChannel: Sendable {
     /// Closes the channel; unacknowledged deliveries are requeued by the broker.
     public func close() async throws {
         if shared.closeReason != nil { return }
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            do {
-                try shared.core.submit(.closeChannel(shared, continuation))
-            } catch {
-                continuation.resume(throwing: error)
-            }
-        }
+        let shared = self.shared
+        try await shared.core.call { .closeChannel(shared, $0) }
     }
 
     func request(_ request: ChannelRequest) async throws -> ChannelReply {
         try shared.checkOpen()
-        return try await withCheckedThrowingContinuation { continuation in
-            do {
-                try shared.core.submit(.request(shared, request, continuation))
-            } catch {
-                continuation.resume(throwing: error)
-            }
-        }
+        try request.checkTables()
+        let shared = self.shared
+        return try await shared.core.call { .request(shared, request, $0) }
     }
 
     // MARK: Exchanges

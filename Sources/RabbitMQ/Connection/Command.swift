@@ -2,45 +2,13 @@
 enum Command: Sendable {
     case openChannel(ChannelShared, CheckedContinuation<Void, any Error>)
     case request(ChannelShared, ChannelRequest, CheckedContinuation<ChannelReply, any Error>)
-    case publish(ChannelShared, OutboundMessage, ConfirmTicket?)
+    /// `holdsSlot`: the publish took a slot of its channel's confirm window.
+    case publish(ChannelShared, OutboundMessage, ConfirmTicket?, holdsSlot: Bool)
     case settle(ChannelShared, Settlement)
     case consume(ChannelShared, ConsumeRequest, ConsumerSink, CheckedContinuation<ChannelReply, any Error>)
     case cancelConsumer(ChannelShared, consumerTag: String, CheckedContinuation<ChannelReply, any Error>?)
     case closeChannel(ChannelShared, CheckedContinuation<Void, any Error>)
     case close(CheckedContinuation<Void, any Error>?)
-}
-
-/// A synchronous AMQP method sent on a channel; the broker answers each with one reply.
-enum ChannelRequest: Sendable {
-    case exchangeDeclare(name: String, type: String, passive: Bool, durable: Bool, autoDelete: Bool, internal: Bool, arguments: RabbitMQFieldTable)
-    case exchangeDelete(name: String, ifUnused: Bool)
-    case exchangeBind(destination: String, source: String, routingKey: String, arguments: RabbitMQFieldTable)
-    case exchangeUnbind(destination: String, source: String, routingKey: String, arguments: RabbitMQFieldTable)
-    case queueDeclare(name: String, passive: Bool, durable: Bool, exclusive: Bool, autoDelete: Bool, arguments: RabbitMQFieldTable)
-    case queueBind(queue: String, exchange: String, routingKey: String, arguments: RabbitMQFieldTable)
-    case queueUnbind(queue: String, exchange: String, routingKey: String, arguments: RabbitMQFieldTable)
-    case queuePurge(name: String)
-    case queueDelete(name: String, ifUnused: Bool, ifEmpty: Bool)
-    case basicQos(prefetchCount: UInt16, global: Bool)
-    case basicGet(queue: String, noAck: Bool)
-    case confirmSelect
-}
-
-/// The decoded answer to a ``ChannelRequest`` (names copied out of rabbitmq-c's pools).
-enum ChannelReply: Sendable {
-    case ok
-    case queueDeclared(RabbitMQQueueDeclareResult)
-    case messageCount(UInt32)
-    case consumerTag(String)
-    case delivery(RabbitMQDelivery?)
-}
-
-struct ConsumeRequest: Sendable {
-    var queue: String
-    var consumerTag: String
-    var noAck: Bool
-    var exclusive: Bool
-    var arguments: RabbitMQFieldTable
 }
 
 /// A message to publish; the body is retained, not copied, until rabbitmq-c writes it.
@@ -70,11 +38,19 @@ struct OutboundMessage: Sendable {
     }
 
     /// The content header frame must fit in one frame of `frameMax` bytes (at least 4096):
-    /// only a large headers table can make it too big.
-    func validateHeaderSize(frameMax: () -> Int) throws(RabbitMQError) {
+    /// only a large headers table can make it too big. Headers may not nest deeper than
+    /// ``RabbitMQFieldTable/maxDepth``.
+    func validateHeaders(frameMax: () -> Int) throws(RabbitMQError) {
         guard let headers = properties.headers else { return }
-        // Frame header and end (8), class, weight, body size, flags (14), the other properties.
-        let size = 22 + PublishWriter.sizeWithoutHeaders(properties) + headers.encodedSize
+        let (tableSize, depth) = headers.measured()
+        if depth > RabbitMQFieldTable.maxDepth {
+            throw RabbitMQError(
+                code: .invalidConfiguration, scope: .none,
+                message: "the message's headers nest tables and arrays more than \(RabbitMQFieldTable.maxDepth) deep")
+        }
+        // Frame header and end (8), class, weight, body size, flags (14), the other properties,
+        // and room for the return tag of a mandatory confirm-mode publish (38).
+        let size = 22 + FrameWriter.sizeWithoutHeaders(properties) + tableSize + (mandatory ? 38 : 0)
         guard size > 4096 else { return }
         let limit = frameMax()
         guard size > limit else { return }

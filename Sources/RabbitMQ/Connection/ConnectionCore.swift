@@ -2,7 +2,9 @@ import Glibc
 import Logging
 
 /// The thread-safe half of a connection: the command inbox the I/O thread drains, the
-/// wake-up descriptor, channel-number allocation, publish back-pressure and event fan-out.
+/// wake-up descriptor, channel-number allocation, the publish buffer's room, the gate
+/// publishers wait at during recovery, and event fan-out. What it knows of the connection's
+/// phase the I/O thread tells it (``ConnectionAction/setPhase(_:)``).
 ///
 /// Every method may be called from any thread; none blocks beyond a short critical section.
 final class ConnectionCore: Sendable {
@@ -11,26 +13,20 @@ final class ConnectionCore: Sendable {
         /// True while the I/O thread is awake or a wake-up is already signalled, so a burst
         /// of commands costs one eventfd write, not one per command.
         var wakePending = true
-        /// Set once the connection is closing or closed: new commands fail with it.
+        var phase = ConnectionPhase.open
+        /// Set once `close()` was asked for: new commands fail with it (settlements and
+        /// further closes still go through).
+        var closing: RabbitMQError?
+        /// Set once the connection is closed: every command fails with it.
         var terminal: RabbitMQError?
         var channelNumbers = ChannelNumberAllocator(max: 0)
-        var queuedPublishes = 0
-        var publishWaiters: [CheckedContinuation<Void, any Error>] = []
-        /// While the connection is recovering, publishers wait here (bounded, with a deadline).
-        var recovering = false
-        var outageWaiters: [OutageWaiter] = []
-        var nextOutageWaiter = 0
-        var eventContinuations: [Int: AsyncStream<RabbitMQConnectionEvent>.Continuation] = [:]
-        var nextEventSubscriber = 0
+        /// Room for publishes between the caller and the socket.
+        var publishRoom: PermitPool
+        /// Publishers waiting for the connection to come back.
+        var outage = PermitPool(capacity: 0)
         var negotiated = Negotiated()
         /// Server-named queues re-declared under new names by recovery: old -> new.
         var renamedQueues: [String: String] = [:]
-    }
-
-    struct OutageWaiter: Sendable {
-        var id: Int
-        var continuation: CheckedContinuation<Void, any Error>
-        var deadline: ContinuousClock.Instant
     }
 
     struct Negotiated: Sendable {
@@ -49,6 +45,7 @@ final class ConnectionCore: Sendable {
     let wakeDescriptor: Int32
     var threadName: String { "rmq-io-\(id)" }
     private let state: LockedValue<State>
+    private let events = Broadcaster<RabbitMQConnectionEvent>(bufferSize: 256)
 
     init(configuration: RabbitMQConfiguration, id: UInt64, name: String, wakeDescriptor: Int32) {
         self.configuration = configuration
@@ -58,7 +55,7 @@ final class ConnectionCore: Sendable {
         logger[metadataKey: LogKey.connection] = "\(name)"
         self.logger = logger
         self.wakeDescriptor = wakeDescriptor
-        self.state = LockedValue(State())
+        self.state = LockedValue(State(publishRoom: PermitPool(capacity: configuration.publishBufferLimit)))
     }
 
     deinit {
@@ -70,10 +67,36 @@ final class ConnectionCore: Sendable {
     /// Queues a command for the I/O thread.
     func submit(_ command: Command) throws(RabbitMQError) {
         let wake: Bool = try state.withLock { state throws(RabbitMQError) in
-            if let terminal = state.terminal { throw terminal }
+            try Self.checkAccepts(command, state)
             return Self.enqueue(command, in: &state)
         }
         if wake { signalWake() }
+    }
+
+    @inline(__always)
+    private static func checkAccepts(_ command: Command, _ state: State) throws(RabbitMQError) {
+        if let terminal = state.terminal { throw terminal }
+        if let closing = state.closing {
+            switch command {
+            case .settle, .close: break
+            default: throw closing
+            }
+        }
+    }
+
+    /// Submits a command that carries a continuation and waits for the I/O thread to resume
+    /// it; a command refused at once resumes it with the refusal (after `refused` ran).
+    func call<T>(
+        _ make: (CheckedContinuation<T, any Error>) -> Command, refused: (RabbitMQError) -> Void = { _ in }
+    ) async throws -> T {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            do throws(RabbitMQError) {
+                try submit(make(continuation))
+            } catch {
+                refused(error)
+                continuation.resume(throwing: error)
+            }
+        }
     }
 
     /// Appends to the inbox (under the lock); returns whether the I/O thread must be woken.
@@ -85,8 +108,8 @@ final class ConnectionCore: Sendable {
         return true
     }
 
-    /// Queues a command the I/O thread must see even while closing (settlements are dropped
-    /// there if stale). Returns false once the connection is closed.
+    /// Queues a command the I/O thread should see if it still runs. Returns false once the
+    /// connection no longer takes it.
     @discardableResult
     func submitIfRunning(_ command: Command) -> Bool {
         do {
@@ -97,7 +120,7 @@ final class ConnectionCore: Sendable {
         }
     }
 
-    private func signalWake() {
+    func signalWake() {
         var one: UInt64 = 1
         _ = withUnsafeBytes(of: &one) { write(wakeDescriptor, $0.baseAddress, 8) }
     }
@@ -125,184 +148,158 @@ final class ConnectionCore: Sendable {
         }
     }
 
-    /// I/O thread: refuses new commands from now on and returns those still queued.
-    func markTerminal(_ error: RabbitMQError) -> [Command] {
-        state.withLock { state in
+    // MARK: Phase
+
+    /// I/O thread: the connection's phase changed (see ``ConnectionPhase``).
+    func setPhase(_ phase: ConnectionPhase) {
+        let resumed: [PermitPool.Continuation] = state.withLock { state in
+            state.phase = phase
+            if phase == .closing, state.closing == nil {
+                state.closing = RabbitMQError(code: .closed, scope: .connection, message: "the connection is closing")
+            }
+            // The gate opens: waiting publishers try again (and fail if it is closing).
+            return phase == .recovering ? [] : state.outage.releaseAll()
+        }
+        for waiter in resumed { waiter.resume() }
+    }
+
+    /// I/O thread: the connection is over. Refuses every command from now on, fails every
+    /// waiting publisher, ends the event streams, and returns the commands still queued.
+    func terminate(_ error: RabbitMQError) -> [Command] {
+        let (remaining, waiters): ([Command], [PermitPool.Continuation]) = state.withLock { state in
             if state.terminal == nil { state.terminal = error }
             let remaining = state.inbox
             state.inbox.removeAll()
-            return remaining
+            return (remaining, state.publishRoom.releaseAll() + state.outage.releaseAll())
         }
+        for waiter in waiters { waiter.resume(throwing: error) }
+        return remaining
     }
 
     var terminalError: RabbitMQError? { state.withLock { $0.terminal } }
 
-    // MARK: Publish back-pressure
+    /// Neither closing nor closed.
+    var isOpen: Bool { state.withLock { $0.terminal == nil && $0.closing == nil } }
 
-    /// Reserves room for one publish in the inbox, suspending while the buffer is full.
-    /// While the connection recovers, waits for it (at most `publishBufferLimit` publishers,
-    /// each for at most `recovery.publishWaitTimeout`, or until its task is cancelled) instead
-    /// of queueing more messages.
-    func reservePublish() async throws {
-        let limit = configuration.publishBufferLimit
-        while true {
-            enum Step { case reserved, waitForRoom, waitForRecovery }
-            let step: Step = try state.withLock { state throws(RabbitMQError) in
-                if let terminal = state.terminal { throw terminal }
-                if state.recovering { return .waitForRecovery }
-                guard state.queuedPublishes < limit, state.publishWaiters.isEmpty else { return .waitForRoom }
-                state.queuedPublishes += 1
-                return .reserved
-            }
-            switch step {
-            case .reserved:
-                return
-            case .waitForRoom:
-                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                    let outcome: RabbitMQError?? = state.withLock { state in
-                        if let terminal = state.terminal { return .some(terminal) }
-                        if state.queuedPublishes < limit && state.publishWaiters.isEmpty {
-                            state.queuedPublishes += 1
-                            return .some(nil)
-                        }
-                        state.publishWaiters.append(continuation)
-                        return nil
-                    }
-                    switch outcome {
-                    case .some(.some(let error)): continuation.resume(throwing: error)
-                    case .some(.none): continuation.resume()
-                    case .none: break
-                    }
-                }
-                return
-            case .waitForRecovery:
-                try await waitForRecovery(limit: limit)
-            }
-        }
-    }
+    var isRecovering: Bool { state.withLock { $0.phase == .recovering && $0.terminal == nil } }
 
-    /// Waits (without a reservation) until recovery ends, the publish wait times out, or the
-    /// task is cancelled; the caller then tries again.
-    private func waitForRecovery(limit: Int) async throws {
-        let id = state.withLock { state in
-            defer { state.nextOutageWaiter += 1 }
-            return state.nextOutageWaiter
-        }
-        try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let outcome: (any Error)?? = state.withLock { state in
-                    if let terminal = state.terminal { return .some(terminal) }
-                    guard state.recovering else { return .some(nil) }
-                    // Checked under the lock: a cancellation handler that ran earlier found
-                    // nothing to remove.
-                    if Task.isCancelled { return .some(CancellationError()) }
-                    guard state.outageWaiters.count < limit else {
-                        return .some(
-                            RabbitMQError(
-                                code: .resourceError, scope: .none,
-                                message: "the connection is recovering and \(limit) publishes already wait for it"))
-                    }
-                    state.outageWaiters.append(
-                        OutageWaiter(
-                            id: id, continuation: continuation,
-                            deadline: .now + configuration.recovery.publishWaitTimeout))
-                    return nil
-                }
-                switch outcome {
-                case .some(.some(let error)): continuation.resume(throwing: error)
-                case .some(.none): continuation.resume()
-                case .none: break
-                }
-            }
-        } onCancel: {
-            let waiter: OutageWaiter? = state.withLock { state in
-                guard let index = state.outageWaiters.firstIndex(where: { $0.id == id }) else { return nil }
-                return state.outageWaiters.remove(at: index)
-            }
-            waiter?.continuation.resume(throwing: CancellationError())
-        }
-    }
+    // MARK: Publish room
 
-    /// The publish fast path: reserves room for `command` and queues it in one critical
-    /// section, when there is room and no recovery is under way. Returns false (having done
-    /// nothing) otherwise; then ``reservePublish()`` and ``submit(_:)`` take the slow path.
+    /// The publish fast path: takes room for `command` and queues it in one critical section,
+    /// when there is room and no recovery is under way. Returns false (having done nothing)
+    /// otherwise; then ``reservePublish(deadline:)`` and ``submit(_:)`` take the slow path.
     @inline(__always)
     func trySubmitPublish(_ command: Command) throws(RabbitMQError) -> Bool {
-        let limit = configuration.publishBufferLimit
         let (queued, wake) = try state.withLock { state throws(RabbitMQError) -> (Bool, Bool) in
-            if let terminal = state.terminal { throw terminal }
-            guard !state.recovering, state.queuedPublishes < limit, state.publishWaiters.isEmpty else { return (false, false) }
-            state.queuedPublishes += 1
+            try Self.checkAccepts(command, state)
+            guard state.phase != .recovering, state.publishRoom.tryAcquire() else { return (false, false) }
             return (true, Self.enqueue(command, in: &state))
         }
         if wake { signalWake() }
         return queued
     }
 
-    /// I/O thread: the connection was lost (true) or is back (false).
-    func setRecovering(_ recovering: Bool) {
-        let resumed: [OutageWaiter] = state.withLock { state in
-            state.recovering = recovering
-            guard !recovering else { return [] }
-            let waiters = state.outageWaiters
-            state.outageWaiters.removeAll()
-            return waiters
+    /// Takes room for one publish in the buffer, suspending while it is full. While the
+    /// connection recovers, waits for it first (at most `publishBufferLimit` publishers, each
+    /// until `recovery.publishWaitTimeout` or `deadline`, whichever comes first). Ends at once
+    /// with `CancellationError` when the task is cancelled.
+    func reservePublish(deadline: ContinuousClock.Instant? = nil) async throws {
+        while true {
+            enum Step { case reserved, waitForRoom, waitForRecovery }
+            let step: Step = try state.withLock { state throws(RabbitMQError) in
+                if let terminal = state.terminal { throw terminal }
+                if let closing = state.closing { throw closing }
+                if state.phase == .recovering { return .waitForRecovery }
+                return state.publishRoom.tryAcquire() ? .reserved : .waitForRoom
+            }
+            switch step {
+            case .reserved:
+                return
+            case .waitForRoom:
+                try await wait(for: .room, deadline: deadline)
+                return
+            case .waitForRecovery:
+                let outageDeadline = ContinuousClock.now + configuration.recovery.publishWaitTimeout
+                try await wait(for: .outage, deadline: min(deadline ?? outageDeadline, outageDeadline))
+            }
         }
-        for waiter in resumed { waiter.continuation.resume() }
     }
 
-    var isRecovering: Bool { state.withLock { $0.recovering } }
+    /// The two pools publishers wait on.
+    private enum Pool: Sendable {
+        case room, outage
 
-    /// I/O thread, while recovering: fails publishers that waited past their deadline.
-    func expireOutageWaiters(now: ContinuousClock.Instant) {
-        let expired: [OutageWaiter] = state.withLock { state in
-            let expired = state.outageWaiters.filter { $0.deadline <= now }
-            guard !expired.isEmpty else { return [] }
-            state.outageWaiters.removeAll { $0.deadline <= now }
-            return expired
+        func access<R>(_ state: inout State, _ body: (inout PermitPool) -> R) -> R {
+            switch self {
+            case .room: body(&state.publishRoom)
+            case .outage: body(&state.outage)
+            }
+        }
+    }
+
+    private func wait(for pool: Pool, deadline: ContinuousClock.Instant?) async throws {
+        let id = state.withLock { pool.access(&$0) { $0.makeID() } }
+        let recovering = pool == .outage
+        let limit = configuration.publishBufferLimit
+        try await PermitPool.wait(
+            register: { continuation in
+                state.withLock { state -> Result<PermitPool.Registration, any Error> in
+                    if let terminal = state.terminal { return .failure(terminal) }
+                    if let closing = state.closing { return .failure(closing) }
+                    // Checked under the lock: a cancellation handler that ran earlier found
+                    // nothing to remove.
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    if recovering {
+                        // The connection came back meanwhile: try again for room.
+                        guard state.phase == .recovering else { return .success(.granted) }
+                        guard state.outage.waiterCount < limit else {
+                            return .failure(
+                                RabbitMQError(
+                                    code: .resourceError, scope: .none,
+                                    message: "the connection is recovering and \(limit) publishes already wait for it"))
+                        }
+                    }
+                    return .success(pool.access(&state) { $0.register(id: id, continuation: continuation, deadline: deadline) })
+                }.map { registration in
+                    // The I/O thread may sleep past this deadline: wake it to look again.
+                    if registration == .queued, deadline != nil { signalWake() }
+                    return registration
+                }
+            },
+            cancel: { [state] in state.withLock { pool.access(&$0) { $0.removeWaiter(id) } } })
+    }
+
+    /// I/O thread: fails publishers that waited past their deadline.
+    func expireWaiters(now: ContinuousClock.Instant) {
+        let (room, outage) = state.withLock { state in
+            (state.publishRoom.expire(now: now), state.outage.expire(now: now))
+        }
+        for waiter in room {
+            waiter.resume(
+                throwing: RabbitMQError(code: .timeout, scope: .none, message: "no room in the publish buffer before the deadline"))
         }
         let timeout = configuration.recovery.publishWaitTimeout
-        for waiter in expired {
-            waiter.continuation.resume(
+        for waiter in outage {
+            waiter.resume(
                 throwing: RabbitMQError(
                     code: .timeout, scope: .none,
-                    message: "the connection did not recover within \(timeout); the message was not published"))
+                    message: "the connection did not recover in time (at most \(timeout)); the message was not published"))
         }
     }
 
-    /// Returns a reservation taken by ``reservePublish()`` whose command was never submitted.
-    func cancelPublishReservation() {
-        releasePublishes(1)
+    /// The earliest deadline of a waiting publisher (the I/O thread's timer).
+    var earliestWaiterDeadline: ContinuousClock.Instant? {
+        state.withLock { state in
+            [state.publishRoom.earliestDeadline, state.outage.earliestDeadline].compactMap { $0 }.min()
+        }
     }
 
-    /// I/O thread: `count` publishes left the inbox; wake as many waiting publishers.
+    /// Gives back room taken by ``reservePublish(deadline:)`` or the fast path: the publish
+    /// was written, failed, or never submitted.
     func releasePublishes(_ count: Int) {
         guard count > 0 else { return }
-        let limit = configuration.publishBufferLimit
-        let ready: [CheckedContinuation<Void, any Error>] = state.withLock { state in
-            state.queuedPublishes -= count
-            var ready: [CheckedContinuation<Void, any Error>] = []
-            while state.queuedPublishes < limit, !state.publishWaiters.isEmpty {
-                state.queuedPublishes += 1
-                ready.append(state.publishWaiters.removeFirst())
-            }
-            return ready
-        }
+        let ready = state.withLock { $0.publishRoom.release(count) }
         for waiter in ready { waiter.resume() }
-    }
-
-    /// I/O thread, at teardown: fails every waiting publisher.
-    func failPublishWaiters(_ error: RabbitMQError) {
-        let (waiters, outage) = state.withLock { state in
-            let waiters = state.publishWaiters
-            state.publishWaiters.removeAll()
-            let outage = state.outageWaiters
-            state.outageWaiters.removeAll()
-            state.recovering = false
-            return (waiters, outage)
-        }
-        for waiter in waiters { waiter.resume(throwing: error) }
-        for waiter in outage { waiter.continuation.resume(throwing: error) }
     }
 
     // MARK: Channel numbers
@@ -310,6 +307,7 @@ final class ConnectionCore: Sendable {
     func allocateChannel() throws(RabbitMQError) -> UInt16 {
         try state.withLock { state throws(RabbitMQError) in
             if let terminal = state.terminal { throw terminal }
+            if let closing = state.closing { throw closing }
             guard let number = state.channelNumbers.allocate() else {
                 throw RabbitMQError(
                     code: .resourceError,
@@ -317,6 +315,11 @@ final class ConnectionCore: Sendable {
             }
             return number
         }
+    }
+
+    /// For the I/O thread (recovery's own channel): nil when none is free.
+    func allocateChannelNumber() -> UInt16? {
+        state.withLock { $0.channelNumbers.allocate() }
     }
 
     func releaseChannel(_ number: UInt16) {
@@ -351,40 +354,12 @@ final class ConnectionCore: Sendable {
 
     // MARK: Events
 
-    func makeEventStream() -> AsyncStream<RabbitMQConnectionEvent> {
-        let (stream, continuation) = AsyncStream.makeStream(
-            of: RabbitMQConnectionEvent.self, bufferingPolicy: .bufferingNewest(256))
-        let id: Int? = state.withLock { state in
-            guard state.terminal == nil else { return nil }
-            let id = state.nextEventSubscriber
-            state.nextEventSubscriber += 1
-            state.eventContinuations[id] = continuation
-            return id
-        }
-        if let id {
-            continuation.onTermination = { [weak self] _ in
-                self?.state.withLock { _ = $0.eventContinuations.removeValue(forKey: id) }
-            }
-        } else {
-            continuation.finish()
-        }
-        return stream
-    }
+    func makeEventStream() -> AsyncStream<RabbitMQConnectionEvent> { events.subscribe() }
 
     /// Never blocks: each subscriber buffers the newest events.
-    func emit(_ event: RabbitMQConnectionEvent) {
-        let subscribers = state.withLock { Array($0.eventContinuations.values) }
-        for subscriber in subscribers { subscriber.yield(event) }
-    }
+    func emit(_ event: RabbitMQConnectionEvent) { events.yield(event) }
 
-    func finishEvents() {
-        let subscribers = state.withLock { state in
-            let subscribers = Array(state.eventContinuations.values)
-            state.eventContinuations.removeAll()
-            return subscribers
-        }
-        for subscriber in subscribers { subscriber.finish() }
-    }
+    func finishEvents() { events.finish() }
 }
 
 /// Hands out the lowest free channel number: each number rabbitmq-c has seen keeps a pool of

@@ -64,8 +64,9 @@ public final class RabbitMQConnection: Sendable {
     /// The connection's name (``RabbitMQConfiguration/connectionName`` or a generated one).
     public var name: String { core.name }
 
-    /// Whether the connection is open (also while it recovers; see ``isRecovering``).
-    public var isOpen: Bool { core.terminalError == nil }
+    /// Whether the connection is open: not closed, nor closing (also while it recovers; see
+    /// ``isRecovering``).
+    public var isOpen: Bool { core.isOpen }
 
     /// Whether the connection was lost and recovery is under way.
     public var isRecovering: Bool { core.isRecovering }
@@ -107,14 +108,7 @@ public final class RabbitMQConnection: Sendable {
     public func openChannel() async throws -> RabbitMQChannel {
         let number = try core.allocateChannel()
         let shared = ChannelShared(number: number, core: core)
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            do {
-                try core.submit(.openChannel(shared, continuation))
-            } catch {
-                core.releaseChannel(number)
-                continuation.resume(throwing: error)
-            }
-        }
+        try await core.call({ .openChannel(shared, $0) }, refused: { _ in core.releaseChannel(number) })
         return RabbitMQChannel(connection: self, shared: shared)
     }
 
@@ -124,8 +118,10 @@ public final class RabbitMQConnection: Sendable {
     /// Calling it again, or on a connection already closed, returns at once.
     public func close() async throws {
         if core.terminalError != nil { return }
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            if !core.submitIfRunning(.close(continuation)) { continuation.resume() }
+        do {
+            try await core.call { .close($0) }
+        } catch let error as RabbitMQError where core.terminalError != nil && error == core.terminalError {
+            // Closed meanwhile (by another close, or for good after a failure): nothing to do.
         }
     }
 }

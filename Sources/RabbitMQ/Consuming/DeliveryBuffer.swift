@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Hands one consumer's deliveries from the I/O thread to the task iterating them.
 ///
 /// The I/O thread appends under a lock and never resumes the iterating task per message:
@@ -8,6 +10,10 @@
 /// manual acks); the buffer itself never drops anything.
 ///
 /// Single consumer: one iterator at a time, as with `AsyncThrowingStream`.
+///
+/// After the connection was lost, deliveries of the dead connection that were buffered but
+/// not handed out yet are dropped (``dropStale(before:)``): the broker requeued them, and they
+/// come back marked redelivered, so nothing is handed out twice without the caller knowing.
 final class DeliveryBuffer: Sendable {
     enum PushResult {
         /// Buffered; the iterator is running or already scheduled to be woken.
@@ -40,6 +46,8 @@ final class DeliveryBuffer: Sendable {
     }
 
     private let state = LockedValue(State())
+    /// Deliveries (to settle) from connection epochs before this one are stale.
+    private let staleBefore = Atomic<UInt64>(0)
     static let secondIterator = RabbitMQError(
         code: .invalidConfiguration, scope: .none,
         message: "the consumer is already being iterated by another task: iterate a consumer from one task at a time")
@@ -59,6 +67,21 @@ final class DeliveryBuffer: Sendable {
             state.wakeScheduled = true
             return .needsWake
         }
+    }
+
+    /// The connection was lost: deliveries from epochs before `epoch` still buffered are
+    /// dropped, and an iterator skips those it took already but has not handed out.
+    func dropStale(before epoch: UInt64) {
+        staleBefore.store(epoch, ordering: .relaxed)
+        state.withLock { state in
+            state.items.removeAll { $0.isSettleable && $0.epoch < epoch }
+        }
+    }
+
+    /// A delivery of a connection that is gone, which the broker requeued.
+    @inline(__always)
+    func isStale(_ delivery: RabbitMQDelivery) -> Bool {
+        delivery.epoch < staleBefore.load(ordering: .relaxed) && delivery.isSettleable
     }
 
     /// Resumes the waiting iterator with everything buffered.
@@ -131,6 +154,27 @@ final class DeliveryBuffer: Sendable {
         }
         waiter?.resume(returning: [])
         // basic.cancel first, so the broker does not hand the rejected messages straight back.
+        onCancel?()
+        Self.requeue(buffered)
+    }
+
+    /// Ends the sequence at once with `error` (its owner cannot go on): the iterator throws
+    /// it next, the consumer is cancelled, and what was buffered goes back to the queue.
+    func stop(throwing error: any Error) {
+        let (waiter, onCancel, buffered): (
+            CheckedContinuation<[RabbitMQDelivery], any Error>?, (@Sendable () -> Void)?, [RabbitMQDelivery]
+        ) = state.withLock { state in
+            guard state.end == nil else { return (nil, nil, []) }
+            state.end = .failed(error)
+            let buffered = state.items
+            state.items = []
+            let onCancel = state.onCancel
+            state.onCancel = nil
+            let waiter = state.waiter.take()
+            if waiter != nil { state.endReported = true }
+            return (waiter, onCancel, buffered)
+        }
+        waiter?.resume(throwing: error)
         onCancel?()
         Self.requeue(buffered)
     }
@@ -235,13 +279,16 @@ final class DeliveryIteratorState {
 
     @inline(__always)
     func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> RabbitMQDelivery? {
-        if index == batch.count {
-            try await refill(isolation: actor)
-            if batch.isEmpty { return nil }
+        while true {
+            if index == batch.count {
+                try await refill(isolation: actor)
+                if batch.isEmpty { return nil }
+            }
+            let delivery = batch[index]
+            index += 1
+            if lifetime.buffer.isStale(delivery) { continue }
+            return delivery
         }
-        let delivery = batch[index]
-        index += 1
-        return delivery
     }
 
     private func refill(isolation actor: isolated (any Actor)?) async throws(any Error) {

@@ -40,14 +40,16 @@ public struct RabbitMQConsumer: AsyncSequence, Sendable {
     /// sequence then ends after the deliveries already received.
     public func cancel() async throws {
         guard channel.isOpen else { return }
-        _ = try await withCheckedThrowingContinuation { continuation in
-            do {
-                try channel.shared.core.submit(
-                    .cancelConsumer(channel.shared, consumerTag: consumerTag, continuation))
-            } catch {
-                continuation.resume(throwing: error)
-            }
-        }
+        let shared = channel.shared
+        let tag = consumerTag
+        _ = try await shared.core.call { .cancelConsumer(shared, consumerTag: tag, $0) }
+    }
+
+    /// For this package's own modules: ends the sequence at once with `error` (the loop
+    /// consuming it throws it next), cancels the consumer, and requeues what was buffered.
+    /// Used when handling one delivery failed in a way that must stop the whole consumer.
+    package func stop(throwing error: any Error) {
+        lifetime.buffer.stop(throwing: error)
     }
 
     public func makeAsyncIterator() -> AsyncIterator {

@@ -83,27 +83,68 @@ extension RabbitMQFieldTable: Sequence {
 }
 
 extension RabbitMQFieldTable {
+    /// How deep tables and arrays may nest, counting this table as 1. Deeper ones are
+    /// refused with a typed error on the way out (they would be encoded by recursion on the
+    /// connection's I/O thread) and rejected on the way in (as rabbitmq-c 0.14 and later do).
+    public static let maxDepth = 100
+
     /// The size of the table in AMQP's wire encoding (its 4-byte length included), as
     /// rabbitmq-c encodes it: used to refuse a message whose headers cannot fit in a frame.
-    var encodedSize: Int {
-        4 + entries.reduce(0) { $0 + 1 + Swift.min($1.key.utf8.count, 255) + $1.value.encodedSize }
+    var encodedSize: Int { measured().size }
+
+    /// Its encoded size and how deep it nests; the walk stops (depth `maxDepth + 1`) as soon
+    /// as it is too deep, so it never recurses further than that.
+    func measured(depth: Int = 1) -> (size: Int, depth: Int) {
+        guard depth <= Self.maxDepth else { return (0, depth) }
+        var size = 4
+        var deepest = depth
+        for entry in entries {
+            let value = entry.value.measured(depth: depth)
+            size += 1 + Swift.min(entry.key.utf8.count, 255) + value.size
+            deepest = Swift.max(deepest, value.depth)
+            if deepest > Self.maxDepth { break }
+        }
+        return (size, deepest)
+    }
+
+    /// Throws when the table nests deeper than ``maxDepth``.
+    func checkDepth(_ what: @autoclosure () -> String) throws(RabbitMQError) {
+        guard measured().depth > Self.maxDepth else { return }
+        throw RabbitMQError(
+            code: .invalidConfiguration, scope: .none,
+            message: "the \(what()) nest tables and arrays more than \(Self.maxDepth) deep")
     }
 }
 
 extension RabbitMQFieldValue {
     /// The encoded size of the value, its one-byte kind included.
-    var encodedSize: Int {
+    var encodedSize: Int { measured(depth: 1).size }
+
+    /// Size and depth; `depth` is that of the table or array holding the value.
+    func measured(depth: Int) -> (size: Int, depth: Int) {
         switch self {
-        case .bool, .int8, .uint8: 2
-        case .int16, .uint16: 3
-        case .int32, .uint32, .float: 5
-        case .int64, .double, .timestamp: 9
-        case .decimal: 6
-        case .string(let value): 5 + value.utf8.count
-        case .bytes(let value): 5 + value.count
-        case .table(let value): 1 + value.encodedSize
-        case .array(let values): 5 + values.reduce(0) { $0 + $1.encodedSize }
-        case .void: 1
+        case .bool, .int8, .uint8: return (2, depth)
+        case .int16, .uint16: return (3, depth)
+        case .int32, .uint32, .float: return (5, depth)
+        case .int64, .double, .timestamp: return (9, depth)
+        case .decimal: return (6, depth)
+        case .string(let value): return (5 + value.utf8.count, depth)
+        case .bytes(let value): return (5 + value.count, depth)
+        case .table(let value):
+            let inner = value.measured(depth: depth + 1)
+            return (1 + inner.size, inner.depth)
+        case .array(let values):
+            guard depth + 1 <= RabbitMQFieldTable.maxDepth else { return (0, depth + 1) }
+            var size = 5
+            var deepest = depth + 1
+            for value in values {
+                let inner = value.measured(depth: depth + 1)
+                size += inner.size
+                deepest = Swift.max(deepest, inner.depth)
+                if deepest > RabbitMQFieldTable.maxDepth { break }
+            }
+            return (size, deepest)
+        case .void: return (1, depth)
         }
     }
 }

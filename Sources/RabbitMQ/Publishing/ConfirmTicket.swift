@@ -1,61 +1,94 @@
 import Synchronization
 
-
 /// The one-shot result of a publish in confirm mode: resolved by the I/O thread, awaited by
-/// any task. Safe to await from several tasks; each sees the same outcome.
+/// any task. Safe to await from several tasks; each sees the same outcome. A task that is
+/// cancelled while it waits stops waiting (with `CancellationError`); the outcome itself is
+/// still recorded for the others.
 final class ConfirmTicket: Sendable {
+    private typealias Waiter = CheckedContinuation<RabbitMQPublishOutcome, any Error>
+
     private enum State {
         case pending
         /// One waiter (the usual case) needs no array.
-        case awaited(CheckedContinuation<RabbitMQPublishOutcome, any Error>)
-        case awaitedByMany([CheckedContinuation<RabbitMQPublishOutcome, any Error>])
+        case awaited(id: Int, Waiter)
+        case awaitedByMany([Int: Waiter])
         case done(Result<RabbitMQPublishOutcome, RabbitMQError>)
     }
 
-    private let state = LockedValue(State.pending)
+    private struct Box {
+        var state = State.pending
+        var nextWaiter = 0
+    }
+
+    private let box = LockedValue(Box())
     /// Set when recovery published the message again on a new connection.
-    let republished = Atomic<Bool>(false)
+    private let republished = Atomic<Bool>(false)
+
+    var wasRepublished: Bool { republished.load(ordering: .relaxed) }
+
+    func markRepublished() { republished.store(true, ordering: .relaxed) }
 
     func resolve(_ result: Result<RabbitMQPublishOutcome, RabbitMQError>) {
-        let previous: State = state.withLock { state in
-            let previous = state
-            if case .done = state { return previous }
-            state = .done(result)
+        let previous: State = box.withLock { box in
+            let previous = box.state
+            if case .done = box.state { return previous }
+            box.state = .done(result)
             return previous
         }
         switch previous {
-        case .awaited(let waiter): waiter.resume(with: result.mapError { $0 })
-        case .awaitedByMany(let waiters): for waiter in waiters { waiter.resume(with: result.mapError { $0 }) }
+        case .awaited(_, let waiter): waiter.resume(with: result.mapError { $0 })
+        case .awaitedByMany(let waiters): for waiter in waiters.values { waiter.resume(with: result.mapError { $0 }) }
         case .pending, .done: break
         }
     }
 
     var result: Result<RabbitMQPublishOutcome, RabbitMQError>? {
-        state.withLock { state in
-            if case .done(let result) = state { return result }
+        box.withLock { box in
+            if case .done(let result) = box.state { return result }
             return nil
         }
     }
 
     func wait() async throws -> RabbitMQPublishOutcome {
         if let result { return try result.get() }
-        return try await withCheckedThrowingContinuation { continuation in
-            let done: Result<RabbitMQPublishOutcome, RabbitMQError>? = state.withLock { state in
-                switch state {
-                case .pending:
-                    state = .awaited(continuation)
+        let id = box.withLock { box in
+            defer { box.nextWaiter += 1 }
+            return box.nextWaiter
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: Waiter) in
+                let done: Result<RabbitMQPublishOutcome, any Error>? = box.withLock { box in
+                    // Checked under the lock: a cancellation handler that ran earlier found
+                    // nothing to remove.
+                    if case .done(let result) = box.state { return result.mapError { $0 } }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    switch box.state {
+                    case .pending: box.state = .awaited(id: id, continuation)
+                    case .awaited(let first, let waiter): box.state = .awaitedByMany([first: waiter, id: continuation])
+                    case .awaitedByMany(var waiters):
+                        waiters[id] = continuation
+                        box.state = .awaitedByMany(waiters)
+                    case .done: break
+                    }
                     return nil
-                case .awaited(let first):
-                    state = .awaitedByMany([first, continuation])
+                }
+                if let done { continuation.resume(with: done) }
+            }
+        } onCancel: {
+            let waiter: Waiter? = box.withLock { box in
+                switch box.state {
+                case .awaited(let first, let waiter) where first == id:
+                    box.state = .pending
+                    return waiter
+                case .awaitedByMany(var waiters):
+                    let waiter = waiters.removeValue(forKey: id)
+                    box.state = .awaitedByMany(waiters)
+                    return waiter
+                default:
                     return nil
-                case .awaitedByMany(let waiters):
-                    state = .awaitedByMany(waiters + [continuation])
-                    return nil
-                case .done(let result):
-                    return result
                 }
             }
-            if let done { continuation.resume(with: done.mapError { $0 }) }
+            waiter?.resume(throwing: CancellationError())
         }
     }
 }

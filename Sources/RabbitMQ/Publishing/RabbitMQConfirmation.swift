@@ -22,7 +22,7 @@ public struct RabbitMQConfirmation: Sendable {
 
     /// Whether the connection was lost before the broker confirmed the message and recovery
     /// published it again: the broker may then hold it twice (deduplicate by message id).
-    public var wasRepublished: Bool { ticket.republished.load(ordering: .relaxed) }
+    public var wasRepublished: Bool { ticket.wasRepublished }
 
     /// Suspends until the broker confirms the message, then returns the outcome.
     ///

@@ -109,7 +109,10 @@ public final class RabbitMQRPCClient: Sendable {
                 // Direct reply-to requires auto-ack, and a consumer before the first request.
                 consumer = try await opened.consume(queue: replyTo, autoAck: true, handler: route)
             } else {
-                replyTo = try await opened.queueDeclare("", exclusive: true, autoDelete: true).name
+                // A name of our own, not a server-named one: recovery declares the queue
+                // again under the same name, so the reply-to of later requests stays right.
+                replyTo = "swift-rmq.rpc-reply." + correlationPrefix.dropLast()
+                try await opened.queueDeclare(replyTo, exclusive: true)
                 consumer = try await opened.consume(queue: replyTo, autoAck: true, exclusive: true, handler: route)
             }
             registry.setRunning(.init(channel: opened, replyTo: replyTo))
@@ -233,8 +236,14 @@ public final class RabbitMQRPCClient: Sendable {
         }
         registry.register(id, deadline: deadline)
         do {
+            // The call's timeout covers the publish: during an outage it waits for the
+            // connection at most until the call's deadline, and is never sent after it.
             try await link.channel.publish(
-                body, exchange: configuration.exchange, routingKey: routingKey, properties: properties, mandatory: true)
+                body, exchange: configuration.exchange, routingKey: routingKey, properties: properties, mandatory: true,
+                deadline: deadline.instant)
+        } catch let error as RabbitMQError where error.code == .timeout {
+            registry.remove(id)
+            throw RPCCallRegistry.timeoutError(deadline)
         } catch {
             registry.remove(id)
             throw error

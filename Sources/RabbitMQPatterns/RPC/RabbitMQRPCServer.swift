@@ -94,7 +94,17 @@ public struct RabbitMQRPCServer: Sendable {
                     // Beyond the limit: leave it unacknowledged; closing the channel requeues it.
                     continue
                 }
-                group.addTask { try await answer(delivery, on: channel) }
+                group.addTask {
+                    do {
+                        try await answer(delivery, on: channel)
+                    } catch {
+                        // A reply that cannot be sent stops the server at once (the loop may
+                        // wait for a request that never comes); run() ends with the error and
+                        // the broker requeues what is unacknowledged.
+                        consumer.stop(throwing: error)
+                        throw error
+                    }
+                }
                 if let limit, started.load(ordering: .relaxed) >= limit {
                     try await consumer.cancel()
                 }

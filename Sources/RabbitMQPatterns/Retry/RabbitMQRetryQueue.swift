@@ -113,10 +113,19 @@ public struct RabbitMQRetryQueue: Sendable {
             let consumer = try await channel.consume(queue: workQueue)
             try await withThrowingDiscardingTaskGroup { group in
                 for try await delivery in consumer {
-                    // A failed republish cancels the group: stop taking messages, and let the
-                    // error end run() so that the broker requeues what is unacknowledged.
                     if group.isCancelled { break }
-                    group.addTask { try await handle(delivery, on: channel, handler: handler) }
+                    group.addTask {
+                        do {
+                            try await handle(delivery, on: channel, handler: handler)
+                        } catch {
+                            // A failed republish stops the consumer at once (the loop above
+                            // may be waiting for a delivery that never comes), and ends run()
+                            // with the error: the channel closes and the broker requeues what
+                            // is unacknowledged.
+                            consumer.stop(throwing: error)
+                            throw error
+                        }
+                    }
                 }
             }
         } catch {

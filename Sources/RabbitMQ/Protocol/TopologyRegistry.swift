@@ -73,10 +73,41 @@ struct TopologyRegistry: Sendable {
         bindings.removeAll { $0.source == name || ($0.destinationKind == .exchange && $0.destination == name) }
     }
 
-    /// Forgets a queue and every binding to it.
+    /// Forgets a queue and every binding to it, and the auto-delete exchanges the broker
+    /// deletes with them (those whose last binding went).
     mutating func deleteQueue(named name: String) {
         queues.removeAll { $0.name == name }
-        bindings.removeAll { $0.destinationKind == .queue && $0.destination == name }
+        var sources: [String] = []
+        bindings.removeAll { binding in
+            guard binding.destinationKind == .queue, binding.destination == name else { return false }
+            sources.append(binding.source)
+            return true
+        }
+        forgetUnboundAutoDeleteExchanges(sources)
+    }
+
+    /// Removes a binding; an auto-delete source exchange left without bindings goes too.
+    mutating func unbind(_ binding: Binding) {
+        removeBinding(binding)
+        forgetUnboundAutoDeleteExchanges([binding.source])
+    }
+
+    /// An auto-delete exchange is deleted by the broker when its last binding is removed:
+    /// forget each of `candidates` that is one and has no binding left (and so on, for the
+    /// exchanges bound to it).
+    private mutating func forgetUnboundAutoDeleteExchanges(_ candidates: [String]) {
+        var candidates = candidates
+        while let name = candidates.popLast() {
+            guard let exchange = exchanges.first(where: { $0.name == name }), exchange.autoDelete,
+                !bindings.contains(where: { $0.source == name })
+            else { continue }
+            exchanges.removeAll { $0.name == name }
+            bindings.removeAll { binding in
+                guard binding.destinationKind == .exchange, binding.destination == name else { return false }
+                candidates.append(binding.source)
+                return true
+            }
+        }
     }
 
     func queue(named name: String) -> Queue? {

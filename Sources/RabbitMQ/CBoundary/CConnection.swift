@@ -1,0 +1,392 @@
+import CRabbitMQ
+import Glibc
+
+/// A frame read from the broker, in Swift values. `body` points into rabbitmq-c's pool and
+/// is valid until the next read.
+enum InboundFrame {
+    case method(UInt16, InboundMethod)
+    case deliver(UInt16, RabbitMQDelivery)
+    case returned(UInt16, replyCode: UInt16, replyText: String, RabbitMQDelivery)
+    case getOk(UInt16, RabbitMQDelivery)
+    /// `properties` is nil when the frame carries none; `undecodable` when they could not be
+    /// decoded (a field table nested too deep).
+    case header(UInt16, bodySize: Int, properties: RabbitMQProperties?, undecodable: RabbitMQError?)
+    case body(UInt16, UnsafeRawBufferPointer)
+}
+
+/// The one owner of a rabbitmq-c connection (`amqp_connection_state_t`) and its socket: it
+/// connects (TCP or TLS), logs in, reads frames, sends methods, publishes and heartbeats,
+/// and destroys. Every rabbitmq-c call of a connection goes through here, on the I/O thread.
+///
+/// On plain TCP everything is sent through a ``FrameWriter`` that never blocks; on TLS the
+/// bytes must go through rabbitmq-c's OpenSSL socket, whose sends can block (rabbitmq-c
+/// 0.11 waits without a limit when the socket is full), so they run under the ``Watchdog``.
+final class CConnection {
+    private let state: amqp_connection_state_t
+    let endpoint: RabbitMQConfiguration.Endpoint
+    let socketDescriptor: Int32
+    let negotiated: ConnectionCore.Negotiated
+    private let scratch: ScratchPool
+    private let writer: FrameWriter?
+    private let watch: Watchdog.Registration?
+    /// The channel of the frame read last, whose pool is released before the next read (its
+    /// body must stay valid until the loop has copied it).
+    private var unreleasedChannel: UInt16?
+    private var caches: [UInt16: DecodeCache] = [:]
+    @exclusivity(unchecked) private var lastCache: (channel: UInt16, cache: DecodeCache)?
+    private var destroyed = false
+    /// Publishes written by rabbitmq-c itself (TLS) since the last flush.
+    private var writtenDirectly = 0
+
+    /// The strings and properties of the last delivery on a channel, reused while the next
+    /// ones carry the same bytes: no String is made per delivery for the tag, exchange and
+    /// routing key, and repeated properties share one box.
+    private final class DecodeCache {
+        var tag = ""
+        var exchange = ""
+        var routingKey = ""
+        var properties = RabbitMQProperties()
+        var propertiesFlags: amqp_flags_t = 0
+    }
+
+    private init(
+        state: amqp_connection_state_t, endpoint: RabbitMQConfiguration.Endpoint, negotiated: ConnectionCore.Negotiated,
+        scratch: ScratchPool
+    ) {
+        self.state = state
+        self.endpoint = endpoint
+        self.negotiated = negotiated
+        self.scratch = scratch
+        socketDescriptor = amqp_get_sockfd(state)
+        if endpoint.useTLS {
+            writer = nil
+            watch = Watchdog.shared.register(socket: socketDescriptor, heartbeatSeconds: Int(negotiated.heartbeat))
+        } else {
+            writer = FrameWriter(socket: socketDescriptor, frameMax: negotiated.frameMax)
+            watch = nil
+        }
+    }
+
+    deinit {
+        destroy()
+    }
+
+    // MARK: Connect
+
+    /// Opens a socket to `endpoint` (TCP, or TLS with the configured verification) and logs
+    /// in (PLAIN), bounded by the connect and handshake timeouts. Afterwards rabbitmq-c's own
+    /// heartbeat timer is off: the I/O loop sends and checks heartbeats itself.
+    static func open(
+        _ endpoint: RabbitMQConfiguration.Endpoint, configuration: RabbitMQConfiguration,
+        clientProperties: RabbitMQFieldTable, scratch: ScratchPool
+    ) throws(RabbitMQError) -> CConnection {
+        guard let state = amqp_new_connection() else {
+            throw RabbitMQError(code: .library, message: "amqp_new_connection failed")
+        }
+        do {
+            let negotiated = try connect(state, endpoint, configuration: configuration, clientProperties: clientProperties, scratch: scratch)
+            return CConnection(state: state, endpoint: endpoint, negotiated: negotiated, scratch: scratch)
+        } catch {
+            amqp_destroy_connection(state)
+            throw error
+        }
+    }
+
+    private static func connect(
+        _ state: amqp_connection_state_t, _ endpoint: RabbitMQConfiguration.Endpoint, configuration: RabbitMQConfiguration,
+        clientProperties: RabbitMQFieldTable, scratch: ScratchPool
+    ) throws(RabbitMQError) -> ConnectionCore.Negotiated {
+        let socket: OpaquePointer?
+        if endpoint.useTLS {
+            socket = amqp_ssl_socket_new(state)
+            if let socket { try configureTLS(socket, configuration.tls) }
+        } else {
+            socket = amqp_tcp_socket_new(state)
+        }
+        guard let socket else { throw RabbitMQError(code: .library, message: "could not create a socket") }
+
+        var connectTimeout = timeval(configuration.connectTimeout)
+        let openStatus = amqp_socket_open_noblock(socket, endpoint.host, Int32(endpoint.port), &connectTimeout)
+        guard openStatus == AMQP_STATUS_OK.rawValue else {
+            var error = RabbitMQError.library(openStatus, "could not connect to \(endpoint)")
+            if error.code != .tls { error.code = .connectFailed }
+            throw error
+        }
+
+        var handshakeTimeout = timeval(configuration.handshakeTimeout)
+        amqp_set_handshake_timeout(state, &handshakeTimeout)
+        var properties = scratch.table(clientProperties)
+        let heartbeatSeconds = Int32(configuration.heartbeat.components.seconds)
+        let reply = crmq_login_plain(
+            state, configuration.virtualHost, Int32(configuration.channelMax), Int32(configuration.frameMax),
+            heartbeatSeconds, &properties, configuration.username, configuration.password)
+        scratch.recycle()
+        try checkLogin(reply, endpoint: endpoint, username: configuration.username)
+
+        var negotiated = ConnectionCore.Negotiated()
+        negotiated.channelMax = Int(amqp_get_channel_max(state))
+        negotiated.frameMax = Int(amqp_get_frame_max(state))
+        negotiated.heartbeat = Int(amqp_get_heartbeat(state))
+        if let server = amqp_get_server_properties(state) {
+            negotiated.serverProperties = (try? RabbitMQFieldTable(cTable: server.pointee)) ?? [:]
+        }
+        negotiated.endpoint = endpoint
+        // A backstop only: no blocking RPC helper of rabbitmq-c is used after login.
+        var requestTimeout = timeval(configuration.requestTimeout)
+        amqp_set_rpc_timeout(state, &requestTimeout)
+        // Heartbeats are ours from now on: rabbitmq-c must never send one by itself, in the
+        // middle of a frame the writer holds, or block in that send.
+        let tuned = amqp_tune_connection(state, Int32(negotiated.channelMax), Int32(negotiated.frameMax), 0)
+        guard tuned == AMQP_STATUS_OK.rawValue else { throw .library(tuned, "could not take over heartbeats") }
+        return negotiated
+    }
+
+    private static func configureTLS(_ socket: OpaquePointer, _ tls: RabbitMQConfiguration.TLS) throws(RabbitMQError) {
+        _ = amqp_ssl_socket_set_ssl_versions(socket, AMQP_TLSv1_2, AMQP_TLSvLATEST)
+        amqp_ssl_socket_set_verify_peer(socket, tls.verifyPeer ? 1 : 0)
+        amqp_ssl_socket_set_verify_hostname(socket, tls.verifyHostname ? 1 : 0)
+        if let ca = tls.caCertificatePath {
+            let status = amqp_ssl_socket_set_cacert(socket, ca)
+            guard status == AMQP_STATUS_OK.rawValue else {
+                throw RabbitMQError(code: .tls, message: "could not load CA certificates from \(ca)", libraryStatus: status)
+            }
+        }
+        if let certificate = tls.certificatePath, let key = tls.keyPath {
+            let status = amqp_ssl_socket_set_key(socket, certificate, key)
+            guard status == AMQP_STATUS_OK.rawValue else {
+                throw RabbitMQError(code: .tls, message: "could not load client certificate \(certificate)", libraryStatus: status)
+            }
+        }
+    }
+
+    private static func checkLogin(_ reply: amqp_rpc_reply_t, endpoint: RabbitMQConfiguration.Endpoint, username: String) throws(RabbitMQError) {
+        switch reply.reply_type {
+        case AMQP_RESPONSE_NORMAL:
+            return
+        case AMQP_RESPONSE_SERVER_EXCEPTION:
+            if reply.reply.id == AMQP_CONNECTION_CLOSE_METHOD, reply.reply.decoded != nil {
+                guard case .connectionClose(let close) = InboundMethod(cMethod: reply.reply) else { break }
+                var error = close.error(scope: .connection)
+                if close.replyCode == 403 {
+                    error.code = .authenticationFailed
+                    error.message = "login refused by \(endpoint) for user '\(username)': \(close.replyText)"
+                }
+                throw error
+            }
+            throw RabbitMQError(code: .protocolError, scope: .connection, message: "unexpected reply during login")
+        case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+            throw RabbitMQError.library(reply.library_error, "login to \(endpoint) failed")
+        default:
+            break
+        }
+        throw RabbitMQError(code: .protocolError, scope: .connection, message: "login to \(endpoint) failed")
+    }
+
+    /// Closes the socket and frees rabbitmq-c's state (sends nothing). Idempotent.
+    func destroy() {
+        guard !destroyed else { return }
+        destroyed = true
+        _ = writer?.discard()
+        if let watch { Watchdog.shared.unregister(watch) }
+        amqp_destroy_connection(state)
+    }
+
+    // MARK: Reading
+
+    /// rabbitmq-c holds frames or bytes already read: read again before sleeping in poll().
+    var hasBufferedInput: Bool { amqp_frames_enqueued(state) != 0 || amqp_data_in_buffer(state) != 0 }
+
+    /// The next frame the socket has (never waits); nil when there is none now. Heartbeat
+    /// frames are taken by rabbitmq-c and never returned.
+    @inline(__always)
+    func readFrame(epoch: UInt64) throws(RabbitMQError) -> InboundFrame? {
+        // Release the previous frame's pool right after the loop copied it: releasing once per
+        // turn is skipped whenever a drain stops mid-frame, and memory then grows without bound.
+        if let channel = unreleasedChannel {
+            amqp_maybe_release_buffers_on_channel(state, channel)
+            unreleasedChannel = nil
+        }
+        var frame = amqp_frame_t()
+        var zero = timeval(tv_sec: 0, tv_usec: 0)
+        let status = guarded { amqp_simple_wait_frame_noblock(state, &frame, &zero) }
+        if status == AMQP_STATUS_TIMEOUT.rawValue { return nil }
+        guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "reading from the broker failed") }
+        let number = frame.channel
+        unreleasedChannel = number
+        switch Int32(frame.frame_type) {
+        case AMQP_FRAME_METHOD:
+            let method = frame.payload.method
+            switch method.id {
+            case AMQP_BASIC_DELIVER_METHOD:
+                let deliver = method.decoded!.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
+                let cache = cache(for: number)
+                return .deliver(
+                    number,
+                    RabbitMQDelivery(
+                        body: [], properties: RabbitMQProperties(), exchange: .reusing(&cache.exchange, for: deliver.exchange),
+                        routingKey: .reusing(&cache.routingKey, for: deliver.routing_key), redelivered: deliver.redelivered != 0,
+                        deliveryTag: deliver.delivery_tag, consumerTag: .reusing(&cache.tag, for: deliver.consumer_tag),
+                        messageCount: nil, channel: nil, epoch: epoch))
+            case AMQP_BASIC_RETURN_METHOD:
+                let returned = method.decoded!.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
+                return .returned(
+                    number, replyCode: returned.reply_code, replyText: String(amqpBytes: returned.reply_text),
+                    RabbitMQDelivery(
+                        body: [], properties: RabbitMQProperties(), exchange: String(amqpBytes: returned.exchange),
+                        routingKey: String(amqpBytes: returned.routing_key), redelivered: false, deliveryTag: 0, consumerTag: "",
+                        messageCount: nil, channel: nil, epoch: epoch))
+            case AMQP_BASIC_GET_OK_METHOD:
+                let getOk = method.decoded!.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
+                return .getOk(
+                    number,
+                    RabbitMQDelivery(
+                        body: [], properties: RabbitMQProperties(), exchange: String(amqpBytes: getOk.exchange),
+                        routingKey: String(amqpBytes: getOk.routing_key), redelivered: getOk.redelivered != 0,
+                        deliveryTag: getOk.delivery_tag, consumerTag: "", messageCount: getOk.message_count, channel: nil,
+                        epoch: epoch))
+            default:
+                return .method(number, InboundMethod(cMethod: method))
+            }
+        case AMQP_FRAME_HEADER:
+            let size = Int(frame.payload.properties.body_size)
+            guard let decoded = frame.payload.properties.decoded else {
+                return .header(number, bodySize: size, properties: nil, undecodable: nil)
+            }
+            let properties = decoded.assumingMemoryBound(to: amqp_basic_properties_t.self)
+            guard properties.pointee._flags != 0 else { return .header(number, bodySize: size, properties: nil, undecodable: nil) }
+            let cache = cache(for: number)
+            do {
+                let value = try RabbitMQProperties.reusing(&cache.properties, flags: &cache.propertiesFlags, for: properties.pointee)
+                return .header(number, bodySize: size, properties: value, undecodable: nil)
+            } catch {
+                return .header(number, bodySize: size, properties: nil, undecodable: error.error)
+            }
+        case AMQP_FRAME_BODY:
+            let fragment = frame.payload.body_fragment
+            return .body(number, UnsafeRawBufferPointer(start: fragment.bytes, count: fragment.len))
+        default:
+            // rabbitmq-c skips unknown frame types itself; nothing else can come here.
+            return .body(number, UnsafeRawBufferPointer(start: nil, count: 0))
+        }
+    }
+
+    @inline(__always)
+    private func cache(for channel: UInt16) -> DecodeCache {
+        if let lastCache, lastCache.channel == channel { return lastCache.cache }
+        let cache: DecodeCache
+        if let existing = caches[channel] {
+            cache = existing
+        } else {
+            cache = DecodeCache()
+            caches[channel] = cache
+        }
+        lastCache = (channel, cache)
+        return cache
+    }
+
+    /// Forgets what was cached for a closed channel (its number may be reused).
+    func channelClosed(_ channel: UInt16) {
+        caches[channel] = nil
+        if lastCache?.channel == channel { lastCache = nil }
+    }
+
+    // MARK: Writing
+
+    /// Sends a method (on TCP: buffers it; ``flush(publishes:)`` writes it).
+    func send(_ method: OutboundMethod, channel: UInt16) throws(RabbitMQError) {
+        let status: Int32 = scratch.withCMethod(method) { id, decoded in
+            if let writer { return writer.appendMethod(channel: channel, id: id, decoded: decoded) }
+            return guarded { amqp_send_method(state, channel, id, decoded) }
+        }
+        guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "sending to the broker failed") }
+    }
+
+    func sendHeartbeat() throws(RabbitMQError) {
+        if let writer {
+            writer.appendHeartbeat()
+            return
+        }
+        var frame = amqp_frame_t()
+        frame.frame_type = UInt8(AMQP_FRAME_HEARTBEAT)
+        frame.channel = 0
+        let status = guarded { amqp_send_frame(state, &frame) }
+        guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "sending a heartbeat failed") }
+    }
+
+    enum PublishResult {
+        /// Written (TLS) or buffered (TCP).
+        case sent
+        /// Its content header cannot fit in a frame: not published.
+        case tooLarge
+    }
+
+    /// Publishes one message; `returnTag` is added as a header (see ``Unconfirmed/returnTagHeader``).
+    /// `holdsRoom`: ``flush(publishes:)`` counts it once it is written.
+    @inline(__always)
+    func publish(channel: UInt16, _ message: OutboundMessage, returnTag: UInt64?, holdsRoom: Bool) throws(RabbitMQError) -> PublishResult {
+        let status: Int32
+        if let writer {
+            status = writer.appendPublish(channel: channel, message: message, returnTag: returnTag, holdsRoom: holdsRoom, scratch: scratch)
+        } else {
+            if holdsRoom { writtenDirectly += 1 }
+            var properties = scratch.properties(message.properties, returnTag: returnTag)
+            let exchange = scratch.bytes(message.exchange)
+            let routingKey = scratch.bytes(message.routingKey)
+            status = message.body.withUnsafeBytes { body in
+                guarded {
+                    // rabbitmq-c only reads the body (copies it into its frame buffer).
+                    amqp_basic_publish(
+                        state, channel, exchange, routingKey, message.mandatory ? 1 : 0, 0, &properties,
+                        amqp_bytes_t(len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress)))
+                }
+            }
+            scratch.recycle()
+        }
+        if status == AMQP_STATUS_TABLE_TOO_BIG.rawValue { return .tooLarge }
+        guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "publishing failed") }
+        return .sent
+    }
+
+    /// Bytes waiting for the socket to take them (TCP; TLS writes at once).
+    var writeBacklog: Int { writer?.backlog ?? 0 }
+
+    /// Writes what is buffered, as far as the socket takes it now. Returns whether bytes
+    /// are left (then poll for writability); `publishes` counts the publishes now fully written.
+    func flush(publishes: inout Int) throws(RabbitMQError) -> Bool {
+        publishes += writtenDirectly
+        writtenDirectly = 0
+        guard let writer, !writer.isEmpty else { return false }
+        switch writer.write(publishes: &publishes) {
+        case .done: return false
+        case .wouldBlock: return true
+        case .failed(let status): throw .library(status, "sending to the broker failed")
+        }
+    }
+
+    /// Publishes buffered but never written (the connection is gone), and those written
+    /// but not yet counted.
+    func discardUnwritten() -> Int {
+        defer { writtenDirectly = 0 }
+        return (writer?.discard() ?? 0) + writtenDirectly
+    }
+
+    /// How long the kernel has received nothing on the socket; nil when it cannot tell.
+    var silence: Duration? {
+        let milliseconds = crmq_tcp_last_data_recv_ms(socketDescriptor)
+        return milliseconds < 0 ? nil : .milliseconds(milliseconds)
+    }
+
+    /// Runs a rabbitmq-c call that may block in a send (TLS), under the watchdog's eye.
+    @inline(__always)
+    private func guarded<T>(_ body: () -> T) -> T {
+        if let watch { return watch.guarded(body) }
+        return body()
+    }
+}
+
+extension timeval {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self.init(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+    }
+}

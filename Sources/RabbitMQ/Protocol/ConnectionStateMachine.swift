@@ -1,0 +1,632 @@
+/// Every protocol decision of one connection, with no I/O, no C, no clock and no randomness
+/// of its own: events in (a caller's command, a decoded method, a content frame, a deadline
+/// reached, the socket failing, a connect attempt's result), actions out (``actions``, which
+/// the I/O loop carries out in order). Tests drive it event by event with a fake clock.
+///
+/// The connection's phase is one enum, ``State``; each channel's is a
+/// ``ChannelStateMachine``. The hot paths (publish routing, content assembly, confirms) are
+/// methods that return what to do directly, so a message costs no action.
+struct ConnectionStateMachine<Waiter> {
+    typealias ChannelMachine = ChannelStateMachine<Waiter>
+
+    enum State {
+        /// The first connect attempt has not succeeded yet.
+        case connecting
+        case open
+        /// The broker stopped reading from the connection (`connection.blocked`): publishes
+        /// are held, request deadlines stand still.
+        case blocked(BlockedState)
+        /// `close()` was called: waiting for outstanding confirms, then for close-ok.
+        case closing(Closing)
+        /// The connection was lost: the plan backs off, reconnects and restores.
+        case recovering(RecoveryPlan)
+        case closed
+    }
+
+    struct Closing {
+        var waiters: [Waiter]
+        var deadline: ContinuousClock.Instant
+        var sentClose = false
+        var blocked: BlockedState?
+    }
+
+    /// What the machine needs from the configuration (values only).
+    struct Settings: Sendable {
+        var requestTimeout: Duration = .seconds(30)
+        var closeTimeout: Duration = .seconds(10)
+        var recovery = RabbitMQConfiguration.Recovery()
+
+        init() {}
+
+        init(_ configuration: RabbitMQConfiguration) {
+            requestTimeout = configuration.requestTimeout
+            closeTimeout = configuration.closeTimeout
+            recovery = configuration.recovery
+        }
+    }
+
+    /// A publish held while the connection is blocked or recovering. It keeps its room in
+    /// the publish buffer until it is sent or failed.
+    struct Held {
+        var shared: ChannelShared
+        var message: OutboundMessage
+        var ticket: ConfirmTicket?
+        var holdsSlot: Bool
+    }
+
+    /// Where a publish goes.
+    enum PublishRoute {
+        case send(ChannelStateMachine<Waiter>)
+        case hold
+        case fail(RabbitMQError)
+    }
+
+    let settings: Settings
+    var state = State.connecting
+    private(set) var channels: [UInt16: ChannelStateMachine<Waiter>] = [:] {
+        didSet { lastChannel = nil }
+    }
+    /// The channel of the last frame or publish: they come in runs, so most lookups skip hashing.
+    private var lastChannel: ChannelStateMachine<Waiter>?
+    /// What was declared successfully, to declare again after a reconnect.
+    private(set) var registry = TopologyRegistry()
+    /// Bumped on every reconnect; deliveries carry it so settlements of older ones are dropped.
+    private(set) var epoch: UInt64 = 1
+    private(set) var held: [Held] = []
+    /// Why the connection closed, once it has.
+    private(set) var terminalError: RabbitMQError?
+    private var heldHead = 0
+    var heartbeat = HeartbeatState()
+    /// What to do next, in order; the loop takes them with ``takeActions(into:)``.
+    private(set) var actions: [ConnectionAction<Waiter>] = []
+    /// A channel number for the recovery plan's own channel (the connection's allocator).
+    private let allocateChannel: () -> UInt16?
+    /// A value in 0..<1 for the back-off's jitter.
+    let random: () -> Double
+
+    init(settings: Settings, allocateChannel: @escaping () -> UInt16?, random: @escaping () -> Double) {
+        self.settings = settings
+        self.allocateChannel = allocateChannel
+        self.random = random
+    }
+
+    /// Moves the pending actions out (keeping both buffers' capacity).
+    mutating func takeActions(into buffer: inout [ConnectionAction<Waiter>]) {
+        buffer.removeAll(keepingCapacity: true)
+        swap(&buffer, &actions)
+    }
+
+    mutating func emit(_ action: ConnectionAction<Waiter>) {
+        actions.append(action)
+    }
+
+    // MARK: Lookups
+
+    @inline(__always)
+    mutating func channel(_ number: UInt16) -> ChannelStateMachine<Waiter>? {
+        if let lastChannel, lastChannel.number == number { return lastChannel }
+        let channel = channels[number]
+        lastChannel = channel
+        return channel
+    }
+
+    /// The channel `shared` stands for, if it is still that one (numbers are reused).
+    @inline(__always)
+    mutating func channel(for shared: ChannelShared) -> ChannelStateMachine<Waiter>? {
+        guard let channel = channel(shared.number), channel.shared === shared else { return nil }
+        return channel
+    }
+
+    var isConnected: Bool {
+        switch state {
+        case .open, .blocked: true
+        case .closing: true
+        case .recovering(let plan): if case .restoring = plan.step { true } else { false }
+        case .connecting, .closed: false
+        }
+    }
+
+    var isClosed: Bool { if case .closed = state { true } else { false } }
+
+    private var blocked: BlockedState? {
+        switch state {
+        case .blocked(let blocked): blocked
+        case .closing(let closing): closing.blocked
+        case .recovering(let plan): plan.blocked
+        default: nil
+        }
+    }
+
+    /// Why a command on `shared` cannot run: the channel's close reason, else a closed channel.
+    func closedError(_ shared: ChannelShared) -> RabbitMQError {
+        shared.closeReason ?? .channelClosed()
+    }
+
+    static var recoveringError: RabbitMQError {
+        RabbitMQError(code: .connectionClosed, scope: .none, message: "the connection is recovering; try again when it is back")
+    }
+
+    static var closedByApplication: RabbitMQError {
+        RabbitMQError(code: .closed, scope: .connection, message: "the connection was closed by the application")
+    }
+
+    static var channelClosedByApplication: RabbitMQError {
+        RabbitMQError(code: .closed, scope: .channel, message: "the channel was closed by the application")
+    }
+
+    /// Whether new requests can go on the wire now; else the error to fail them with.
+    private var requestRefusal: RabbitMQError? {
+        switch state {
+        case .open, .blocked: nil
+        case .closing(let closing): closing.sentClose ? .connectionClosed("the connection is closing") : nil
+        case .recovering: Self.recoveringError
+        case .connecting: .connectionClosed()
+        case .closed: terminalError ?? .connectionClosed()
+        }
+    }
+
+    private func deadline(_ now: ContinuousClock.Instant) -> ContinuousClock.Instant {
+        now.advanced(by: settings.requestTimeout)
+    }
+
+    // MARK: Connected
+
+    /// The first connect attempt (outside any recovery) succeeded.
+    mutating func connected(heartbeat interval: Duration, endpoint: String, now: ContinuousClock.Instant) {
+        switch state {
+        case .connecting:
+            state = .open
+            heartbeat.start(interval: interval, now: now)
+            emit(.emit(.connected(endpoint: endpoint)))
+        case .recovering(var plan):
+            guard case .connecting = plan.step else { return }
+            heartbeat.start(interval: interval, now: now)
+            emit(.emit(.connected(endpoint: endpoint)))
+            plan.step = .restoring(makeRestore(endpoint: endpoint))
+            state = .recovering(plan)
+            advanceRecovery(now: now)
+        case .open, .blocked, .closing, .closed:
+            break
+        }
+    }
+
+    // MARK: Commands
+
+    mutating func openChannel(_ shared: ChannelShared, waiter: Waiter, now: ContinuousClock.Instant) {
+        if let refusal = requestRefusal {
+            emit(.releaseChannelNumber(shared.number))
+            emit(.fail(waiter, refusal))
+            return
+        }
+        let channel = ChannelStateMachine<Waiter>(number: shared.number, shared: shared)
+        channels[shared.number] = channel
+        channel.enqueue(.open(waiter), expecting: (.channelOpenOk, .channelOpenOk), deadline: deadline(now))
+        emit(.send(shared.number, .channelOpen))
+    }
+
+    mutating func request(_ shared: ChannelShared, _ request: ChannelRequest, waiter: Waiter, now: ContinuousClock.Instant) {
+        if let refusal = requestRefusal {
+            emit(.fail(waiter, refusal))
+            return
+        }
+        guard let channel = channel(for: shared), channel.isOpen else {
+            emit(.fail(waiter, closedError(shared)))
+            return
+        }
+        // Publishes after the confirm.select on the wire are numbered by the broker.
+        if case .confirmSelect = request { channel.enableConfirmMode() }
+        channel.enqueue(.request(request, waiter), expecting: request.expectedReplies, deadline: deadline(now))
+        emit(.send(channel.number, .request(request)))
+    }
+
+    mutating func consume(
+        _ shared: ChannelShared, _ request: ConsumeRequest, sink: ConsumerSink, waiter: Waiter, now: ContinuousClock.Instant
+    ) {
+        let refusal: RabbitMQError?
+        if let stateRefusal = requestRefusal {
+            refusal = stateRefusal
+        } else if let channel = channel(for: shared), channel.isOpen {
+            if channel.consumers[request.consumerTag] != nil {
+                refusal = RabbitMQError(
+                    code: .invalidConfiguration, scope: .none,
+                    message: "consumer tag '\(request.consumerTag)' is already in use on channel \(channel.number)")
+            } else {
+                // Registered now: deliveries may follow consume-ok in the same read.
+                channel.addConsumer(request, sink: sink, waiter: waiter)
+                channel.enqueue(.consume(tag: request.consumerTag), expecting: (.basicConsumeOk, .basicConsumeOk), deadline: deadline(now))
+                emit(.send(channel.number, .basicConsume(request)))
+                return
+            }
+        } else {
+            refusal = closedError(shared)
+        }
+        emit(.finishConsumer(sink, refusal))
+        emit(.fail(waiter, refusal!))
+    }
+
+    mutating func cancelConsumer(_ shared: ChannelShared, consumerTag tag: String, waiter: Waiter?, now: ContinuousClock.Instant) {
+        guard let channel = channel(for: shared), let consumer = channel.consumers[tag] else {
+            if let waiter { emit(.succeed(waiter, .ok)) }
+            return
+        }
+        if channel.phase == .closing {
+            // The close cancels every consumer of the channel.
+            if let waiter { emit(.succeed(waiter, .ok)) }
+            return
+        }
+        switch consumer.state {
+        case .dormant:
+            // Not on the broker (the connection is down): forget it, so no recovery brings it back.
+            forgetConsumer(tag, on: channel, error: nil)
+            if let waiter { emit(.succeed(waiter, .ok)) }
+        case .registering:
+            channel.updateConsumer(tag) { consumer in
+                consumer.cancelRequested = true
+                if let waiter { consumer.cancelWaiters.append(waiter) }
+            }
+        case .cancelling:
+            channel.updateConsumer(tag) { consumer in
+                if case .cancelling(var waiters) = consumer.state, let waiter {
+                    waiters.append(waiter)
+                    consumer.state = .cancelling(waiters)
+                }
+            }
+        case .active:
+            sendCancel(tag, on: channel, waiters: waiter.map { [$0] } ?? [], now: now)
+        }
+    }
+
+    mutating func sendCancel(_ tag: String, on channel: ChannelStateMachine<Waiter>, waiters: [Waiter], now: ContinuousClock.Instant) {
+        channel.updateConsumer(tag) { consumer in
+            consumer.state = .cancelling(waiters)
+            consumer.cancelRequested = false
+            consumer.cancelWaiters = []
+        }
+        channel.enqueue(.cancel(tag: tag), expecting: (.basicCancelOk, .basicCancelOk), deadline: deadline(now))
+        emit(.send(channel.number, .basicCancel(consumerTag: tag)))
+    }
+
+    /// An ack, nack or reject: the channel to send it on, or nil when it is dropped. A
+    /// settlement for a delivery of an earlier connection (or a channel closed since) is
+    /// dropped: the broker requeued the message, and a stale tag would close the new channel
+    /// with 406. Settlements still go out while the connection closes, until it sends close.
+    @inline(__always)
+    mutating func settle(_ shared: ChannelShared, epoch settlementEpoch: UInt64) -> UInt16? {
+        guard settlementEpoch == epoch, let channel = channel(for: shared), channel.isOpen else { return nil }
+        switch state {
+        case .open, .blocked, .recovering: return channel.number
+        case .closing(let closing): return closing.sentClose ? nil : channel.number
+        case .connecting, .closed: return nil
+        }
+    }
+
+    mutating func closeChannel(_ shared: ChannelShared, waiter: Waiter, now: ContinuousClock.Instant) {
+        guard let channel = channel(for: shared) else {
+            emit(.succeed(waiter, .ok))
+            return
+        }
+        if channel.closing != nil {
+            channel.addCloseWaiter(waiter)
+            return
+        }
+        switch channel.phase {
+        case .open:
+            beginClose(channel, error: Self.channelClosedByApplication, graceful: true, waiters: [waiter], now: now)
+        case .opening where isConnected:
+            // A recovery's channel.open is on the wire: close once it is open, or the number
+            // would be reused for a channel the broker still has open.
+            channel.beginClosing(.init(error: Self.channelClosedByApplication, graceful: true, waiters: [waiter], afterOpen: true))
+            emit(.markChannelClosed(shared, Self.channelClosedByApplication))
+        case .opening, .dormant:
+            // Nothing on the broker to close.
+            finishChannel(channel, error: Self.channelClosedByApplication, graceful: true)
+            emit(.succeed(waiter, .ok))
+        case .closing:
+            channel.addCloseWaiter(waiter)
+        }
+    }
+
+    /// `close()`: flush, wait (bounded) for outstanding confirms, then the close handshake.
+    mutating func close(waiter: Waiter?, now: ContinuousClock.Instant) {
+        switch state {
+        case .closed:
+            if let waiter { emit(.succeed(waiter, .ok)) }
+        case .closing(var closing):
+            if let waiter { closing.waiters.append(waiter) }
+            state = .closing(closing)
+        case .connecting:
+            terminate(nil, now: now)
+            if let waiter { emit(.succeed(waiter, .ok)) }
+        case .open:
+            beginConnectionClose(waiter: waiter, blocked: nil, now: now)
+        case .blocked(let blocked):
+            beginConnectionClose(waiter: waiter, blocked: blocked, now: now)
+        case .recovering(let plan):
+            guard case .restoring = plan.step else {
+                // Nothing to close on the broker: end here, gracefully.
+                emit(.log(.debug, "closed while recovering", [:]))
+                terminate(nil, now: now)
+                if let waiter { emit(.succeed(waiter, .ok)) }
+                return
+            }
+            // Connected again but not restored: what the plan has not republished yet fails.
+            for channel in sortedChannels() where channel.hasRepublish {
+                failUnconfirmed(channel.takeRepublish(), on: channel, error: Self.closedByApplication)
+            }
+            beginConnectionClose(waiter: waiter, blocked: plan.blocked, now: now)
+        }
+    }
+
+    private mutating func beginConnectionClose(waiter: Waiter?, blocked: BlockedState?, now: ContinuousClock.Instant) {
+        emit(.log(.debug, "closing", [:]))
+        state = .closing(Closing(waiters: waiter.map { [$0] } ?? [], deadline: now.advanced(by: settings.closeTimeout), blocked: blocked))
+        // From here on new commands fail; the ones already queued are still run.
+        emit(.setPhase(.closing))
+        sendConnectionCloseIfDrained(now: now)
+    }
+
+    mutating func sendConnectionCloseIfDrained(now: ContinuousClock.Instant) {
+        guard case .closing(var closing) = state, !closing.sentClose else { return }
+        let drained = heldHead == held.count && channels.values.allSatisfy { $0.unconfirmed.isEmpty }
+        guard drained || closing.deadline <= now else { return }
+        closing.sentClose = true
+        state = .closing(closing)
+        emit(.send(0, .connectionClose(replyCode: 200, replyText: "Normal shutdown")))
+    }
+
+    // MARK: Publishing (hot path)
+
+    /// Where a publish on `shared` goes: sent now, held (blocked, recovering, or behind
+    /// publishes held already, so order is kept), or failed.
+    @inline(__always)
+    mutating func routePublish(_ shared: ChannelShared) -> PublishRoute {
+        switch state {
+        case .open:
+            if heldHead < held.count { return .hold }
+        case .blocked, .recovering:
+            return .hold
+        case .closing(let closing):
+            if closing.sentClose { return .fail(.connectionClosed("the connection is closing")) }
+            if closing.blocked != nil || heldHead < held.count { return .hold }
+        case .connecting, .closed:
+            return .fail(terminalError ?? .connectionClosed())
+        }
+        guard let channel = channel(for: shared), channel.isOpen else { return .fail(closedError(shared)) }
+        return .send(channel)
+    }
+
+    /// Records a publish that goes out now on `channel`: in confirm mode it takes the next
+    /// sequence number of the window. Returns the number to tag a mandatory publish with.
+    @inline(__always)
+    func recordPublish(
+        on channel: ChannelStateMachine<Waiter>, _ message: OutboundMessage, ticket: ConfirmTicket?, holdsSlot: Bool
+    ) -> UInt64? {
+        guard channel.confirmMode else { return nil }
+        let sequence = channel.unconfirmed.next
+        // Recorded before the send: if the connection dies inside it, recovery publishes the
+        // message again instead of losing it.
+        let keep = message.mandatory || settings.recovery.republishUnconfirmed
+        channel.unconfirmed.append(Unconfirmed(ticket: ticket, message: keep ? message : nil, holdsSlot: holdsSlot))
+        return message.mandatory ? sequence : nil
+    }
+
+    /// The publish could not be encoded (its properties do not fit a frame): take it back.
+    mutating func publishRefused(on channel: ChannelStateMachine<Waiter>, recorded: Bool, error: RabbitMQError) {
+        guard recorded, let entry = channel.unconfirmed.dropLast() else { return }
+        if let ticket = entry.ticket { emit(.resolveTicket(ticket, .failure(error))) }
+        if entry.holdsSlot, let shared = channel.shared { emit(.releaseConfirmSlots(shared, 1)) }
+    }
+
+    mutating func hold(_ shared: ChannelShared, _ message: OutboundMessage, ticket: ConfirmTicket?, holdsSlot: Bool) {
+        held.append(Held(shared: shared, message: message, ticket: ticket, holdsSlot: holdsSlot))
+    }
+
+    /// Sends held publishes while nothing holds them any more.
+    mutating func releaseHeld() {
+        var failed = 0
+        while heldHead < held.count {
+            let next = held[heldHead]
+            let route = routePublishIgnoringHeld(next.shared)
+            if case .hold = route { break }
+            heldHead += 1
+            switch route {
+            case .send(let channel):
+                let tag = recordPublish(on: channel, next.message, ticket: next.ticket, holdsSlot: next.holdsSlot)
+                emit(.publish(channel.number, next.message, returnTag: tag, holdsRoom: true))
+            case .fail(let error):
+                failed += 1
+                failPublish(next.shared, ticket: next.ticket, holdsSlot: next.holdsSlot, error: error)
+            case .hold:
+                break
+            }
+        }
+        if failed > 0 { emit(.releasePublishRoom(failed)) }
+        if heldHead == held.count {
+            held.removeAll(keepingCapacity: false)
+            heldHead = 0
+        }
+    }
+
+    private mutating func routePublishIgnoringHeld(_ shared: ChannelShared) -> PublishRoute {
+        switch state {
+        case .open: break
+        case .blocked, .recovering: return .hold
+        case .closing(let closing):
+            if closing.sentClose { return .fail(.connectionClosed("the connection is closing")) }
+            if closing.blocked != nil { return .hold }
+        case .connecting, .closed: return .fail(terminalError ?? .connectionClosed())
+        }
+        guard let channel = channel(for: shared), channel.isOpen else { return .fail(closedError(shared)) }
+        return .send(channel)
+    }
+
+    /// A publish that will never be sent: its confirmation fails and its slot is given back.
+    mutating func failPublish(_ shared: ChannelShared, ticket: ConfirmTicket?, holdsSlot: Bool, error: RabbitMQError) {
+        if let ticket { emit(.resolveTicket(ticket, .failure(error))) }
+        if holdsSlot { emit(.releaseConfirmSlots(shared, 1)) }
+    }
+
+    private mutating func failAllHeld(_ error: RabbitMQError) {
+        let count = held.count - heldHead
+        guard count > 0 else { return }
+        for entry in held[heldHead...] { failPublish(entry.shared, ticket: entry.ticket, holdsSlot: entry.holdsSlot, error: error) }
+        held.removeAll()
+        heldHead = 0
+        emit(.releasePublishRoom(count))
+    }
+
+    // MARK: Confirms (hot path)
+
+    /// `basic.ack` or `basic.nack` for publishes on `channel`: resolves them through
+    /// `resolve`; returns how many confirm slots to give back.
+    @inline(__always)
+    mutating func confirm(
+        _ channel: ChannelStateMachine<Waiter>, tag: UInt64, multiple: Bool, acked: Bool,
+        now: ContinuousClock.Instant, resolve: (ConfirmTicket, RabbitMQPublishOutcome) -> Void
+    ) -> Int {
+        let slots = channel.confirm(tag, multiple: multiple, acked: acked, resolve)
+        if case .closing = state { sendConnectionCloseIfDrained(now: now) }
+        return slots
+    }
+
+    // MARK: Small helpers
+
+    func sortedChannels() -> [ChannelStateMachine<Waiter>] {
+        channels.values.sorted { $0.number < $1.number }
+    }
+
+    mutating func failUnconfirmed(_ entries: [Unconfirmed], on channel: ChannelStateMachine<Waiter>, error: RabbitMQError) {
+        var slots = 0
+        for entry in entries {
+            if let ticket = entry.ticket { emit(.resolveTicket(ticket, .failure(error))) }
+            if entry.holdsSlot { slots += 1 }
+        }
+        if slots > 0, let shared = channel.shared { emit(.releaseConfirmSlots(shared, slots)) }
+    }
+
+    mutating func removeChannel(_ number: UInt16) {
+        channels[number] = nil
+    }
+
+    mutating func addChannel(_ channel: ChannelStateMachine<Waiter>) {
+        channels[channel.number] = channel
+    }
+
+    mutating func recordTopology(_ update: (inout TopologyRegistry) -> Void) {
+        update(&registry)
+    }
+
+    mutating func setState(_ state: State) {
+        self.state = state
+    }
+
+    mutating func bumpEpoch() {
+        epoch &+= 1
+    }
+
+    func allocateInternalChannel() -> UInt16? { allocateChannel() }
+
+    mutating func postponeDeadlinesAfterBlock(_ blocked: BlockedState, now: ContinuousClock.Instant) {
+        let delay = blocked.since.duration(to: now)
+        guard delay > .zero else { return }
+        for channel in channels.values { channel.postponeDeadlines(by: delay) }
+    }
+
+    mutating func unblocked(now: ContinuousClock.Instant) {
+        switch state {
+        case .blocked(let blocked):
+            postponeDeadlinesAfterBlock(blocked, now: now)
+            state = .open
+        case .closing(var closing):
+            if let blocked = closing.blocked { postponeDeadlinesAfterBlock(blocked, now: now) }
+            closing.blocked = nil
+            state = .closing(closing)
+        case .recovering(var plan):
+            if let blocked = plan.blocked { postponeDeadlinesAfterBlock(blocked, now: now) }
+            plan.blocked = nil
+            state = .recovering(plan)
+        default:
+            return
+        }
+        emit(.log(.info, "connection unblocked by the broker", [:]))
+        emit(.emit(.unblocked))
+        releaseHeld()
+        sendConnectionCloseIfDrained(now: now)
+    }
+
+    mutating func blocked(reason: String, now: ContinuousClock.Instant) {
+        let blocked = BlockedState(since: now, reason: reason)
+        switch state {
+        case .open:
+            state = .blocked(blocked)
+        case .closing(var closing):
+            if closing.blocked == nil { closing.blocked = blocked }
+            state = .closing(closing)
+        case .recovering(var plan):
+            if plan.blocked == nil { plan.blocked = blocked }
+            state = .recovering(plan)
+        default:
+            return
+        }
+        emit(.log(.info, "connection blocked by the broker", ["rabbitmq.reason": reason]))
+        emit(.emit(.blocked(reason: reason)))
+    }
+
+    var isBlocked: Bool { blocked != nil }
+
+    // MARK: Teardown
+
+    /// The connection is over for good: other threads learn it first (so whoever is
+    /// answered next sees a closed connection), then everything waiting is answered, then
+    /// the loop stops. `events` go out before `closed`.
+    mutating func terminate(_ error: RabbitMQError?, now: ContinuousClock.Instant, events: [RabbitMQConnectionEvent] = []) {
+        if case .closed = state { return }
+        let closingWaiters: [Waiter] = if case .closing(let closing) = state { closing.waiters } else { [] }
+        state = .closed
+        terminalError = error ?? Self.closedByApplication
+        emit(.terminate(error))
+        for event in events { emit(.emit(event)) }
+        let failure = error ?? Self.closedByApplication
+        for channel in sortedChannels() {
+            finishChannel(channel, error: failure, graceful: error == nil, forgetConsumers: false)
+        }
+        failAllHeld(failure)
+        emit(.closeSocket)
+        emit(.emit(.closed(error)))
+        emit(.finishEvents)
+        if error == nil { emit(.log(.info, "closed", [:])) }
+        for waiter in closingWaiters { emit(.succeed(waiter, .ok)) }
+    }
+}
+
+/// Heartbeat bookkeeping: when to send one, when to suspect the peer is gone.
+struct HeartbeatState: Sendable {
+    /// Nil when heartbeats are off.
+    private(set) var interval: Duration?
+    private(set) var lastSent = ContinuousClock.Instant.now
+    private(set) var lastReceived = ContinuousClock.Instant.now
+    /// A silence check is under way (the loop asks the kernel).
+    var checking = false
+
+    mutating func start(interval: Duration, now: ContinuousClock.Instant) {
+        self.interval = interval > .zero ? interval : nil
+        lastSent = now
+        lastReceived = now
+        checking = false
+    }
+
+    mutating func stop() { interval = nil }
+
+    mutating func sent(_ now: ContinuousClock.Instant) { lastSent = now }
+
+    mutating func received(_ now: ContinuousClock.Instant) { lastReceived = now }
+
+    /// A heartbeat goes out after half an interval without sending anything.
+    var nextSend: ContinuousClock.Instant? { interval.map { lastSent.advanced(by: $0 / 2) } }
+
+    /// The peer is suspect after two intervals without receiving anything.
+    var silenceLimit: ContinuousClock.Instant? {
+        guard !checking, let interval else { return nil }
+        return lastReceived.advanced(by: interval * 2)
+    }
+}
