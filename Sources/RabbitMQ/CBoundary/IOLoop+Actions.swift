@@ -48,9 +48,8 @@ extension IOLoop {
             shared.emitReturn(message)
         case .markChannelClosed(let shared, let error):
             shared.markClosed(error)
-        case .releaseChannelNumber(let number):
+        case .channelGone(let number):
             connection?.channelClosed(number)
-            core.releaseChannel(number)
         case .emit(let event):
             if case .queueRenamed(let old, let new) = event { core.recordRename(from: old, to: new) }
             core.emit(event)

@@ -68,6 +68,7 @@ final class IOLoop {
         machine = Machine(
             settings: .init(core.configuration),
             allocateChannel: { [core] in core.allocateChannelNumber() },
+            releaseChannel: { [core] in core.releaseChannel($0) },
             random: { Double.random(in: 0..<1, using: &generator) })
     }
 

@@ -2,7 +2,8 @@ import CRabbitMQ
 import Glibc
 import Synchronization
 
-/// Unsticks I/O threads that rabbitmq-c 0.11 leaves blocked inside a send.
+/// Unsticks I/O threads that rabbitmq-c 0.11 leaves blocked inside a send (TLS connections;
+/// plain TCP ones never send through rabbitmq-c after login).
 ///
 /// rabbitmq-c before 0.14 can block forever in `amqp_basic_publish` (or any send) when the
 /// peer goes silent and the socket buffer is full (upstream #780): no heartbeat check runs
@@ -12,6 +13,10 @@ import Synchronization
 /// socket down through a `dup()` of the descriptor, which makes the stuck call return an
 /// error. A broker that merely blocks publishers (`connection.blocked`) still sends
 /// heartbeats, so it is never mistaken for a dead one.
+///
+/// The `dup` belongs to the registration and is closed by ``unregister(_:)`` under the same
+/// lock the shut-down runs under, after checking the registration is still there: the
+/// watchdog never shuts down a descriptor it no longer owns (its number may be reused).
 final class Watchdog: Sendable {
     /// The per-connection part: an odd `calls` value means the I/O thread is inside a send.
     final class Registration: Sendable {
@@ -44,6 +49,21 @@ final class Watchdog: Sendable {
 
     private let watches = LockedValue<[ObjectIdentifier: Watch]>([:])
     private let started = Atomic<Bool>(false)
+    /// Milliseconds since the descriptor last received data (-1: unknown); a seam for tests.
+    private let silence: @Sendable (Int32) -> Int
+    /// Shuts a descriptor down; a seam for tests.
+    private let shutDown: @Sendable (Int32) -> Void
+    private let startsThread: Bool
+
+    init(
+        silence: @escaping @Sendable (Int32) -> Int = { crmq_tcp_last_data_recv_ms($0) },
+        shutDown: @escaping @Sendable (Int32) -> Void = { _ = shutdown($0, Int32(SHUT_RDWR)) },
+        startsThread: Bool = true
+    ) {
+        self.silence = silence
+        self.shutDown = shutDown
+        self.startsThread = startsThread
+    }
 
     /// Registers a connected socket; nil when heartbeats are off (nothing tells a dead peer
     /// from a slow one then). The registration owns a `dup` of the descriptor.
@@ -53,28 +73,31 @@ final class Watchdog: Sendable {
         guard descriptor >= 0 else { return nil }
         let registration = Registration(descriptor: descriptor, limitMilliseconds: 2 * heartbeatSeconds * 1000 + 1000)
         watches.withLock { $0[ObjectIdentifier(registration)] = Watch(registration: registration) }
-        if started.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
+        if startsThread, started.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
             var thread = pthread_t()
             if pthread_create(&thread, nil, watchdogThreadMain, nil) == 0 { pthread_detach(thread) }
         }
         return registration
     }
 
+    /// Forgets a registration and closes its descriptor (under the lock a shut-down takes).
     func unregister(_ registration: Registration) {
-        _ = watches.withLock { $0.removeValue(forKey: ObjectIdentifier(registration)) }
-        close(registration.descriptor)
+        watches.withLock { watches in
+            guard watches.removeValue(forKey: ObjectIdentifier(registration)) != nil else { return }
+            close(registration.descriptor)
+        }
     }
 
     fileprivate func runForever() {
         crmq_set_thread_name("rmq-watchdog")
         while true {
             usleep(250_000)
-            check()
+            check(now: .now)
         }
     }
 
-    private func check() {
-        let now = ContinuousClock.now
+    /// One look at every registration (the thread's, or a test's with its own clock).
+    func check(now: ContinuousClock.Instant) {
         let stuck: [Registration] = watches.withLock { watches in
             var stuck: [Registration] = []
             for (key, var watch) in watches {
@@ -96,12 +119,18 @@ final class Watchdog: Sendable {
             return stuck
         }
         for registration in stuck {
-            let silent = crmq_tcp_last_data_recv_ms(registration.descriptor)
-            if silent < 0 || silent > registration.limitMilliseconds {
-                _ = shutdown(registration.descriptor, Int32(SHUT_RDWR))
-            } else {
-                // The peer is alive and only slow to read: let the send go on.
-                watches.withLock { $0[ObjectIdentifier(registration)]?.fired = false }
+            // A syscall: outside the lock. The descriptor may be closed meanwhile, so the
+            // answer is only acted on after checking, under the lock, that it is still ours.
+            let silent = silence(registration.descriptor)
+            watches.withLock { watches in
+                let key = ObjectIdentifier(registration)
+                guard watches[key] != nil else { return }
+                if silent < 0 || silent > registration.limitMilliseconds {
+                    shutDown(registration.descriptor)
+                } else {
+                    // The peer is alive and only slow to read: let the send go on.
+                    watches[key]?.fired = false
+                }
             }
         }
     }

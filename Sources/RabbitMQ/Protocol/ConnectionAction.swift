@@ -26,7 +26,9 @@ enum ConnectionAction<Waiter> {
     case returned(ChannelShared, RabbitMQReturnedMessage)
     /// The channel is closed for its users (later calls throw `reason`).
     case markChannelClosed(ChannelShared, RabbitMQError)
-    case releaseChannelNumber(UInt16)
+    /// A channel number is free again (the core gave it back to the allocator): forget
+    /// what was kept per channel.
+    case channelGone(UInt16)
     case emit(RabbitMQConnectionEvent)
     /// What callers outside the I/O thread should see (publishers wait while recovering;
     /// new commands fail once closing).

@@ -62,8 +62,10 @@ extension ConnectionStateMachine {
             if slots > 0, let shared = channel.shared { emit(.releaseConfirmSlots(shared, slots)) }
         case .basicCancel(let tag):
             brokerCancelled(tag, on: channel)
-        case .basicCancelOk:
-            reply(method, on: channel, now: now)
+        case .basicCancelOk(let tag) where channel.phase == .closing:
+            // The cancel was answered before our close: the consumer is gone from the broker
+            // (and an auto-delete queue with it) even though its request was failed.
+            forgetConsumer(tag, on: channel)
         default:
             // Between our channel.close and its close-ok, replies are to requests failed
             // when the close began.
@@ -211,7 +213,7 @@ extension ConnectionStateMachine {
         _ channel: ChannelStateMachine<Waiter>, error: RabbitMQError, graceful: Bool, forgetConsumers: Bool = true
     ) -> Bool {
         removeChannel(channel.number)
-        emit(.releaseChannelNumber(channel.number))
+        freeChannelNumber(channel.number)
         if let shared = channel.shared { emit(.markChannelClosed(shared, error)) }
         channel.content = nil
         var hadRecoveryRequest = false

@@ -56,7 +56,7 @@ extension ConnectionStateMachine {
         for channel in sortedChannels() {
             if channel.isInternal {
                 removeChannel(channel.number)
-                emit(.releaseChannelNumber(channel.number))
+                freeChannelNumber(channel.number)
                 continue
             }
             if channel.phase == .closing || channel.closing != nil {

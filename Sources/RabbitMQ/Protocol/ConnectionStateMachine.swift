@@ -81,12 +81,18 @@ struct ConnectionStateMachine<Waiter> {
     private(set) var actions: [ConnectionAction<Waiter>] = []
     /// A channel number for the recovery plan's own channel (the connection's allocator).
     private let allocateChannel: () -> UInt16?
+    /// Gives a number back to the allocator, at once: the plan may need it right away.
+    private let releaseChannel: (UInt16) -> Void
     /// A value in 0..<1 for the back-off's jitter.
     let random: () -> Double
 
-    init(settings: Settings, allocateChannel: @escaping () -> UInt16?, random: @escaping () -> Double) {
+    init(
+        settings: Settings, allocateChannel: @escaping () -> UInt16?, releaseChannel: @escaping (UInt16) -> Void,
+        random: @escaping () -> Double
+    ) {
         self.settings = settings
         self.allocateChannel = allocateChannel
+        self.releaseChannel = releaseChannel
         self.random = random
     }
 
@@ -194,7 +200,7 @@ struct ConnectionStateMachine<Waiter> {
 
     mutating func openChannel(_ shared: ChannelShared, waiter: Waiter, now: ContinuousClock.Instant) {
         if let refusal = requestRefusal {
-            emit(.releaseChannelNumber(shared.number))
+            freeChannelNumber(shared.number)
             emit(.fail(waiter, refusal))
             return
         }
@@ -525,6 +531,12 @@ struct ConnectionStateMachine<Waiter> {
     }
 
     func allocateInternalChannel() -> UInt16? { allocateChannel() }
+
+    /// The channel is gone: its number is free for the next channel.
+    mutating func freeChannelNumber(_ number: UInt16) {
+        releaseChannel(number)
+        emit(.channelGone(number))
+    }
 
     mutating func postponeDeadlinesAfterBlock(_ blocked: BlockedState, now: ContinuousClock.Instant) {
         let delay = blocked.since.duration(to: now)

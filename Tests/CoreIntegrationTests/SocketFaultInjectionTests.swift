@@ -8,7 +8,7 @@ import Testing
 /// Faults at the socket, injected by a ``FaultProxy`` between one connection and the broker:
 /// only that connection is affected, so these run alongside the other tests.
 @Suite("Socket faults through a proxy", .timeLimit(.minutes(4)))
-struct ProxyFaultTests {
+struct SocketFaultInjectionTests {
     /// Commands whose send fails (the peer reset the connection mid-batch) are never dropped:
     /// every caller gets an answer, an error or a result after recovery.
     @Test func commandsWhoseSendFailsAreAnsweredNeverDropped() async throws {
@@ -68,8 +68,9 @@ struct ProxyFaultTests {
             confirmations.append(try await channel.publishWithConfirm(body, routingKey: queue))
         }
         // Reset, and reset again in the middle of the republish on the next connection.
-        proxy.setMode(.passThrough)
+        // Cut first: in pass-through, the held replies would reach the client before the cut.
         proxy.cutAll(.reset)
+        proxy.setMode(.passThrough)
         try await log.next("disconnected") { if case .disconnected = $0 { true } else { false } }
         proxy.cut(afterBytesToBroker: 150_000)
         try await log.recovered()
@@ -112,8 +113,9 @@ struct ProxyFaultTests {
         proxy.setMode(.stopWritingToClient)
         let consuming = Task { try await channel.consume(queue: queue) }
         try await eventually("the broker to register the consumer") { try await TestBroker.queueState(queue)?.consumerCount == 1 }
-        proxy.setMode(.passThrough)
+        // Cut first: in pass-through, the held replies would reach the client before the cut.
         proxy.cutAll(.reset)
+        proxy.setMode(.passThrough)
         await #expect(throws: RabbitMQError.self) { _ = try await consuming.value }
         try await log.recovered()
         #expect(try await TestBroker.queueState(queue)?.consumerCount == 0, "recovery registered a consumer nobody owns")
@@ -125,8 +127,9 @@ struct ProxyFaultTests {
         let cancelling = Task { try await consumer.cancel() }
         try await eventually("the broker to cancel the consumer") { try await TestBroker.queueState(queue)?.consumerCount == 0 }
         let before = log.count
-        proxy.setMode(.passThrough)
+        // Cut first: in pass-through, the held replies would reach the client before the cut.
         proxy.cutAll(.reset)
+        proxy.setMode(.passThrough)
         _ = try? await cancelling.value
         try await log.recovered(after: before)
         #expect(try await TestBroker.queueState(queue)?.consumerCount == 0, "recovery registered a cancelled consumer")

@@ -1,0 +1,157 @@
+import Testing
+
+@testable import RabbitMQ
+
+/// The connection's own life in the protocol core: the close handshake, the broker's close,
+/// blocking, heartbeats, deadlines.
+@Suite("Protocol core: connection life")
+struct ConnectionLifecycleTests {
+    @Test func closeWaitsForOutstandingConfirmsThenForCloseOk() {
+        var h = MachineHarness()
+        h.connect()
+        let shared = PublishingProtocolTests.confirming(&h)
+        let channel = h.machine.channel(shared.number)!
+        let ticket = ConfirmTicket()
+        _ = h.machine.recordPublish(on: channel, message(), ticket: ticket, holdsSlot: true)
+        let close = h.waiter()
+        h.machine.close(waiter: close, now: h.now)
+        var actions = h.take()
+        #expect(actions.phases == [.closing])
+        #expect(actions.sends.isEmpty, "an unconfirmed publish is waited for")
+        _ = h.machine.confirm(channel, tag: 1, multiple: false, acked: true, now: h.now) { $0.resolve(.success($1)) }
+        actions = h.take()
+        #expect(actions.sends == [.init(0, .connectionClose(replyCode: 200, replyText: "Normal shutdown"))])
+        #expect(outcome(ticket) == .acked)
+        h.machine.connectionMethod(.connectionCloseOk, now: h.now)
+        actions = h.take()
+        #expect(actions.terminated == .some(nil))
+        #expect(actions.events.last == .closed(nil))
+        #expect(actions.succeeded.contains(close))
+        #expect(h.machine.isClosed)
+        h.checkEveryWaiterAnsweredOnce()
+    }
+
+    @Test func closeEndsByItsDeadlineWhenConfirmsOrCloseOkNeverCome() {
+        var h = MachineHarness(settings: MachineHarness.settings(closeTimeout: .seconds(3)))
+        h.connect(heartbeat: .zero)
+        let shared = PublishingProtocolTests.confirming(&h)
+        let ticket = ConfirmTicket()
+        _ = h.machine.recordPublish(on: h.machine.channel(shared.number)!, message(), ticket: ticket, holdsSlot: true)
+        let close = h.waiter()
+        h.machine.close(waiter: close, now: h.now)
+        h.take()
+        #expect(h.machine.nextDeadline == h.now.advanced(by: .seconds(3)))
+        h.advance(.seconds(3))
+        let actions = h.take()
+        #expect(actions.sends.last == .init(0, .connectionClose(replyCode: 200, replyText: "Normal shutdown")))
+        #expect(actions.terminated == .some(nil))
+        #expect(actions.succeeded.contains(close))
+        #expect(actions.resolvedTickets.first.map { (try? $0.1.get()) == nil } == true, "the unconfirmed publish failed")
+        h.checkEveryWaiterAnsweredOnce()
+    }
+
+    /// Defect: acknowledgements were refused while the connection closed gracefully.
+    @Test func settlementsStillGoOutWhileClosingUntilTheCloseIsSent() {
+        var h = MachineHarness()
+        h.connect()
+        let consumerChannel = h.openChannel()
+        let publisher = PublishingProtocolTests.confirming(&h)
+        _ = h.machine.recordPublish(on: h.machine.channel(publisher.number)!, message(), ticket: nil, holdsSlot: true)
+        h.machine.close(waiter: h.waiter(), now: h.now)
+        h.take()
+        #expect(h.machine.settle(consumerChannel, epoch: h.machine.epoch) == consumerChannel.number)
+        _ = h.machine.confirm(h.machine.channel(publisher.number)!, tag: 1, multiple: false, acked: true, now: h.now) { _, _ in }
+        #expect(h.take().sends.contains(.init(0, .connectionClose(replyCode: 200, replyText: "Normal shutdown"))))
+        #expect(h.machine.settle(consumerChannel, epoch: h.machine.epoch) == nil, "after connection.close nothing else is read")
+    }
+
+    @Test func theBrokerClosingTheConnectionIsAnsweredAndRecovered() {
+        var h = MachineHarness()
+        h.connect()
+        _ = h.openChannel()
+        h.machine.connectionMethod(.connectionClose(ServerClose(replyCode: 320, replyText: "CONNECTION_FORCED", classID: 0, methodID: 0)), now: h.now)
+        let actions = h.take()
+        #expect(actions.sends == [.init(0, .connectionCloseOk)])
+        #expect(actions.contains(event: { if case .disconnected(let error) = $0 { error.code == .connectionForced } else { false } }))
+        #expect(actions.phases == [.recovering])
+        #expect(h.machine.stateName == "backingOff")
+    }
+
+    @Test func aCloseThatCrossesTheBrokersCloseEndsTheConnection() {
+        var h = MachineHarness()
+        h.connect()
+        let close = h.waiter()
+        h.machine.close(waiter: close, now: h.now)
+        h.take()
+        h.machine.connectionMethod(.connectionClose(ServerClose(replyCode: 320, replyText: "shutdown", classID: 0, methodID: 0)), now: h.now)
+        let actions = h.take()
+        #expect(actions.terminated == .some(nil))
+        #expect(actions.succeeded == [close])
+        h.checkEveryWaiterAnsweredOnce()
+    }
+
+    @Test func anUnexpectedMethodOnChannelZeroIsAProtocolError() {
+        var h = MachineHarness(settings: MachineHarness.settings { $0.isEnabled = false })
+        h.connect()
+        h.machine.connectionMethod(.basicQosOk, now: h.now)
+        #expect(h.take().terminated??.code == .protocolError)
+    }
+
+    @Test func heartbeatsGoOutAfterHalfAnIntervalOfSilenceOnOurSide() {
+        var h = MachineHarness()
+        h.connect(heartbeat: .seconds(10))
+        #expect(h.machine.nextDeadline == h.now.advanced(by: .seconds(5)))
+        h.advance(.seconds(5))
+        #expect(h.take().contains { if case .sendHeartbeat = $0 { true } else { false } })
+        h.machine.heartbeat.sent(h.now.advanced(by: .seconds(1)))
+        h.advance(.seconds(5))
+        #expect(!h.take().contains { if case .sendHeartbeat = $0 { true } else { false } }, "we sent something a moment ago")
+    }
+
+    @Test func aSilentPeerIsCheckedWithTheKernelThenDeclaredDead() {
+        var h = MachineHarness()
+        h.connect(heartbeat: .seconds(2))
+        h.machine.heartbeat.received(h.now)
+        h.advance(.seconds(4))
+        #expect(h.take().contains { if case .checkPeerSilence = $0 { true } else { false } })
+        #expect(h.machine.heartbeat.silenceLimit == nil, "one check at a time")
+        // The kernel saw a heartbeat 1 s ago (rabbitmq-c took it without telling): fine.
+        h.machine.peerSilence(.seconds(1), now: h.now)
+        #expect(h.take().isEmpty)
+        #expect(h.machine.heartbeat.silenceLimit == h.now.advanced(by: .seconds(3)))
+        h.advance(.seconds(3))
+        h.take()
+        h.machine.peerSilence(.seconds(4), now: h.now)
+        let actions = h.take()
+        #expect(actions.contains(event: { if case .disconnected(let error) = $0 { error.code == .heartbeatTimeout } else { false } }))
+    }
+
+    @Test func anIdleConnectionWithoutHeartbeatsHasNoDeadlineAtAll() {
+        var h = MachineHarness()
+        h.connect(heartbeat: .zero)
+        _ = h.openChannel()
+        #expect(h.machine.nextDeadline == nil, "idle means asleep: no timer")
+        let waiter = h.waiter()
+        h.machine.request(ChannelShared(number: 1, core: h.core), .queuePurge(name: "q"), waiter: waiter, now: h.now)
+        h.take()
+        // A stranger with the same number is refused: nothing pending, still no deadline.
+        #expect(h.machine.nextDeadline == nil)
+    }
+
+    @Test func commandsAfterTheEndFailWithTheReasonTheConnectionEnded() {
+        var h = MachineHarness(settings: MachineHarness.settings { $0.isEnabled = false })
+        h.connect()
+        let shared = h.openChannel()
+        h.machine.connectionLost(RabbitMQError(code: .socketError, scope: .connection, message: "reset by peer"), now: h.now)
+        h.take()
+        let waiter = h.waiter()
+        h.machine.request(shared, .queuePurge(name: "q"), waiter: waiter, now: h.now)
+        #expect(h.take().failed[waiter]?.message.contains("reset by peer") == true)
+        guard case .fail(let error) = h.machine.routePublish(shared) else {
+            Issue.record("a publish after the end was not refused")
+            return
+        }
+        #expect(error.message.contains("reset by peer"))
+        h.checkEveryWaiterAnsweredOnce()
+    }
+}
