@@ -32,6 +32,9 @@ public final class FaultProxy: Sendable {
         case stopWritingToClient
         /// Every chunk is forwarded `delay` after it arrived, in order.
         case latency(Duration)
+        /// New connections are reset as soon as they are accepted (the node is unreachable);
+        /// open ones pass through.
+        case rejectNewConnections
     }
 
     /// How a cut connection ends.
@@ -272,7 +275,7 @@ public final class FaultProxy: Sendable {
                     var drain = [UInt8](repeating: 0, count: 64)
                     _ = read(wake, &drain, drain.count)
                 }
-                if descriptors[1].revents != 0 { accept() }
+                if descriptors[1].revents != 0 { accept(rejecting: mode == .rejectNewConnections) }
                 let delay: Duration = if case .latency(let delay) = mode { delay } else { .zero }
                 for (index, pair) in pairs.enumerated() where 2 + 2 * index + 1 < descriptors.count {
                     let client = descriptors[2 + 2 * index]
@@ -287,10 +290,16 @@ public final class FaultProxy: Sendable {
             return Int32(max(1, min(200, seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)))
         }
 
-        func accept() {
+        func accept(rejecting: Bool) {
             while true {
                 let client = Glibc.accept(listener, nil, nil)
                 guard client >= 0 else { return }
+                if rejecting {
+                    var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+                    setsockopt(client, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+                    close(client)
+                    continue
+                }
                 _ = fcntl(client, F_SETFL, fcntl(client, F_GETFL) | O_NONBLOCK)
                 let upstream = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
                 var one: Int32 = 1

@@ -1,17 +1,15 @@
 import CRabbitMQ
 import Glibc
 
-/// A frame read from the broker, in Swift values. `body` points into rabbitmq-c's pool and
-/// is valid until the next read.
-enum InboundFrame {
-    case method(UInt16, InboundMethod)
-    case deliver(UInt16, RabbitMQDelivery)
-    case returned(UInt16, replyCode: UInt16, replyText: String, RabbitMQDelivery)
-    case getOk(UInt16, RabbitMQDelivery)
-    /// `properties` is nil when the frame carries none; `undecodable` when they could not be
-    /// decoded (a field table nested too deep).
-    case header(UInt16, bodySize: Int, properties: RabbitMQProperties?, undecodable: RabbitMQError?)
-    case body(UInt16, UnsafeRawBufferPointer)
+/// What kind of frame ``CConnection/nextFrame()`` read; its parts are read with the
+/// connection's accessors until the next read (no payload travels in an enum: a message's
+/// frames stay on the hot path).
+enum FrameType {
+    case method
+    /// basic.deliver, basic.return, basic.get-ok: the method that content frames follow.
+    case deliver, returned, getOk
+    case header
+    case body
 }
 
 /// The one owner of a rabbitmq-c connection (`amqp_connection_state_t`) and its socket: it
@@ -31,22 +29,26 @@ final class CConnection {
     private let watch: Watchdog.Registration?
     /// The channel of the frame read last, whose pool is released before the next read (its
     /// body must stay valid until the loop has copied it).
-    private var unreleasedChannel: UInt16?
-    private var caches: [UInt16: DecodeCache] = [:]
-    @exclusivity(unchecked) private var lastCache: (channel: UInt16, cache: DecodeCache)?
+    @exclusivity(unchecked) private var unreleasedChannel: UInt16?
+    /// The frame read last (its pointers into rabbitmq-c's pool are valid until the next read).
+    @exclusivity(unchecked) private var frame = amqp_frame_t()
+    @exclusivity(unchecked) private var caches: [UInt16: DecodeCache] = [:]
+    /// The cache of the last channel looked up (0: none; channel 0 never carries content).
+    @exclusivity(unchecked) private var lastCacheChannel: UInt16 = 0
+    @exclusivity(unchecked) private var lastCacheObject = DecodeCache()
     private var destroyed = false
     /// Publishes written by rabbitmq-c itself (TLS) since the last flush.
-    private var writtenDirectly = 0
+    @exclusivity(unchecked) private var writtenDirectly = 0
 
     /// The strings and properties of the last delivery on a channel, reused while the next
     /// ones carry the same bytes: no String is made per delivery for the tag, exchange and
     /// routing key, and repeated properties share one box.
     private final class DecodeCache {
-        var tag = ""
-        var exchange = ""
-        var routingKey = ""
-        var properties = RabbitMQProperties()
-        var propertiesFlags: amqp_flags_t = 0
+        @exclusivity(unchecked) var tag = ""
+        @exclusivity(unchecked) var exchange = ""
+        @exclusivity(unchecked) var routingKey = ""
+        @exclusivity(unchecked) var properties = RabbitMQProperties()
+        @exclusivity(unchecked) var propertiesFlags: amqp_flags_t = 0
     }
 
     private init(
@@ -196,83 +198,100 @@ final class CConnection {
     /// rabbitmq-c holds frames or bytes already read: read again before sleeping in poll().
     var hasBufferedInput: Bool { amqp_frames_enqueued(state) != 0 || amqp_data_in_buffer(state) != 0 }
 
-    /// The next frame the socket has (never waits); nil when there is none now. Heartbeat
-    /// frames are taken by rabbitmq-c and never returned.
+    /// Reads the next frame the socket has (never waits); nil when there is none now.
+    /// Heartbeat frames are taken by rabbitmq-c and never returned.
     @inline(__always)
-    func readFrame(epoch: UInt64) throws(RabbitMQError) -> InboundFrame? {
+    func nextFrame() throws(RabbitMQError) -> FrameType? {
         // Release the previous frame's pool right after the loop copied it: releasing once per
         // turn is skipped whenever a drain stops mid-frame, and memory then grows without bound.
         if let channel = unreleasedChannel {
             amqp_maybe_release_buffers_on_channel(state, channel)
             unreleasedChannel = nil
         }
-        var frame = amqp_frame_t()
         var zero = timeval(tv_sec: 0, tv_usec: 0)
         let status = guarded { amqp_simple_wait_frame_noblock(state, &frame, &zero) }
         if status == AMQP_STATUS_TIMEOUT.rawValue { return nil }
         guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "reading from the broker failed") }
-        let number = frame.channel
-        unreleasedChannel = number
+        unreleasedChannel = frame.channel
         switch Int32(frame.frame_type) {
         case AMQP_FRAME_METHOD:
-            let method = frame.payload.method
-            switch method.id {
-            case AMQP_BASIC_DELIVER_METHOD:
-                let deliver = method.decoded!.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
-                let cache = cache(for: number)
-                return .deliver(
-                    number,
-                    RabbitMQDelivery(
-                        body: [], properties: RabbitMQProperties(), exchange: .reusing(&cache.exchange, for: deliver.exchange),
-                        routingKey: .reusing(&cache.routingKey, for: deliver.routing_key), redelivered: deliver.redelivered != 0,
-                        deliveryTag: deliver.delivery_tag, consumerTag: .reusing(&cache.tag, for: deliver.consumer_tag),
-                        messageCount: nil, channel: nil, epoch: epoch))
-            case AMQP_BASIC_RETURN_METHOD:
-                let returned = method.decoded!.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
-                return .returned(
-                    number, replyCode: returned.reply_code, replyText: String(amqpBytes: returned.reply_text),
-                    RabbitMQDelivery(
-                        body: [], properties: RabbitMQProperties(), exchange: String(amqpBytes: returned.exchange),
-                        routingKey: String(amqpBytes: returned.routing_key), redelivered: false, deliveryTag: 0, consumerTag: "",
-                        messageCount: nil, channel: nil, epoch: epoch))
-            case AMQP_BASIC_GET_OK_METHOD:
-                let getOk = method.decoded!.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
-                return .getOk(
-                    number,
-                    RabbitMQDelivery(
-                        body: [], properties: RabbitMQProperties(), exchange: String(amqpBytes: getOk.exchange),
-                        routingKey: String(amqpBytes: getOk.routing_key), redelivered: getOk.redelivered != 0,
-                        deliveryTag: getOk.delivery_tag, consumerTag: "", messageCount: getOk.message_count, channel: nil,
-                        epoch: epoch))
-            default:
-                return .method(number, InboundMethod(cMethod: method))
+            switch frame.payload.method.id {
+            case AMQP_BASIC_DELIVER_METHOD: return .deliver
+            case AMQP_BASIC_RETURN_METHOD: return .returned
+            case AMQP_BASIC_GET_OK_METHOD: return .getOk
+            default: return .method
             }
-        case AMQP_FRAME_HEADER:
-            let size = Int(frame.payload.properties.body_size)
-            guard let decoded = frame.payload.properties.decoded else {
-                return .header(number, bodySize: size, properties: nil, undecodable: nil)
-            }
-            let properties = decoded.assumingMemoryBound(to: amqp_basic_properties_t.self)
-            guard properties.pointee._flags != 0 else { return .header(number, bodySize: size, properties: nil, undecodable: nil) }
-            let cache = cache(for: number)
-            do {
-                let value = try RabbitMQProperties.reusing(&cache.properties, flags: &cache.propertiesFlags, for: properties.pointee)
-                return .header(number, bodySize: size, properties: value, undecodable: nil)
-            } catch {
-                return .header(number, bodySize: size, properties: nil, undecodable: error.error)
-            }
-        case AMQP_FRAME_BODY:
-            let fragment = frame.payload.body_fragment
-            return .body(number, UnsafeRawBufferPointer(start: fragment.bytes, count: fragment.len))
-        default:
-            // rabbitmq-c skips unknown frame types itself; nothing else can come here.
-            return .body(number, UnsafeRawBufferPointer(start: nil, count: 0))
+        case AMQP_FRAME_HEADER: return .header
+        default: return .body
         }
+    }
+
+    /// The channel of the frame read last.
+    var frameChannel: UInt16 { frame.channel }
+
+    /// The method of the frame read last (``FrameType/method``).
+    func method() -> InboundMethod { InboundMethod(cMethod: frame.payload.method) }
+
+    /// The basic.deliver read last, as a delivery whose content is still to come.
+    @inline(__always)
+    func delivery(epoch: UInt64) -> RabbitMQDelivery {
+        let deliver = frame.payload.method.decoded!.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
+        let cache = cache(for: frame.channel)
+        return RabbitMQDelivery(
+            body: [], properties: RabbitMQProperties(), exchange: .reusing(&cache.exchange, for: deliver.exchange),
+            routingKey: .reusing(&cache.routingKey, for: deliver.routing_key), redelivered: deliver.redelivered != 0,
+            deliveryTag: deliver.delivery_tag, consumerTag: .reusing(&cache.tag, for: deliver.consumer_tag),
+            messageCount: nil, channel: nil, epoch: epoch)
+    }
+
+    /// The basic.return read last: its reply code and text, and the message to come.
+    func returned(epoch: UInt64) -> (replyCode: UInt16, replyText: String, message: RabbitMQDelivery) {
+        let returned = frame.payload.method.decoded!.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
+        return (
+            returned.reply_code, String(amqpBytes: returned.reply_text),
+            RabbitMQDelivery(
+                body: [], properties: RabbitMQProperties(), exchange: String(amqpBytes: returned.exchange),
+                routingKey: String(amqpBytes: returned.routing_key), redelivered: false, deliveryTag: 0, consumerTag: "",
+                messageCount: nil, channel: nil, epoch: epoch)
+        )
+    }
+
+    /// The basic.get-ok read last, as a delivery whose content is still to come.
+    func getOk(epoch: UInt64) -> RabbitMQDelivery {
+        let getOk = frame.payload.method.decoded!.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
+        return RabbitMQDelivery(
+            body: [], properties: RabbitMQProperties(), exchange: String(amqpBytes: getOk.exchange),
+            routingKey: String(amqpBytes: getOk.routing_key), redelivered: getOk.redelivered != 0,
+            deliveryTag: getOk.delivery_tag, consumerTag: "", messageCount: getOk.message_count, channel: nil, epoch: epoch)
+    }
+
+    /// The body size the content header read last announces.
+    var bodySize: Int { Int(frame.payload.properties.body_size) }
+
+    /// The properties of the content header read last: nil when it has none; `undecodable`
+    /// when they could not be decoded (a field table nested too deep).
+    @inline(__always)
+    func properties(undecodable: inout Bool) -> RabbitMQProperties? {
+        guard let decoded = frame.payload.properties.decoded else { return nil }
+        let properties = decoded.assumingMemoryBound(to: amqp_basic_properties_t.self)
+        guard properties.pointee._flags != 0 else { return nil }
+        let cache = cache(for: frame.channel)
+        do {
+            return try RabbitMQProperties.reusing(&cache.properties, flags: &cache.propertiesFlags, for: properties.pointee)
+        } catch {
+            undecodable = true
+            return nil
+        }
+    }
+
+    /// The body fragment read last (valid until the next read).
+    var body: UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: frame.payload.body_fragment.bytes, count: frame.payload.body_fragment.len)
     }
 
     @inline(__always)
     private func cache(for channel: UInt16) -> DecodeCache {
-        if let lastCache, lastCache.channel == channel { return lastCache.cache }
+        if lastCacheChannel == channel { return lastCacheObject }
         let cache: DecodeCache
         if let existing = caches[channel] {
             cache = existing
@@ -280,14 +299,15 @@ final class CConnection {
             cache = DecodeCache()
             caches[channel] = cache
         }
-        lastCache = (channel, cache)
+        lastCacheChannel = channel
+        lastCacheObject = cache
         return cache
     }
 
     /// Forgets what was cached for a closed channel (its number may be reused).
     func channelClosed(_ channel: UInt16) {
         caches[channel] = nil
-        if lastCache?.channel == channel { lastCache = nil }
+        if lastCacheChannel == channel { lastCacheChannel = 0 }
     }
 
     // MARK: Writing

@@ -116,7 +116,9 @@ extension ScratchPool {
 
 /// A decoded table or array nested deeper than ``RabbitMQFieldTable/maxDepth``.
 struct FieldTableTooDeep: Error {
-    var error: RabbitMQError {
+    var error: RabbitMQError { Self.error }
+
+    static var error: RabbitMQError {
         RabbitMQError(
             code: .protocolError, scope: .none,
             message: "a field table nests tables and arrays more than \(RabbitMQFieldTable.maxDepth) deep")

@@ -16,6 +16,8 @@ import Glibc
 ///
 /// Bodies up to ``copyLimit`` are copied; larger ones are written from the caller's array
 /// (kept alive here until written), with their framing bytes in the buffer.
+///
+/// Used by its connection's I/O thread only: its state skips the dynamic exclusivity checks.
 final class FrameWriter {
     static let copyLimit = 4096
     /// IOV_MAX on Linux (a macro Swift does not import).
@@ -34,20 +36,20 @@ final class FrameWriter {
     /// The connection's socket (rabbitmq-c's, non-blocking).
     let socketDescriptor: Int32
     let frameMax: Int
-    private var buffer: UnsafeMutableRawPointer
-    private var capacity: Int
+    @exclusivity(unchecked) private var buffer: UnsafeMutableRawPointer
+    @exclusivity(unchecked) private var capacity: Int
     /// Bytes used in `buffer` (from 0; the written prefix is reclaimed when it is large).
-    private var count = 0
-    private var segments: [Segment] = []
-    private var segmentHead = 0
+    @exclusivity(unchecked) private var count = 0
+    @exclusivity(unchecked) private var segments: [Segment] = []
+    @exclusivity(unchecked) private var segmentHead = 0
     /// Bytes appended and written since the start: a publish is written once `written`
     /// passes its end.
-    private var appended = 0
-    private var written = 0
+    @exclusivity(unchecked) private var appended = 0
+    @exclusivity(unchecked) private var written = 0
     /// Where each publish not yet fully written ends, in `appended` terms.
-    private var publishEnds: [Int] = []
-    private var publishEndsHead = 0
-    private var iovecs: [iovec] = []
+    @exclusivity(unchecked) private var publishEnds: [Int] = []
+    @exclusivity(unchecked) private var publishEndsHead = 0
+    @exclusivity(unchecked) private var iovecs: [iovec] = []
 
     init(socket: Int32, frameMax: Int) {
         socketDescriptor = socket

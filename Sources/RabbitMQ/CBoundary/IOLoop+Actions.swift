@@ -12,7 +12,7 @@ extension IOLoop {
         actions.removeAll(keepingCapacity: true)
     }
 
-    private func execute(_ action: ConnectionAction<IOWaiter>) {
+    private func execute(_ action: ConnectionAction) {
         switch action {
         case .send(let channel, let method):
             send(method, on: channel)

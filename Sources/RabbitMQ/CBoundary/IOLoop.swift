@@ -2,26 +2,6 @@ import CRabbitMQ
 import Glibc
 import Logging
 
-/// A caller the I/O loop resumes when the protocol core says so.
-enum IOWaiter {
-    case void(CheckedContinuation<Void, any Error>)
-    case reply(CheckedContinuation<ChannelReply, any Error>)
-
-    func succeed(_ reply: ChannelReply) {
-        switch self {
-        case .void(let continuation): continuation.resume()
-        case .reply(let continuation): continuation.resume(returning: reply)
-        }
-    }
-
-    func fail(_ error: RabbitMQError) {
-        switch self {
-        case .void(let continuation): continuation.resume(throwing: error)
-        case .reply(let continuation): continuation.resume(throwing: error)
-        }
-    }
-}
-
 /// The thread that owns one connection: it reads frames and turns them into events for the
 /// protocol core (``ConnectionStateMachine``), hands it the commands other threads queued in
 /// the ``ConnectionCore``, tells it the time, and carries out what it decides. It decides
@@ -32,17 +12,17 @@ enum IOWaiter {
 /// writability while bytes wait) and an eventfd until the core's next deadline. No user code
 /// runs here: it only resumes continuations and yields into buffers and streams.
 final class IOLoop {
-    typealias Machine = ConnectionStateMachine<IOWaiter>
+    typealias Machine = ConnectionStateMachine
 
     let core: ConnectionCore
     let configuration: RabbitMQConfiguration
     var logger: Logger
-    @exclusivity(unchecked) var machine: Machine
+    let machine: Machine
     /// The connection to the broker; nil while recovery waits between attempts.
     @exclusivity(unchecked) var connection: CConnection?
     let scratch = ScratchPool()
     @exclusivity(unchecked) var commands: [Command] = []
-    @exclusivity(unchecked) var actions: [ConnectionAction<IOWaiter>] = []
+    @exclusivity(unchecked) var actions: [ConnectionAction] = []
     /// Consumers whose iterator waits for deliveries that arrived this turn: woken once, at
     /// the end of the read turn, with everything that arrived (not once per message).
     @exclusivity(unchecked) var consumersToWake: [DeliveryBuffer] = []
@@ -179,16 +159,16 @@ final class IOLoop {
         defer { wakeConsumers() }
         var read = 0
         while read < budget {
-            let frame: InboundFrame?
+            let type: FrameType?
             do {
-                frame = try current.readFrame(epoch: machine.epoch)
+                type = try current.nextFrame()
             } catch {
                 lost(error)
                 return false
             }
-            guard let frame else { break }
+            guard let type else { break }
             read += 1
-            dispatch(frame)
+            dispatch(type, from: current)
             // A protocol error or a close may have ended this connection.
             guard connection === current else { return false }
         }
@@ -204,29 +184,43 @@ final class IOLoop {
 
     // MARK: Frames
 
+    /// Turns the frame just read into an event for the core.
     @inline(__always)
-    func dispatch(_ frame: InboundFrame) {
-        switch frame {
-        case .method(0, let method):
-            machine.connectionMethod(method, now: clock.now)
-        case .method(let number, .basicAck(let tag, let multiple)):
-            confirm(number, tag: tag, multiple: multiple, acked: true)
-        case .method(let number, .basicNack(let tag, let multiple)):
-            confirm(number, tag: tag, multiple: multiple, acked: false)
-        case .method(let number, let method):
-            machine.channelMethod(number, method, now: clock.now)
-        case .deliver(let number, let delivery):
-            beginContent(number, .deliver, delivery)
-        case .returned(let number, let replyCode, let replyText, let delivery):
-            beginContent(number, .returned(replyCode: replyCode, replyText: replyText), delivery)
-        case .getOk(let number, let delivery):
-            beginContent(number, .get, delivery)
-        case .header(let number, let bodySize, let properties, let undecodable):
+    func dispatch(_ type: FrameType, from connection: CConnection) {
+        let number = connection.frameChannel
+        switch type {
+        case .body:
+            // Content frames make no actions, but when a message completes (see progress).
             guard let channel = machine.channel(number) else { return }
-            progress(channel, channel.contentHeader(bodySize: bodySize, properties: properties, undecodable: undecodable))
-        case .body(let number, let fragment):
+            progress(channel, channel.contentBody(connection.body))
+            return
+        case .header:
             guard let channel = machine.channel(number) else { return }
-            progress(channel, channel.contentBody(fragment))
+            var undecodable = false
+            let properties = connection.properties(undecodable: &undecodable)
+            progress(channel, channel.contentHeader(bodySize: connection.bodySize, properties: properties, undecodable: undecodable))
+            return
+        case .deliver:
+            beginContent(number, .deliver, connection.delivery(epoch: machine.epoch))
+            return
+        case .returned:
+            let (replyCode, replyText, message) = connection.returned(epoch: machine.epoch)
+            beginContent(number, .returned(replyCode: replyCode, replyText: replyText), message)
+            return
+        case .getOk:
+            beginContent(number, .get, connection.getOk(epoch: machine.epoch))
+            return
+        case .method:
+            let method = connection.method()
+            if number == 0 {
+                machine.connectionMethod(method, now: clock.now)
+            } else if case .basicAck(let tag, let multiple) = method {
+                confirm(number, tag: tag, multiple: multiple, acked: true)
+            } else if case .basicNack(let tag, let multiple) = method {
+                confirm(number, tag: tag, multiple: multiple, acked: false)
+            } else {
+                machine.channelMethod(number, method, now: clock.now)
+            }
         }
         if !machine.actions.isEmpty { executeActions() }
     }
@@ -254,18 +248,19 @@ final class IOLoop {
     }
 
     @inline(__always)
-    private func progress(_ channel: ConnectionStateMachine<IOWaiter>.ChannelMachine, _ progress: ContentProgress) {
+    private func progress(_ channel: ConnectionStateMachine.ChannelMachine, _ progress: ContentProgress) {
         switch progress {
         case .incomplete:
             return
         case .protocolError(let violation):
             lost(RabbitMQError(code: .protocolError, scope: .connection, message: violation))
-        case .complete(let content):
-            switch machine.contentComplete(channel, content) {
+        case .complete:
+            switch machine.contentComplete(channel) {
             case .deliver(let sink, let delivery):
                 deliver(delivery, to: sink, on: channel.number)
             case .none:
-                break
+                // A returned message, a get's answer, or a refusal: their actions, now.
+                if !machine.actions.isEmpty { executeActions() }
             case .protocolError(let error):
                 lost(error)
             }
@@ -314,18 +309,18 @@ final class IOLoop {
                 }
             case .settle(let shared, let settlement):
                 if let number = machine.settle(shared, epoch: settlement.epoch) { send(OutboundMethod(settlement), on: number) }
-            case .openChannel(let shared, let continuation):
-                machine.openChannel(shared, waiter: .void(continuation), now: now)
-            case .request(let shared, let request, let continuation):
-                machine.request(shared, request, waiter: .reply(continuation), now: now)
-            case .consume(let shared, let request, let sink, let continuation):
-                machine.consume(shared, request, sink: sink, waiter: .reply(continuation), now: now)
-            case .cancelConsumer(let shared, let tag, let continuation):
-                machine.cancelConsumer(shared, consumerTag: tag, waiter: continuation.map { .reply($0) }, now: now)
-            case .closeChannel(let shared, let continuation):
-                machine.closeChannel(shared, waiter: .void(continuation), now: now)
-            case .close(let continuation):
-                machine.close(waiter: continuation.map { .void($0) }, now: now)
+            case .openChannel(let shared, let waiter):
+                machine.openChannel(shared, waiter: waiter, now: now)
+            case .request(let shared, let request, let waiter):
+                machine.request(shared, request, waiter: waiter, now: now)
+            case .consume(let shared, let request, let sink, let waiter):
+                machine.consume(shared, request, sink: sink, waiter: waiter, now: now)
+            case .cancelConsumer(let shared, let tag, let waiter):
+                machine.cancelConsumer(shared, consumerTag: tag, waiter: waiter, now: now)
+            case .closeChannel(let shared, let waiter):
+                machine.closeChannel(shared, waiter: waiter, now: now)
+            case .close(let waiter):
+                machine.close(waiter: waiter, now: now)
             }
             if !machine.actions.isEmpty { executeActions() }
             // The terminate action may have handed back commands still queued in the core.
@@ -410,6 +405,7 @@ final class IOLoop {
     }
 
     /// The connection failed: the core decides what follows (recovery or the end).
+    @inline(never)
     func lost(_ error: RabbitMQError) {
         // Nothing more goes out on it, whatever actions are still in hand.
         dropConnection()

@@ -12,9 +12,12 @@ extension RabbitMQChannel {
         _ body: [UInt8], exchange: String = "", routingKey: String,
         properties: RabbitMQProperties = RabbitMQProperties(), mandatory: Bool = false
     ) async throws {
-        let message = OutboundMessage(
-            body: body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
-        try await enqueue(message, ticket: nil)
+        // The usual case queues the message without suspending. Everything happens in a
+        // synchronous call that hands back at most one reference: an async function's locals
+        // that live across an await are allocated per call, which a message must not pay for.
+        if let pending = try admit(body, exchange, routingKey, properties, mandatory, ticket: nil) {
+            try await pending.complete(deadline: nil)
+        }
     }
 
     /// Publishes a UTF-8 string body. See ``publish(_:exchange:routingKey:properties:mandatory:)-([UInt8],_,_,_,_)``.
@@ -48,9 +51,9 @@ extension RabbitMQChannel {
         properties: RabbitMQProperties = RabbitMQProperties(), mandatory: Bool = false
     ) async throws -> RabbitMQConfirmation {
         let ticket = ConfirmTicket()
-        let message = OutboundMessage(
-            body: body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
-        try await enqueue(message, ticket: ticket)
+        if let pending = try admit(body, exchange, routingKey, properties, mandatory, ticket: ticket) {
+            try await pending.complete(deadline: nil)
+        }
         return RabbitMQConfirmation(ticket: ticket)
     }
 
@@ -78,48 +81,81 @@ extension RabbitMQChannel {
         _ body: [UInt8], exchange: String = "", routingKey: String, properties: RabbitMQProperties, mandatory: Bool,
         deadline: ContinuousClock.Instant
     ) async throws {
-        let message = OutboundMessage(
-            body: body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
-        try await enqueue(message, ticket: nil, deadline: deadline)
+        if let pending = try admit(body, exchange, routingKey, properties, mandatory, ticket: nil) {
+            try await pending.complete(deadline: deadline)
+        }
     }
 
-    @inline(__always)
-    private func enqueue(_ message: OutboundMessage, ticket: ConfirmTicket?, deadline: ContinuousClock.Instant? = nil) async throws {
+    /// A publish that has to wait (for a confirm slot, for room in the buffer, for recovery),
+    /// or only to yield: a heap object only on those paths, so the fast path stays small.
+    private final class PendingPublish: Sendable {
+        /// A publisher that never has to wait yields now and then (see ``ChannelShared``).
+        static let yield = PendingPublish(channel: nil, message: .placeholder, ticket: nil, command: nil)
+
+        let channel: RabbitMQChannel?
+        let message: OutboundMessage
+        let ticket: ConfirmTicket?
+        /// Nil until it has a confirm slot (a confirming channel's window was full).
+        let command: Command?
+
+        init(channel: RabbitMQChannel?, message: OutboundMessage, ticket: ConfirmTicket?, command: Command?) {
+            self.channel = channel
+            self.message = message
+            self.ticket = ticket
+            self.command = command
+        }
+
+        func complete(deadline: ContinuousClock.Instant?) async throws {
+            guard let channel else {
+                await Task.yield()
+                return
+            }
+            if let command {
+                try await channel.submitWaitingForRoom(command, confirming: command.holdsSlot, deadline: deadline)
+                return
+            }
+            try await channel.shared.reserveConfirmSlot()
+            try await channel.submitWaitingForRoom(
+                .publish(channel.shared, message, ticket, holdsSlot: true), confirming: true, deadline: deadline)
+        }
+    }
+
+    /// The fast path, synchronous: validates, takes a confirm slot and room in the buffer,
+    /// and queues the message, in two short critical sections, when there is room. Returns
+    /// what is left to do, nil for nothing.
+    @inline(never)
+    private func admit(
+        _ body: [UInt8], _ exchange: String, _ routingKey: String, _ properties: RabbitMQProperties, _ mandatory: Bool,
+        ticket: ConfirmTicket?
+    ) throws(RabbitMQError) -> PendingPublish? {
+        let message = OutboundMessage(body: body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
         try message.validate()
         try message.validateHeaders {
             let frameMax = shared.core.negotiated.frameMax
             return frameMax > 0 ? frameMax : 131_072
         }
-        // Fast path (room in the window and in the buffer): two short locks, no suspension.
-        if let admission = try shared.tryAdmitPublish() {
-            // Admission says whether the channel confirms: no separate lock to ask first
-            // (confirm mode, once selected, is never switched off).
-            if ticket != nil && !admission.confirming {
-                throw RabbitMQError(code: .invalidConfiguration, message: "call confirmSelect() before publishWithConfirm")
-            }
-            let command = Command.publish(shared, message, ticket, holdsSlot: admission.confirming)
-            let queued: Bool
-            do {
-                queued = try shared.core.trySubmitPublish(command)
-            } catch {
-                if admission.confirming { shared.releaseConfirmSlots(1) }
-                throw error
-            }
-            if !queued {
-                try await submitWaitingForRoom(command, confirming: admission.confirming, deadline: deadline)
-            } else if admission.shouldYield {
-                await Task.yield()
-            }
-            return
+        guard let admission = try shared.tryAdmitPublish() else {
+            return PendingPublish(channel: self, message: message, ticket: ticket, command: nil)
         }
-        // The confirm window is full (only a confirming channel has one): wait for a slot.
-        try await shared.reserveConfirmSlot()
-        try await submitWaitingForRoom(
-            Command.publish(shared, message, ticket, holdsSlot: true), confirming: true, deadline: deadline)
+        // Admission says whether the channel confirms: no separate lock to ask first
+        // (confirm mode, once selected, is never switched off).
+        if ticket != nil && !admission.confirming {
+            throw RabbitMQError(code: .invalidConfiguration, message: "call confirmSelect() before publishWithConfirm")
+        }
+        let command = Command.publish(shared, message, ticket, holdsSlot: admission.confirming)
+        let queued: Bool
+        do {
+            queued = try shared.core.trySubmitPublish(command)
+        } catch {
+            if admission.confirming { shared.releaseConfirmSlots(1) }
+            throw error
+        }
+        if queued { return admission.shouldYield ? .yield : nil }
+        return PendingPublish(channel: self, message: .placeholder, ticket: ticket, command: command)
     }
 
     /// The slow path: waits for room in the buffer (or for recovery), then queues `command`.
-    private func submitWaitingForRoom(_ command: Command, confirming: Bool, deadline: ContinuousClock.Instant?) async throws {
+    fileprivate func submitWaitingForRoom(_ command: Command, confirming: Bool, deadline: ContinuousClock.Instant?) async throws {
         do {
             try await shared.core.reservePublish(deadline: deadline)
         } catch {

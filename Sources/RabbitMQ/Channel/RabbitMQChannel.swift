@@ -34,7 +34,7 @@ public final class RabbitMQChannel: Sendable {
     public func close() async throws {
         if shared.closeReason != nil { return }
         let shared = self.shared
-        try await shared.core.call { .closeChannel(shared, $0) }
+        try await shared.core.callVoid { .closeChannel(shared, $0) }
     }
 
     func request(_ request: ChannelRequest) async throws -> ChannelReply {

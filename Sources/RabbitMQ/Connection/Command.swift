@@ -1,18 +1,30 @@
-/// A request from any task to a connection's I/O thread. Only Sendable values cross.
+/// A request from any task to a connection's I/O thread. Only Sendable values cross, and
+/// every payload has a size known at compile time (continuations travel in a ``Waiter``), so
+/// moving a command costs no metadata lookup.
 enum Command: Sendable {
-    case openChannel(ChannelShared, CheckedContinuation<Void, any Error>)
-    case request(ChannelShared, ChannelRequest, CheckedContinuation<ChannelReply, any Error>)
+    case openChannel(ChannelShared, Waiter)
+    case request(ChannelShared, ChannelRequest, Waiter)
     /// `holdsSlot`: the publish took a slot of its channel's confirm window.
     case publish(ChannelShared, OutboundMessage, ConfirmTicket?, holdsSlot: Bool)
     case settle(ChannelShared, Settlement)
-    case consume(ChannelShared, ConsumeRequest, ConsumerSink, CheckedContinuation<ChannelReply, any Error>)
-    case cancelConsumer(ChannelShared, consumerTag: String, CheckedContinuation<ChannelReply, any Error>?)
-    case closeChannel(ChannelShared, CheckedContinuation<Void, any Error>)
-    case close(CheckedContinuation<Void, any Error>?)
+    case consume(ChannelShared, ConsumeRequest, ConsumerSink, Waiter)
+    case cancelConsumer(ChannelShared, consumerTag: String, Waiter?)
+    case closeChannel(ChannelShared, Waiter)
+    case close(Waiter?)
+}
+
+extension Command {
+    /// Whether a publish took a slot of its channel's confirm window.
+    var holdsSlot: Bool {
+        if case .publish(_, _, _, let holdsSlot) = self { holdsSlot } else { false }
+    }
 }
 
 /// A message to publish; the body is retained, not copied, until rabbitmq-c writes it.
 struct OutboundMessage: Sendable {
+    /// An empty message, where one is needed but not used.
+    static let placeholder = OutboundMessage(body: [], exchange: "", routingKey: "", properties: .init(), mandatory: false)
+
     var body: [UInt8]
     var exchange: String
     var routingKey: String

@@ -84,18 +84,29 @@ final class ConnectionCore: Sendable {
         }
     }
 
-    /// Submits a command that carries a continuation and waits for the I/O thread to resume
-    /// it; a command refused at once resumes it with the refusal (after `refused` ran).
-    func call<T>(
-        _ make: (CheckedContinuation<T, any Error>) -> Command, refused: (RabbitMQError) -> Void = { _ in }
-    ) async throws -> T {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-            do throws(RabbitMQError) {
-                try submit(make(continuation))
-            } catch {
-                refused(error)
-                continuation.resume(throwing: error)
-            }
+    /// Submits a command that carries a waiter and waits for the I/O thread to answer it
+    /// with a reply; a command refused at once throws the refusal (after `refused` ran).
+    func call(
+        _ make: (Waiter) -> Command, refused: (RabbitMQError) -> Void = { _ in }
+    ) async throws -> ChannelReply {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ChannelReply, any Error>) in
+            submit(make(.reply(continuation)), refused: refused) { continuation.resume(throwing: $0) }
+        }
+    }
+
+    /// As ``call(_:refused:)``, for commands answered without a value.
+    func callVoid(_ make: (Waiter) -> Command, refused: (RabbitMQError) -> Void = { _ in }) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            submit(make(.void(continuation)), refused: refused) { continuation.resume(throwing: $0) }
+        }
+    }
+
+    private func submit(_ command: Command, refused: (RabbitMQError) -> Void, fail: (RabbitMQError) -> Void) {
+        do throws(RabbitMQError) {
+            try submit(command)
+        } catch {
+            refused(error)
+            fail(error)
         }
     }
 

@@ -108,7 +108,7 @@ public final class RabbitMQConnection: Sendable {
     public func openChannel() async throws -> RabbitMQChannel {
         let number = try core.allocateChannel()
         let shared = ChannelShared(number: number, core: core)
-        try await core.call({ .openChannel(shared, $0) }, refused: { _ in core.releaseChannel(number) })
+        try await core.callVoid({ .openChannel(shared, $0) }, refused: { _ in core.releaseChannel(number) })
         return RabbitMQChannel(connection: self, shared: shared)
     }
 
@@ -119,7 +119,7 @@ public final class RabbitMQConnection: Sendable {
     public func close() async throws {
         if core.terminalError != nil { return }
         do {
-            try await core.call { .close($0) }
+            try await core.callVoid { .close($0) }
         } catch let error as RabbitMQError where core.terminalError != nil && error == core.terminalError {
             // Closed meanwhile (by another close, or for good after a failure): nothing to do.
         }

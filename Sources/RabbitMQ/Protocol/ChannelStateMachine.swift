@@ -5,7 +5,7 @@
 /// No I/O, no clock, no C: the connection machine drives it with decoded events and the time,
 /// and it appends what must happen to the action list it is given. A class, so the I/O loop can
 /// keep the channel of the last frame at hand without hashing (frames come in runs).
-final class ChannelStateMachine<Waiter> {
+final class ChannelStateMachine {
     enum Phase: Equatable {
         /// `channel.open` sent, open-ok not yet received (a first open or a recovery's).
         case opening
@@ -66,14 +66,14 @@ final class ChannelStateMachine<Waiter> {
     let number: UInt16
     /// The caller-facing half; nil for a channel the recovery plan opened for itself.
     let shared: ChannelShared?
-    var phase = Phase.opening
+    @exclusivity(unchecked) var phase = Phase.opening
     /// The application has this channel (a recovery re-opens only those).
     private(set) var wasOpened = false
-    private var pending: [Pending] = []
-    private var pendingHead = 0
+    @exclusivity(unchecked) private var pending: [Pending] = []
+    @exclusivity(unchecked) private var pendingHead = 0
     /// Assembled in place as its frames arrive and moved out when complete.
     @exclusivity(unchecked) var content: ContentAssembly?
-    private(set) var consumers: [String: Consumer] = [:] {
+    @exclusivity(unchecked) private(set) var consumers: [String: Consumer] = [:] {
         didSet { lastConsumer = nil }
     }
     /// The consumer of the last delivery: a busy channel delivers to the same one again and
@@ -81,7 +81,7 @@ final class ChannelStateMachine<Waiter> {
     @exclusivity(unchecked) private var lastConsumer: (tag: String, sink: ConsumerSink)?
     /// The last `basic.qos` values the broker accepted, per consumer and per channel.
     private(set) var prefetch: (perConsumer: UInt16?, global: UInt16?) = (nil, nil)
-    private(set) var confirmMode = false
+    @exclusivity(unchecked) private(set) var confirmMode = false
     @exclusivity(unchecked) var unconfirmed = UnconfirmedWindow()
     /// Unconfirmed publishes of a lost connection, in order, to publish again after recovery.
     private(set) var republish: [Unconfirmed] = []
@@ -245,15 +245,14 @@ final class ChannelStateMachine<Waiter> {
     }
 
     /// The content header: `properties` is nil when the frame had none (or when discarding);
-    /// `undecodable` when they could not be decoded.
+    /// `undecodable` when they could not be decoded. Changed in place: the delivery stays
+    /// uniquely referenced, so the body is appended to it without a copy.
     @inline(__always)
-    func contentHeader(bodySize: Int, properties: RabbitMQProperties?, undecodable: RabbitMQError? = nil) -> ContentProgress {
-        guard content?.awaitsHeader == true else {
-            return .protocolError("unexpected content header on channel \(number)")
-        }
-        if let properties, !content!.isDiscarding { content!.message.properties = properties }
-        if let undecodable { content!.undecodable = undecodable }
-        if bodySize == 0 { return .complete(content.take()!) }
+    func contentHeader(bodySize: Int, properties: RabbitMQProperties?, undecodable: Bool = false) -> ContentProgress {
+        guard content?.bodySize == -1 else { return .protocolError("unexpected content header on channel \(number)") }
+        if let properties { content!.message.properties = properties }
+        if undecodable { content!.undecodable = true }
+        if bodySize == 0 { return .complete }
         content!.bodySize = bodySize
         // Reserved once, for the whole body (the generic array initialisers cost a metadata
         // lookup of a few hundred instructions per message).
@@ -264,13 +263,10 @@ final class ChannelStateMachine<Waiter> {
     /// A body frame.
     @inline(__always)
     func contentBody(_ fragment: UnsafeRawBufferPointer) -> ContentProgress {
-        guard let size = content?.bodySize, size >= 0 else {
-            return .protocolError("unexpected content body on channel \(number)")
-        }
-        if !content!.isDiscarding, fragment.count > 0 { content!.message.body.append(contentsOf: fragment) }
+        guard let size = content?.bodySize, size >= 0 else { return .protocolError("unexpected content body on channel \(number)") }
+        if fragment.count > 0, !content!.isDiscarding { content!.message.body.append(contentsOf: fragment) }
         content!.received += fragment.count
-        if content!.received >= size { return .complete(content.take()!) }
-        return .incomplete
+        return content!.received >= size ? .complete : .incomplete
     }
 
     // MARK: Confirms

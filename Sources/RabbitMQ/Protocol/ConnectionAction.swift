@@ -1,7 +1,6 @@
 /// What the protocol core asks the I/O loop to do. The loop carries these out in order and
-/// decides nothing itself; `Waiter` is whatever the loop resumes callers with (continuations
-/// in the library, plain values in tests).
-enum ConnectionAction<Waiter> {
+/// decides nothing itself.
+enum ConnectionAction {
     /// Send a method on a channel (0: the connection).
     case send(UInt16, OutboundMethod)
     /// Send a heartbeat frame.

@@ -3,7 +3,7 @@
 extension ConnectionStateMachine {
     // MARK: Channel 0
 
-    mutating func connectionMethod(_ method: InboundMethod, now: ContinuousClock.Instant) {
+    func connectionMethod(_ method: InboundMethod, now: ContinuousClock.Instant) {
         switch method {
         case .connectionClose(let close):
             emit(.send(0, .connectionCloseOk))
@@ -36,7 +36,7 @@ extension ConnectionStateMachine {
 
     // MARK: Channels
 
-    mutating func channelMethod(_ number: UInt16, _ method: InboundMethod, now: ContinuousClock.Instant) {
+    func channelMethod(_ number: UInt16, _ method: InboundMethod, now: ContinuousClock.Instant) {
         guard let channel = channel(number) else {
             emit(.log(.debug, "frame for an unknown channel ignored", [LogKey.channel: "\(number)"]))
             return
@@ -75,7 +75,7 @@ extension ConnectionStateMachine {
     }
 
     /// Matches a reply to its request (see ``ChannelStateMachine/takeRequest(answeredBy:consumerTag:)``).
-    private mutating func reply(_ method: InboundMethod, on channel: ChannelStateMachine<Waiter>, now: ContinuousClock.Instant) {
+    private func reply(_ method: InboundMethod, on channel: ChannelStateMachine, now: ContinuousClock.Instant) {
         var consumerTag: String?
         if case .basicConsumeOk(let tag) = method { consumerTag = tag }
         if case .basicCancelOk(let tag) = method { consumerTag = tag }
@@ -110,7 +110,7 @@ extension ConnectionStateMachine {
         if pending.isRecovery { recoveryReplied(channel.number, .success(method.reply), now: now) }
     }
 
-    private mutating func consumerRegistered(_ tag: String, on channel: ChannelStateMachine<Waiter>, now: ContinuousClock.Instant) {
+    private func consumerRegistered(_ tag: String, on channel: ChannelStateMachine, now: ContinuousClock.Instant) {
         guard let consumer = channel.consumers[tag] else { return }
         if case .registering(let waiter) = consumer.state, let waiter { emit(.succeed(waiter, .consumerTag(tag))) }
         channel.updateConsumer(tag) { $0.state = .active }
@@ -122,15 +122,15 @@ extension ConnectionStateMachine {
     /// The consumer is gone from the broker (cancel-ok, or cancelled while the connection was
     /// down): its sequence ends, waiting callers are answered, an auto-delete queue nobody
     /// else consumes is forgotten.
-    mutating func forgetConsumer(_ tag: String, on channel: ChannelStateMachine<Waiter>, error: RabbitMQError? = nil) {
+    func forgetConsumer(_ tag: String, on channel: ChannelStateMachine, error: RabbitMQError? = nil) {
         guard let consumer = channel.removeConsumer(tag) else { return }
         answerWaiters(of: consumer, cancelled: true, error: error ?? Self.channelClosedByApplication)
         emit(.finishConsumer(consumer.sink, error))
         forgetAutoDeleteQueue(consumer.request.queue)
     }
 
-    private mutating func answerWaiters(
-        of consumer: ChannelStateMachine<Waiter>.Consumer, cancelled: Bool, error: RabbitMQError
+    private func answerWaiters(
+        of consumer: ChannelStateMachine.Consumer, cancelled: Bool, error: RabbitMQError
     ) {
         switch consumer.state {
         case .registering(let waiter):
@@ -145,7 +145,7 @@ extension ConnectionStateMachine {
 
     /// `basic.cancel` from the broker (consumer_cancel_notify): its queue was deleted or
     /// became unavailable. No cancel-ok is due (the broker sends it nowait).
-    private mutating func brokerCancelled(_ tag: String, on channel: ChannelStateMachine<Waiter>) {
+    private func brokerCancelled(_ tag: String, on channel: ChannelStateMachine) {
         guard channel.consumers[tag] != nil else { return }
         emit(.log(.info, "consumer cancelled by the broker", [LogKey.consumerTag: tag]))
         forgetConsumer(
@@ -156,7 +156,7 @@ extension ConnectionStateMachine {
 
     /// The broker closed the channel (404, 406, ...): close-ok, then everything on it fails
     /// with the broker's error. The connection and its other channels go on.
-    private mutating func brokerClosed(_ channel: ChannelStateMachine<Waiter>, _ close: ServerClose, now: ContinuousClock.Instant) {
+    private func brokerClosed(_ channel: ChannelStateMachine, _ close: ServerClose, now: ContinuousClock.Instant) {
         emit(.send(channel.number, .channelCloseOk))
         if channel.phase == .closing, let closing = channel.closing {
             // Both sides closed at once: ours was asked for first.
@@ -172,15 +172,15 @@ extension ConnectionStateMachine {
     /// Sends `channel.close` and fails what waits on the channel: requests and consumes with
     /// `error`; cancels succeed (the close cancels). Consumers end at close-ok, normally when
     /// `graceful`, else with `error`.
-    mutating func beginClose(
-        _ channel: ChannelStateMachine<Waiter>, error: RabbitMQError, graceful: Bool, waiters: [Waiter], now: ContinuousClock.Instant
+    func beginClose(
+        _ channel: ChannelStateMachine, error: RabbitMQError, graceful: Bool, waiters: [Waiter], now: ContinuousClock.Instant
     ) {
         channel.beginClosing(.init(error: error, graceful: graceful, waiters: waiters))
         if let shared = channel.shared { emit(.markChannelClosed(shared, error)) }
         sendClose(channel, now: now)
     }
 
-    private mutating func sendClose(_ channel: ChannelStateMachine<Waiter>, now: ContinuousClock.Instant) {
+    private func sendClose(_ channel: ChannelStateMachine, now: ContinuousClock.Instant) {
         let error = channel.closing?.error ?? Self.channelClosedByApplication
         failPending(of: channel, error)
         emit(.send(channel.number, .channelClose(replyCode: 200, replyText: "Goodbye")))
@@ -188,7 +188,7 @@ extension ConnectionStateMachine {
     }
 
     /// Fails the requests waiting on a channel (the close or the loss makes them moot).
-    private mutating func failPending(of channel: ChannelStateMachine<Waiter>, _ error: RabbitMQError) {
+    private func failPending(of channel: ChannelStateMachine, _ error: RabbitMQError) {
         for pending in channel.takeAllPending() {
             switch pending.kind {
             case .open(let waiter), .request(_, let waiter):
@@ -209,8 +209,8 @@ extension ConnectionStateMachine {
     /// everything waiting on it is answered and its number freed. Returns whether a
     /// recovery request was waiting on it.
     @discardableResult
-    mutating func finishChannel(
-        _ channel: ChannelStateMachine<Waiter>, error: RabbitMQError, graceful: Bool, forgetConsumers: Bool = true
+    func finishChannel(
+        _ channel: ChannelStateMachine, error: RabbitMQError, graceful: Bool, forgetConsumers: Bool = true
     ) -> Bool {
         removeChannel(channel.number)
         freeChannelNumber(channel.number)
@@ -240,7 +240,7 @@ extension ConnectionStateMachine {
     // MARK: Topology bookkeeping
 
     /// Keeps the topology registry in step with what the broker accepted.
-    private mutating func record(_ request: ChannelRequest, reply: ChannelReply, on channel: ChannelStateMachine<Waiter>) {
+    private func record(_ request: ChannelRequest, reply: ChannelReply, on channel: ChannelStateMachine) {
         switch request {
         case .exchangeDeclare(let name, let type, let passive, let durable, let autoDelete, let isInternal, let arguments):
             guard !passive, !name.isEmpty else { return }
@@ -284,7 +284,7 @@ extension ConnectionStateMachine {
     /// The broker deletes an auto-delete queue when its last consumer goes (cancelled, or
     /// its channel closed): forget it too, unless another consumer of this connection still
     /// consumes it. Auto-delete exchanges that lost their last binding with it go as well.
-    mutating func forgetAutoDeleteQueue(_ name: String) {
+    func forgetAutoDeleteQueue(_ name: String) {
         guard let queue = registry.queue(named: name), queue.autoDelete else { return }
         let stillConsumed = channels.values.contains { channel in
             channel.consumers.values.contains { $0.request.queue == name }
@@ -294,22 +294,15 @@ extension ConnectionStateMachine {
 
     // MARK: Content
 
-    /// What a completed message turned into.
-    enum ContentOutcome {
-        /// A delivery to hand to a consumer.
-        case deliver(ConsumerSink, RabbitMQDelivery)
-        /// Handled (a return, a `basic.get` answer) or dropped.
-        case none
-        /// The broker broke the protocol: the connection is unusable.
-        case protocolError(RabbitMQError)
-    }
 
-    /// A message is complete on `channel`: a delivery for its consumer (returned to the
-    /// loop, the hot path), a returned message, or the answer to a `basic.get`.
+    /// A message is complete on `channel` (``ContentProgress/complete``): a delivery for its
+    /// consumer (returned to the loop, the hot path), a returned message, or the answer to a
+    /// `basic.get`.
     @inline(__always)
-    mutating func contentComplete(_ channel: ChannelStateMachine<Waiter>, _ content: consuming ContentAssembly) -> ContentOutcome {
+    func contentComplete(_ channel: ChannelStateMachine) -> ContentOutcome {
+        guard let content = channel.content.take() else { return .none }
         let kind = content.kind
-        let undecodable = content.undecodable
+        let undecodable: RabbitMQError? = content.undecodable ? FieldTableTooDeep.error : nil
         var message = content.message
         // Ends `content` here, so `message` is the storage's only owner and is changed in place.
         _ = consume content
@@ -328,46 +321,62 @@ extension ConnectionStateMachine {
             if !sink.noAck, let shared = channel.shared { message.settleOn(shared) }
             return .deliver(sink, message)
         case .returned(let replyCode, let replyText):
-            if let undecodable {
-                emit(.log(.error, "a returned message with undecodable properties was dropped", [LogKey.error: "\(undecodable)"]))
-                return .none
-            }
-            var properties = message.properties
-            var sequence: UInt64?
-            if let value = properties.headers?[Unconfirmed.returnTagHeader] {
-                if case .int64(let number) = value { sequence = UInt64(exactly: number) }
-                properties.headers![Unconfirmed.returnTagHeader] = nil
-                if properties.headers!.isEmpty { properties.headers = nil }
-            }
-            let returned = RabbitMQReturnedMessage(
-                replyCode: replyCode, replyText: replyText, exchange: message.exchange, routingKey: message.routingKey,
-                properties: properties, body: message.body)
-            if channel.confirmMode { _ = channel.attachReturn(returned, sequence: sequence) }
-            if let shared = channel.shared { emit(.returned(shared, returned)) }
+            completeReturn(message, replyCode: replyCode, replyText: replyText, on: channel, undecodable: undecodable)
             return .none
         case .get:
-            guard let pending = channel.takeRequest(answeredBy: .basicGetOk, consumerTag: nil),
-                case .request(.basicGet(_, let noAck), let waiter) = pending.kind
-            else {
-                return .protocolError(
-                    RabbitMQError(code: .protocolError, scope: .connection, message: "unexpected basic.get-ok on channel \(channel.number)"))
-            }
-            if let undecodable {
-                refuseUndecodable(message, on: channel, settleable: !noAck, error: undecodable)
-                if let waiter { emit(.fail(waiter, undecodable)) }
-                return .none
-            }
-            if !noAck, let shared = channel.shared { message.settleOn(shared) }
-            if let waiter { emit(.succeed(waiter, .delivery(message))) }
+            return completeGet(message, on: channel, undecodable: undecodable)
+        }
+    }
+
+    // Not inlined into the delivery path: what they touch (a request with its deadline, the
+    // clock's resilient types) would cost every delivery a metadata lookup.
+    @inline(never)
+    private func completeReturn(
+        _ message: RabbitMQDelivery, replyCode: UInt16, replyText: String, on channel: ChannelStateMachine, undecodable: RabbitMQError?
+    ) {
+        if let undecodable {
+            emit(.log(.error, "a returned message with undecodable properties was dropped", [LogKey.error: "\(undecodable)"]))
+            return
+        }
+        var properties = message.properties
+        var sequence: UInt64?
+        if let value = properties.headers?[Unconfirmed.returnTagHeader] {
+            if case .int64(let number) = value { sequence = UInt64(exactly: number) }
+            properties.headers![Unconfirmed.returnTagHeader] = nil
+            if properties.headers!.isEmpty { properties.headers = nil }
+        }
+        let returned = RabbitMQReturnedMessage(
+            replyCode: replyCode, replyText: replyText, exchange: message.exchange, routingKey: message.routingKey,
+            properties: properties, body: message.body)
+        if channel.confirmMode { _ = channel.attachReturn(returned, sequence: sequence) }
+        if let shared = channel.shared { emit(.returned(shared, returned)) }
+    }
+
+    @inline(never)
+    private func completeGet(_ message: RabbitMQDelivery, on channel: ChannelStateMachine, undecodable: RabbitMQError?) -> ContentOutcome {
+        var message = message
+        guard let pending = channel.takeRequest(answeredBy: .basicGetOk, consumerTag: nil),
+            case .request(.basicGet(_, let noAck), let waiter) = pending.kind
+        else {
+            return .protocolError(
+                RabbitMQError(code: .protocolError, scope: .connection, message: "unexpected basic.get-ok on channel \(channel.number)"))
+        }
+        if let undecodable {
+            refuseUndecodable(message, on: channel, settleable: !noAck, error: undecodable)
+            if let waiter { emit(.fail(waiter, undecodable)) }
             return .none
         }
+        if !noAck, let shared = channel.shared { message.settleOn(shared) }
+        if let waiter { emit(.succeed(waiter, .delivery(message))) }
+        return .none
     }
 
     /// A message whose properties cannot be decoded (a field table nested too deep) is never
     /// handed out: rejected without requeue (dead-lettered, when the queue has a dead-letter
     /// exchange) so it cannot come back in a loop.
-    private mutating func refuseUndecodable(
-        _ message: RabbitMQDelivery, on channel: ChannelStateMachine<Waiter>, settleable: Bool, error: RabbitMQError
+    @inline(never)
+    private func refuseUndecodable(
+        _ message: RabbitMQDelivery, on channel: ChannelStateMachine, settleable: Bool, error: RabbitMQError
     ) {
         emit(
             .log(
@@ -383,4 +392,15 @@ extension ConnectionStateMachine {
     func refused(_ delivery: RabbitMQDelivery, channel: UInt16) -> OutboundMethod? {
         delivery.isSettleable ? .basicReject(deliveryTag: delivery.deliveryTag, requeue: true) : nil
     }
+}
+
+/// What a completed message turned into (not nested in the generic machine: a generic
+/// enum costs a metadata lookup per message).
+enum ContentOutcome {
+    /// A delivery to hand to a consumer.
+    case deliver(ConsumerSink, RabbitMQDelivery)
+    /// Handled (a return, a `basic.get` answer) or dropped.
+    case none
+    /// The broker broke the protocol: the connection is unusable.
+    case protocolError(RabbitMQError)
 }

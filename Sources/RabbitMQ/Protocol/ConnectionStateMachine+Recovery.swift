@@ -5,7 +5,7 @@ extension ConnectionStateMachine {
 
     /// The socket failed, a heartbeat timed out, the broker closed the connection or broke
     /// the protocol.
-    mutating func connectionLost(_ error: RabbitMQError, now: ContinuousClock.Instant) {
+    func connectionLost(_ error: RabbitMQError, now: ContinuousClock.Instant) {
         switch state {
         case .closed, .connecting:
             return
@@ -46,7 +46,7 @@ extension ConnectionStateMachine {
     /// and unconfirmed publishes, the topology registry. What was in flight is answered:
     /// requests fail with a retriable error; a consume or a cancel in flight fails, and that
     /// consumer is not brought back (nobody owns it).
-    private mutating func suspend(after error: RabbitMQError) {
+    private func suspend(after error: RabbitMQError) {
         bumpEpoch()
         let lost = RabbitMQError(
             code: error.code, scope: .connection,
@@ -107,7 +107,7 @@ extension ConnectionStateMachine {
     // MARK: Back-off and connect
 
     /// The back-off is over: the next connect attempt, unless the attempts are used up.
-    private mutating func startAttempt(_ plan: inout RecoveryPlan, now: ContinuousClock.Instant) -> Bool {
+    private func startAttempt(_ plan: inout RecoveryPlan, now: ContinuousClock.Instant) -> Bool {
         if let limit = settings.recovery.maxAttempts, plan.attempt >= limit {
             giveUp(
                 RabbitMQError(
@@ -126,7 +126,7 @@ extension ConnectionStateMachine {
     }
 
     /// A recovery connect attempt failed (every endpoint).
-    mutating func connectFailed(_ error: RabbitMQError, now: ContinuousClock.Instant) {
+    func connectFailed(_ error: RabbitMQError, now: ContinuousClock.Instant) {
         guard case .recovering(var plan) = state, case .connecting = plan.step else { return }
         plan.lastError = error
         if RecoveryPlan.isLoginRefusal(error) {
@@ -137,7 +137,7 @@ extension ConnectionStateMachine {
         state = .recovering(plan)
     }
 
-    private mutating func giveUp(_ error: RabbitMQError, now: ContinuousClock.Instant) {
+    private func giveUp(_ error: RabbitMQError, now: ContinuousClock.Instant) {
         emit(.log(.error, "recovery failed", [LogKey.error: "\(error)"]))
         terminate(error, now: now, events: [.recoveryFailed(error)])
     }
@@ -189,7 +189,7 @@ extension ConnectionStateMachine {
     }
 
     /// Runs the plan's operations until one waits for a reply or a pause, or the plan is done.
-    mutating func advanceRecovery(now: ContinuousClock.Instant) {
+    func advanceRecovery(now: ContinuousClock.Instant) {
         while case .recovering(var plan) = state, case .restoring(var restore) = plan.step {
             if restore.inFlight != nil { return }
             if let paused = restore.pausedUntil {
@@ -210,7 +210,7 @@ extension ConnectionStateMachine {
     }
 
     /// Starts one operation; returns true when it sent a request whose reply is awaited.
-    private mutating func start(_ operation: Restore.Operation, in restore: inout Restore, now: ContinuousClock.Instant) -> Bool {
+    private func start(_ operation: Restore.Operation, in restore: inout Restore, now: ContinuousClock.Instant) -> Bool {
         let deadline = now.advanced(by: settings.requestTimeout)
         switch operation {
         case .reopen(let number):
@@ -232,7 +232,7 @@ extension ConnectionStateMachine {
                     now: now)
                 return false
             }
-            let channel = ChannelStateMachine<Waiter>(number: number, shared: nil)
+            let channel = ChannelStateMachine(number: number, shared: nil)
             addChannel(channel)
             restore.internalChannel = number
             channel.enqueue(.open(nil), expecting: (.channelOpenOk, .channelOpenOk), deadline: deadline, isRecovery: true)
@@ -293,20 +293,20 @@ extension ConnectionStateMachine {
         }
     }
 
-    private mutating func sendRecoveryRequest(_ request: ChannelRequest, on number: UInt16, deadline: ContinuousClock.Instant) -> Bool {
+    private func sendRecoveryRequest(_ request: ChannelRequest, on number: UInt16, deadline: ContinuousClock.Instant) -> Bool {
         guard let channel = channels[number], channel.isOpen else { return false }
         channel.enqueue(.request(request, nil), expecting: request.expectedReplies, deadline: deadline, isRecovery: true)
         emit(.send(number, .request(request)))
         return true
     }
 
-    private mutating func sendInternal(_ request: ChannelRequest, _ restore: Restore, deadline: ContinuousClock.Instant) -> Bool {
+    private func sendInternal(_ request: ChannelRequest, _ restore: Restore, deadline: ContinuousClock.Instant) -> Bool {
         guard let number = restore.internalChannel else { return false }
         return sendRecoveryRequest(request, on: number, deadline: deadline)
     }
 
     /// The reply to the plan's request in flight (or its channel's close).
-    mutating func recoveryReplied(_ number: UInt16, _ result: Result<ChannelReply, RabbitMQError>, now: ContinuousClock.Instant) {
+    func recoveryReplied(_ number: UInt16, _ result: Result<ChannelReply, RabbitMQError>, now: ContinuousClock.Instant) {
         guard case .recovering(var plan) = state, case .restoring(var restore) = plan.step,
             let operation = restore.inFlight
         else { return }
@@ -366,12 +366,12 @@ extension ConnectionStateMachine {
         advanceRecovery(now: now)
     }
 
-    private mutating func topologyFailed(_ entity: String, _ error: RabbitMQError) {
+    private func topologyFailed(_ entity: String, _ error: RabbitMQError) {
         emit(.log(.warning, "could not restore \(entity)", [LogKey.error: "\(error)"]))
         emit(.emit(.topologyRecoveryFailed(entity: entity, error: error)))
     }
 
-    private mutating func rename(queue old: String, to new: String) {
+    private func rename(queue old: String, to new: String) {
         recordTopology { $0.renameQueue(from: old, to: new) }
         for channel in channels.values { channel.renameQueue(from: old, to: new) }
         emit(.log(.info, "server-named queue renamed", ["rabbitmq.old_queue": old, LogKey.queue: new]))
@@ -381,7 +381,7 @@ extension ConnectionStateMachine {
     /// Publishes the unconfirmed messages of the lost connection again, in their order.
     /// Each moves back into its channel's window as it goes out, so a drop in the middle
     /// loses none: the next recovery publishes the rest, and these again.
-    private mutating func republish() {
+    private func republish() {
         for channel in sortedChannels() where channel.hasRepublish {
             guard channel.isOpen else {
                 failUnconfirmed(channel.takeRepublish(), on: channel, error: channel.shared?.closeReason ?? .channelClosed())
@@ -402,7 +402,7 @@ extension ConnectionStateMachine {
         }
     }
 
-    private mutating func finishRecovery(_ restore: Restore, now: ContinuousClock.Instant) {
+    private func finishRecovery(_ restore: Restore, now: ContinuousClock.Instant) {
         guard case .recovering(let plan) = state else { return }
         if let blocked = plan.blocked { setState(.blocked(blocked)) } else { setState(.open) }
         emit(.setPhase(.open))
@@ -415,11 +415,12 @@ extension ConnectionStateMachine {
 
     /// Deadlines reached: request timeouts, the close deadline, the back-off, a recovery
     /// pause, heartbeats.
-    mutating func tick(now: ContinuousClock.Instant) {
-        switch state {
+    func tick(now: ContinuousClock.Instant) {
+        switch phase {
         case .connecting, .closed:
             return
-        case .recovering(var plan):
+        case .recovering:
+            guard case .recovering(var plan) = state else { return }
             switch plan.step {
             case .backingOff(let until):
                 guard until <= now else { return }
@@ -430,11 +431,13 @@ extension ConnectionStateMachine {
             case .restoring:
                 advanceRecovery(now: now)
             }
-        case .open, .blocked, .closing:
+        case .open, .blocked, .closingOpen, .closingBlocked, .closingSent:
             break
         }
         if !isBlocked { expireRequests(now: now) }
-        if case .closing(let closing) = state, closing.deadline <= now {
+        if phase == .closingOpen || phase == .closingBlocked || phase == .closingSent, case .closing(let closing) = state,
+            closing.deadline <= now
+        {
             emit(.log(.debug, "the close did not complete before its deadline; dropping the socket", [:]))
             if !closing.sentClose { emit(.send(0, .connectionClose(replyCode: 200, replyText: "Normal shutdown"))) }
             terminate(nil, now: now)
@@ -453,7 +456,7 @@ extension ConnectionStateMachine {
     }
 
     /// The kernel's answer to ``ConnectionAction/checkPeerSilence``: how long nothing arrived.
-    mutating func peerSilence(_ silence: Duration, now: ContinuousClock.Instant) {
+    func peerSilence(_ silence: Duration, now: ContinuousClock.Instant) {
         heartbeat.checking = false
         guard let interval = heartbeat.interval else { return }
         if silence >= interval * 2 {
@@ -467,7 +470,9 @@ extension ConnectionStateMachine {
         }
     }
 
-    private mutating func expireRequests(now: ContinuousClock.Instant) {
+    private func expireRequests(now: ContinuousClock.Instant) {
+        // Every turn: a plain look first, the expired ones (rare) in channel order after.
+        guard channels.values.contains(where: { $0.earliestDeadline.map { $0 <= now } ?? false }) else { return }
         for channel in sortedChannels() {
             guard let head = channel.earliestDeadline, head <= now else { continue }
             guard channels[channel.number] === channel else { continue }

@@ -3,11 +3,14 @@
 /// reached, the socket failing, a connect attempt's result), actions out (``actions``, which
 /// the I/O loop carries out in order). Tests drive it event by event with a fake clock.
 ///
+/// A class used by one thread only (its I/O loop, or a test): the properties the hot paths
+/// touch skip the dynamic exclusivity checks (`@exclusivity(unchecked)`); the static ones stay.
+///
 /// The connection's phase is one enum, ``State``; each channel's is a
 /// ``ChannelStateMachine``. The hot paths (publish routing, content assembly, confirms) are
 /// methods that return what to do directly, so a message costs no action.
-struct ConnectionStateMachine<Waiter> {
-    typealias ChannelMachine = ChannelStateMachine<Waiter>
+final class ConnectionStateMachine {
+    typealias ChannelMachine = ChannelStateMachine
 
     enum State {
         /// The first connect attempt has not succeeded yet.
@@ -56,29 +59,38 @@ struct ConnectionStateMachine<Waiter> {
 
     /// Where a publish goes.
     enum PublishRoute {
-        case send(ChannelStateMachine<Waiter>)
+        case send(ChannelStateMachine)
         case hold
         case fail(RabbitMQError)
     }
 
+    /// ``State`` without its payloads, for the hot paths: a switch over `state` copies its
+    /// payloads (a recovery plan, a closing's waiters), one over this copies nothing.
+    enum Phase: UInt8 {
+        case connecting, open, blocked, closingOpen, closingBlocked, closingSent, recovering, closed
+    }
+
     let settings: Settings
-    var state = State.connecting
-    private(set) var channels: [UInt16: ChannelStateMachine<Waiter>] = [:] {
+    @exclusivity(unchecked) var state = State.connecting {
+        didSet { phase = Self.phase(of: state) }
+    }
+    @exclusivity(unchecked) private(set) var phase = Phase.connecting
+    @exclusivity(unchecked) private(set) var channels: [UInt16: ChannelStateMachine] = [:] {
         didSet { lastChannel = nil }
     }
     /// The channel of the last frame or publish: they come in runs, so most lookups skip hashing.
-    private var lastChannel: ChannelStateMachine<Waiter>?
+    @exclusivity(unchecked) private var lastChannel: ChannelStateMachine?
     /// What was declared successfully, to declare again after a reconnect.
     private(set) var registry = TopologyRegistry()
     /// Bumped on every reconnect; deliveries carry it so settlements of older ones are dropped.
-    private(set) var epoch: UInt64 = 1
-    private(set) var held: [Held] = []
+    @exclusivity(unchecked) private(set) var epoch: UInt64 = 1
+    @exclusivity(unchecked) private(set) var held: [Held] = []
     /// Why the connection closed, once it has.
     private(set) var terminalError: RabbitMQError?
-    private var heldHead = 0
-    var heartbeat = HeartbeatState()
+    @exclusivity(unchecked) private var heldHead = 0
+    @exclusivity(unchecked) var heartbeat = HeartbeatState()
     /// What to do next, in order; the loop takes them with ``takeActions(into:)``.
-    private(set) var actions: [ConnectionAction<Waiter>] = []
+    @exclusivity(unchecked) private(set) var actions: [ConnectionAction] = []
     /// A channel number for the recovery plan's own channel (the connection's allocator).
     private let allocateChannel: () -> UInt16?
     /// Gives a number back to the allocator, at once: the plan may need it right away.
@@ -97,19 +109,30 @@ struct ConnectionStateMachine<Waiter> {
     }
 
     /// Moves the pending actions out (keeping both buffers' capacity).
-    mutating func takeActions(into buffer: inout [ConnectionAction<Waiter>]) {
+    func takeActions(into buffer: inout [ConnectionAction]) {
         buffer.removeAll(keepingCapacity: true)
         swap(&buffer, &actions)
     }
 
-    mutating func emit(_ action: ConnectionAction<Waiter>) {
+    func emit(_ action: ConnectionAction) {
         actions.append(action)
+    }
+
+    private static func phase(of state: State) -> Phase {
+        switch state {
+        case .connecting: .connecting
+        case .open: .open
+        case .blocked: .blocked
+        case .closing(let closing): closing.sentClose ? .closingSent : closing.blocked != nil ? .closingBlocked : .closingOpen
+        case .recovering: .recovering
+        case .closed: .closed
+        }
     }
 
     // MARK: Lookups
 
     @inline(__always)
-    mutating func channel(_ number: UInt16) -> ChannelStateMachine<Waiter>? {
+    func channel(_ number: UInt16) -> ChannelStateMachine? {
         if let lastChannel, lastChannel.number == number { return lastChannel }
         let channel = channels[number]
         lastChannel = channel
@@ -118,21 +141,20 @@ struct ConnectionStateMachine<Waiter> {
 
     /// The channel `shared` stands for, if it is still that one (numbers are reused).
     @inline(__always)
-    mutating func channel(for shared: ChannelShared) -> ChannelStateMachine<Waiter>? {
+    func channel(for shared: ChannelShared) -> ChannelStateMachine? {
         guard let channel = channel(shared.number), channel.shared === shared else { return nil }
         return channel
     }
 
     var isConnected: Bool {
-        switch state {
-        case .open, .blocked: true
-        case .closing: true
-        case .recovering(let plan): if case .restoring = plan.step { true } else { false }
-        case .connecting, .closed: false
+        switch phase {
+        case .open, .blocked, .closingOpen, .closingBlocked, .closingSent: return true
+        case .recovering: if case .recovering(let plan) = state, case .restoring = plan.step { return true } else { return false }
+        case .connecting, .closed: return false
         }
     }
 
-    var isClosed: Bool { if case .closed = state { true } else { false } }
+    var isClosed: Bool { phase == .closed }
 
     private var blocked: BlockedState? {
         switch state {
@@ -178,7 +200,7 @@ struct ConnectionStateMachine<Waiter> {
     // MARK: Connected
 
     /// The first connect attempt (outside any recovery) succeeded.
-    mutating func connected(heartbeat interval: Duration, endpoint: String, now: ContinuousClock.Instant) {
+    func connected(heartbeat interval: Duration, endpoint: String, now: ContinuousClock.Instant) {
         switch state {
         case .connecting:
             state = .open
@@ -198,19 +220,19 @@ struct ConnectionStateMachine<Waiter> {
 
     // MARK: Commands
 
-    mutating func openChannel(_ shared: ChannelShared, waiter: Waiter, now: ContinuousClock.Instant) {
+    func openChannel(_ shared: ChannelShared, waiter: Waiter, now: ContinuousClock.Instant) {
         if let refusal = requestRefusal {
             freeChannelNumber(shared.number)
             emit(.fail(waiter, refusal))
             return
         }
-        let channel = ChannelStateMachine<Waiter>(number: shared.number, shared: shared)
+        let channel = ChannelStateMachine(number: shared.number, shared: shared)
         channels[shared.number] = channel
         channel.enqueue(.open(waiter), expecting: (.channelOpenOk, .channelOpenOk), deadline: deadline(now))
         emit(.send(shared.number, .channelOpen))
     }
 
-    mutating func request(_ shared: ChannelShared, _ request: ChannelRequest, waiter: Waiter, now: ContinuousClock.Instant) {
+    func request(_ shared: ChannelShared, _ request: ChannelRequest, waiter: Waiter, now: ContinuousClock.Instant) {
         if let refusal = requestRefusal {
             emit(.fail(waiter, refusal))
             return
@@ -225,7 +247,7 @@ struct ConnectionStateMachine<Waiter> {
         emit(.send(channel.number, .request(request)))
     }
 
-    mutating func consume(
+    func consume(
         _ shared: ChannelShared, _ request: ConsumeRequest, sink: ConsumerSink, waiter: Waiter, now: ContinuousClock.Instant
     ) {
         let refusal: RabbitMQError?
@@ -250,7 +272,7 @@ struct ConnectionStateMachine<Waiter> {
         emit(.fail(waiter, refusal!))
     }
 
-    mutating func cancelConsumer(_ shared: ChannelShared, consumerTag tag: String, waiter: Waiter?, now: ContinuousClock.Instant) {
+    func cancelConsumer(_ shared: ChannelShared, consumerTag tag: String, waiter: Waiter?, now: ContinuousClock.Instant) {
         guard let channel = channel(for: shared), let consumer = channel.consumers[tag] else {
             if let waiter { emit(.succeed(waiter, .ok)) }
             return
@@ -282,7 +304,7 @@ struct ConnectionStateMachine<Waiter> {
         }
     }
 
-    mutating func sendCancel(_ tag: String, on channel: ChannelStateMachine<Waiter>, waiters: [Waiter], now: ContinuousClock.Instant) {
+    func sendCancel(_ tag: String, on channel: ChannelStateMachine, waiters: [Waiter], now: ContinuousClock.Instant) {
         channel.updateConsumer(tag) { consumer in
             consumer.state = .cancelling(waiters)
             consumer.cancelRequested = false
@@ -297,16 +319,15 @@ struct ConnectionStateMachine<Waiter> {
     /// dropped: the broker requeued the message, and a stale tag would close the new channel
     /// with 406. Settlements still go out while the connection closes, until it sends close.
     @inline(__always)
-    mutating func settle(_ shared: ChannelShared, epoch settlementEpoch: UInt64) -> UInt16? {
+    func settle(_ shared: ChannelShared, epoch settlementEpoch: UInt64) -> UInt16? {
         guard settlementEpoch == epoch, let channel = channel(for: shared), channel.isOpen else { return nil }
-        switch state {
-        case .open, .blocked, .recovering: return channel.number
-        case .closing(let closing): return closing.sentClose ? nil : channel.number
-        case .connecting, .closed: return nil
+        switch phase {
+        case .open, .blocked, .recovering, .closingOpen, .closingBlocked: return channel.number
+        case .closingSent, .connecting, .closed: return nil
         }
     }
 
-    mutating func closeChannel(_ shared: ChannelShared, waiter: Waiter, now: ContinuousClock.Instant) {
+    func closeChannel(_ shared: ChannelShared, waiter: Waiter, now: ContinuousClock.Instant) {
         guard let channel = channel(for: shared) else {
             emit(.succeed(waiter, .ok))
             return
@@ -333,7 +354,7 @@ struct ConnectionStateMachine<Waiter> {
     }
 
     /// `close()`: flush, wait (bounded) for outstanding confirms, then the close handshake.
-    mutating func close(waiter: Waiter?, now: ContinuousClock.Instant) {
+    func close(waiter: Waiter?, now: ContinuousClock.Instant) {
         switch state {
         case .closed:
             if let waiter { emit(.succeed(waiter, .ok)) }
@@ -363,7 +384,7 @@ struct ConnectionStateMachine<Waiter> {
         }
     }
 
-    private mutating func beginConnectionClose(waiter: Waiter?, blocked: BlockedState?, now: ContinuousClock.Instant) {
+    private func beginConnectionClose(waiter: Waiter?, blocked: BlockedState?, now: ContinuousClock.Instant) {
         emit(.log(.debug, "closing", [:]))
         state = .closing(Closing(waiters: waiter.map { [$0] } ?? [], deadline: now.advanced(by: settings.closeTimeout), blocked: blocked))
         // From here on new commands fail; the ones already queued are still run.
@@ -371,8 +392,8 @@ struct ConnectionStateMachine<Waiter> {
         sendConnectionCloseIfDrained(now: now)
     }
 
-    mutating func sendConnectionCloseIfDrained(now: ContinuousClock.Instant) {
-        guard case .closing(var closing) = state, !closing.sentClose else { return }
+    func sendConnectionCloseIfDrained(now: ContinuousClock.Instant) {
+        guard phase == .closingOpen || phase == .closingBlocked, case .closing(var closing) = state, !closing.sentClose else { return }
         let drained = heldHead == held.count && channels.values.allSatisfy { $0.unconfirmed.isEmpty }
         guard drained || closing.deadline <= now else { return }
         closing.sentClose = true
@@ -385,15 +406,14 @@ struct ConnectionStateMachine<Waiter> {
     /// Where a publish on `shared` goes: sent now, held (blocked, recovering, or behind
     /// publishes held already, so order is kept), or failed.
     @inline(__always)
-    mutating func routePublish(_ shared: ChannelShared) -> PublishRoute {
-        switch state {
-        case .open:
+    func routePublish(_ shared: ChannelShared) -> PublishRoute {
+        switch phase {
+        case .open, .closingOpen:
             if heldHead < held.count { return .hold }
-        case .blocked, .recovering:
+        case .blocked, .recovering, .closingBlocked:
             return .hold
-        case .closing(let closing):
-            if closing.sentClose { return .fail(.connectionClosed("the connection is closing")) }
-            if closing.blocked != nil || heldHead < held.count { return .hold }
+        case .closingSent:
+            return .fail(.connectionClosed("the connection is closing"))
         case .connecting, .closed:
             return .fail(terminalError ?? .connectionClosed())
         }
@@ -405,7 +425,7 @@ struct ConnectionStateMachine<Waiter> {
     /// sequence number of the window. Returns the number to tag a mandatory publish with.
     @inline(__always)
     func recordPublish(
-        on channel: ChannelStateMachine<Waiter>, _ message: OutboundMessage, ticket: ConfirmTicket?, holdsSlot: Bool
+        on channel: ChannelStateMachine, _ message: OutboundMessage, ticket: ConfirmTicket?, holdsSlot: Bool
     ) -> UInt64? {
         guard channel.confirmMode else { return nil }
         let sequence = channel.unconfirmed.next
@@ -417,18 +437,18 @@ struct ConnectionStateMachine<Waiter> {
     }
 
     /// The publish could not be encoded (its properties do not fit a frame): take it back.
-    mutating func publishRefused(on channel: ChannelStateMachine<Waiter>, recorded: Bool, error: RabbitMQError) {
+    func publishRefused(on channel: ChannelStateMachine, recorded: Bool, error: RabbitMQError) {
         guard recorded, let entry = channel.unconfirmed.dropLast() else { return }
         if let ticket = entry.ticket { emit(.resolveTicket(ticket, .failure(error))) }
         if entry.holdsSlot, let shared = channel.shared { emit(.releaseConfirmSlots(shared, 1)) }
     }
 
-    mutating func hold(_ shared: ChannelShared, _ message: OutboundMessage, ticket: ConfirmTicket?, holdsSlot: Bool) {
+    func hold(_ shared: ChannelShared, _ message: OutboundMessage, ticket: ConfirmTicket?, holdsSlot: Bool) {
         held.append(Held(shared: shared, message: message, ticket: ticket, holdsSlot: holdsSlot))
     }
 
     /// Sends held publishes while nothing holds them any more.
-    mutating func releaseHeld() {
+    func releaseHeld() {
         var failed = 0
         while heldHead < held.count {
             let next = held[heldHead]
@@ -453,13 +473,11 @@ struct ConnectionStateMachine<Waiter> {
         }
     }
 
-    private mutating func routePublishIgnoringHeld(_ shared: ChannelShared) -> PublishRoute {
-        switch state {
-        case .open: break
-        case .blocked, .recovering: return .hold
-        case .closing(let closing):
-            if closing.sentClose { return .fail(.connectionClosed("the connection is closing")) }
-            if closing.blocked != nil { return .hold }
+    private func routePublishIgnoringHeld(_ shared: ChannelShared) -> PublishRoute {
+        switch phase {
+        case .open, .closingOpen: break
+        case .blocked, .recovering, .closingBlocked: return .hold
+        case .closingSent: return .fail(.connectionClosed("the connection is closing"))
         case .connecting, .closed: return .fail(terminalError ?? .connectionClosed())
         }
         guard let channel = channel(for: shared), channel.isOpen else { return .fail(closedError(shared)) }
@@ -467,12 +485,12 @@ struct ConnectionStateMachine<Waiter> {
     }
 
     /// A publish that will never be sent: its confirmation fails and its slot is given back.
-    mutating func failPublish(_ shared: ChannelShared, ticket: ConfirmTicket?, holdsSlot: Bool, error: RabbitMQError) {
+    func failPublish(_ shared: ChannelShared, ticket: ConfirmTicket?, holdsSlot: Bool, error: RabbitMQError) {
         if let ticket { emit(.resolveTicket(ticket, .failure(error))) }
         if holdsSlot { emit(.releaseConfirmSlots(shared, 1)) }
     }
 
-    private mutating func failAllHeld(_ error: RabbitMQError) {
+    private func failAllHeld(_ error: RabbitMQError) {
         let count = held.count - heldHead
         guard count > 0 else { return }
         for entry in held[heldHead...] { failPublish(entry.shared, ticket: entry.ticket, holdsSlot: entry.holdsSlot, error: error) }
@@ -486,22 +504,22 @@ struct ConnectionStateMachine<Waiter> {
     /// `basic.ack` or `basic.nack` for publishes on `channel`: resolves them through
     /// `resolve`; returns how many confirm slots to give back.
     @inline(__always)
-    mutating func confirm(
-        _ channel: ChannelStateMachine<Waiter>, tag: UInt64, multiple: Bool, acked: Bool,
+    func confirm(
+        _ channel: ChannelStateMachine, tag: UInt64, multiple: Bool, acked: Bool,
         now: ContinuousClock.Instant, resolve: (ConfirmTicket, RabbitMQPublishOutcome) -> Void
     ) -> Int {
         let slots = channel.confirm(tag, multiple: multiple, acked: acked, resolve)
-        if case .closing = state { sendConnectionCloseIfDrained(now: now) }
+        if phase == .closingOpen || phase == .closingBlocked { sendConnectionCloseIfDrained(now: now) }
         return slots
     }
 
     // MARK: Small helpers
 
-    func sortedChannels() -> [ChannelStateMachine<Waiter>] {
+    func sortedChannels() -> [ChannelStateMachine] {
         channels.values.sorted { $0.number < $1.number }
     }
 
-    mutating func failUnconfirmed(_ entries: [Unconfirmed], on channel: ChannelStateMachine<Waiter>, error: RabbitMQError) {
+    func failUnconfirmed(_ entries: [Unconfirmed], on channel: ChannelStateMachine, error: RabbitMQError) {
         var slots = 0
         for entry in entries {
             if let ticket = entry.ticket { emit(.resolveTicket(ticket, .failure(error))) }
@@ -510,41 +528,41 @@ struct ConnectionStateMachine<Waiter> {
         if slots > 0, let shared = channel.shared { emit(.releaseConfirmSlots(shared, slots)) }
     }
 
-    mutating func removeChannel(_ number: UInt16) {
+    func removeChannel(_ number: UInt16) {
         channels[number] = nil
     }
 
-    mutating func addChannel(_ channel: ChannelStateMachine<Waiter>) {
+    func addChannel(_ channel: ChannelStateMachine) {
         channels[channel.number] = channel
     }
 
-    mutating func recordTopology(_ update: (inout TopologyRegistry) -> Void) {
+    func recordTopology(_ update: (inout TopologyRegistry) -> Void) {
         update(&registry)
     }
 
-    mutating func setState(_ state: State) {
+    func setState(_ state: State) {
         self.state = state
     }
 
-    mutating func bumpEpoch() {
+    func bumpEpoch() {
         epoch &+= 1
     }
 
     func allocateInternalChannel() -> UInt16? { allocateChannel() }
 
     /// The channel is gone: its number is free for the next channel.
-    mutating func freeChannelNumber(_ number: UInt16) {
+    func freeChannelNumber(_ number: UInt16) {
         releaseChannel(number)
         emit(.channelGone(number))
     }
 
-    mutating func postponeDeadlinesAfterBlock(_ blocked: BlockedState, now: ContinuousClock.Instant) {
+    func postponeDeadlinesAfterBlock(_ blocked: BlockedState, now: ContinuousClock.Instant) {
         let delay = blocked.since.duration(to: now)
         guard delay > .zero else { return }
         for channel in channels.values { channel.postponeDeadlines(by: delay) }
     }
 
-    mutating func unblocked(now: ContinuousClock.Instant) {
+    func unblocked(now: ContinuousClock.Instant) {
         switch state {
         case .blocked(let blocked):
             postponeDeadlinesAfterBlock(blocked, now: now)
@@ -566,7 +584,7 @@ struct ConnectionStateMachine<Waiter> {
         sendConnectionCloseIfDrained(now: now)
     }
 
-    mutating func blocked(reason: String, now: ContinuousClock.Instant) {
+    func blocked(reason: String, now: ContinuousClock.Instant) {
         let blocked = BlockedState(since: now, reason: reason)
         switch state {
         case .open:
@@ -584,14 +602,20 @@ struct ConnectionStateMachine<Waiter> {
         emit(.emit(.blocked(reason: reason)))
     }
 
-    var isBlocked: Bool { blocked != nil }
+    var isBlocked: Bool {
+        switch phase {
+        case .blocked, .closingBlocked: true
+        case .recovering: blocked != nil
+        default: false
+        }
+    }
 
     // MARK: Teardown
 
     /// The connection is over for good: other threads learn it first (so whoever is
     /// answered next sees a closed connection), then everything waiting is answered, then
     /// the loop stops. `events` go out before `closed`.
-    mutating func terminate(_ error: RabbitMQError?, now: ContinuousClock.Instant, events: [RabbitMQConnectionEvent] = []) {
+    func terminate(_ error: RabbitMQError?, now: ContinuousClock.Instant, events: [RabbitMQConnectionEvent] = []) {
         if case .closed = state { return }
         let closingWaiters: [Waiter] = if case .closing(let closing) = state { closing.waiters } else { [] }
         state = .closed

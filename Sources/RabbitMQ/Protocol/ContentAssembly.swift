@@ -12,16 +12,21 @@ struct ContentAssembly {
     }
 
     var kind: Kind
+    /// Kept apart from `kind`: asked on every frame, and reading a payload enum copies it.
+    let isDiscarding: Bool
     var message: RabbitMQDelivery
     /// -1 until the content header arrives, then the body size it announced.
     var bodySize = -1
     /// Body bytes received so far (counted, so completion never reads the body).
     var received = 0
     /// Its properties could not be decoded (a field table nested too deep): it is refused.
-    var undecodable: RabbitMQError?
+    /// (A flag, not the error: the assembly is moved per frame and must stay small.)
+    var undecodable = false
 
-    var isDiscarding: Bool {
-        if case .discard = kind { true } else { false }
+    init(kind: Kind, message: consuming RabbitMQDelivery) {
+        self.kind = kind
+        if case .discard = kind { isDiscarding = true } else { isDiscarding = false }
+        self.message = message
     }
 
     var awaitsHeader: Bool { bodySize < 0 }
@@ -31,8 +36,9 @@ struct ContentAssembly {
 enum ContentProgress {
     /// More frames are due.
     case incomplete
-    /// The message is whole: hand it on.
-    case complete(ContentAssembly)
+    /// The message is whole: it waits in its channel's `content` for
+    /// ``ConnectionStateMachine/contentComplete(_:)`` (moved, never copied).
+    case complete
     /// A frame AMQP does not allow here: the connection is unusable.
     case protocolError(String)
 }

@@ -7,8 +7,8 @@ import Testing
 /// exactly once (``checkEveryWaiterAnsweredOnce()``), whatever happened in between.
 /// Waiters are plain integers here.
 struct MachineHarness {
-    typealias Machine = ConnectionStateMachine<Int>
-    typealias Action = ConnectionAction<Int>
+    typealias Machine = ConnectionStateMachine
+    typealias Action = ConnectionAction
 
     var machine: Machine
     /// The fake clock.
@@ -73,7 +73,8 @@ struct MachineHarness {
         machine.takeActions(into: &buffer)
         for action in buffer {
             switch action {
-            case .succeed(let waiter, _), .fail(let waiter, _): answered[waiter, default: 0] += 1
+            case .succeed(let waiter, _), .fail(let waiter, _):
+                if let probe = waiter.probe { answered[probe, default: 0] += 1 }
             default: break
             }
         }
@@ -106,7 +107,7 @@ struct MachineHarness {
         let number = numbers.allocator.allocate()!
         let shared = ChannelShared(number: number, core: core)
         let waiter = waiter()
-        machine.openChannel(shared, waiter: waiter, now: now)
+        machine.openChannel(shared, waiter: .probe(waiter), now: now)
         let sent = take()
         #expect(sent.sends == [.init(number, .channelOpen)])
         machine.channelMethod(number, .channelOpenOk, now: now)
@@ -117,7 +118,7 @@ struct MachineHarness {
     /// A request answered by `reply` (the machine must send it and succeed its waiter).
     mutating func request(_ request: ChannelRequest, on shared: ChannelShared, reply: InboundMethod) -> [Action] {
         let waiter = waiter()
-        machine.request(shared, request, waiter: waiter, now: now)
+        machine.request(shared, request, waiter: .probe(waiter), now: now)
         #expect(take().sends == [.init(shared.number, .request(request))])
         machine.channelMethod(shared.number, reply, now: now)
         let actions = take()
@@ -132,7 +133,7 @@ struct MachineHarness {
         let sink = ConsumerSink(buffer: DeliveryBuffer(), noAck: noAck, handler: nil)
         let request = ConsumeRequest(queue: queue, consumerTag: tag, noAck: noAck, exclusive: false, arguments: [:])
         let waiter = waiter()
-        machine.consume(shared, request, sink: sink, waiter: waiter, now: now)
+        machine.consume(shared, request, sink: sink, waiter: .probe(waiter), now: now)
         #expect(take().sends == [.init(shared.number, .basicConsume(request))])
         machine.channelMethod(shared.number, .basicConsumeOk(consumerTag: tag), now: now)
         #expect(take().succeeded == [waiter])
@@ -143,7 +144,7 @@ struct MachineHarness {
     /// machine made of it.
     mutating func deliver(
         _ body: String, tag: UInt64, consumerTag: String, on number: UInt16, properties: RabbitMQProperties? = nil
-    ) -> Machine.ContentOutcome? {
+    ) -> ContentOutcome? {
         guard let channel = machine.channel(number) else { return nil }
         let delivery = RabbitMQDelivery(
             body: [], properties: RabbitMQProperties(), exchange: "", routingKey: "q", redelivered: false, deliveryTag: tag,
@@ -153,10 +154,10 @@ struct MachineHarness {
     }
 
     /// Sends header and body frames for a content whose method arrived.
-    mutating func complete(_ body: String, on channel: Machine.ChannelMachine, properties: RabbitMQProperties? = nil) -> Machine.ContentOutcome? {
+    mutating func complete(_ body: String, on channel: Machine.ChannelMachine, properties: RabbitMQProperties? = nil) -> ContentOutcome? {
         let bytes = Array(body.utf8)
         switch channel.contentHeader(bodySize: bytes.count, properties: properties) {
-        case .complete(let content): return machine.contentComplete(channel, content)
+        case .complete: return machine.contentComplete(channel)
         case .protocolError(let message):
             Issue.record("protocol error: \(message)")
             return nil
@@ -164,7 +165,7 @@ struct MachineHarness {
         }
         let progress = bytes.withUnsafeBytes { channel.contentBody($0) }
         switch progress {
-        case .complete(let content): return machine.contentComplete(channel, content)
+        case .complete: return machine.contentComplete(channel)
         case .protocolError(let message):
             Issue.record("protocol error: \(message)")
             return nil
@@ -199,23 +200,23 @@ struct Sent: Equatable, CustomStringConvertible {
     var description: String { "\(channel): \(method)" }
 }
 
-extension Array where Element == ConnectionAction<Int> {
+extension Array where Element == ConnectionAction {
     var sends: [Sent] {
         compactMap { if case .send(let channel, let method) = $0 { Sent(channel, method) } else { nil } }
     }
 
     var succeeded: [Int] {
-        compactMap { if case .succeed(let waiter, _) = $0 { waiter } else { nil } }
+        compactMap { if case .succeed(let waiter, _) = $0 { waiter.probe } else { nil } }
     }
 
     func reply(to waiter: Int) -> ChannelReply? {
-        for case .succeed(waiter, let reply) in self { return reply }
+        for case .succeed(let answered, let reply) in self where answered.probe == waiter { return reply }
         return nil
     }
 
     var failed: [Int: RabbitMQError] {
         var failed: [Int: RabbitMQError] = [:]
-        for case .fail(let waiter, let error) in self { failed[waiter] = error }
+        for case .fail(let waiter, let error) in self { if let probe = waiter.probe { failed[probe] = error } }
         return failed
     }
 
@@ -268,7 +269,7 @@ extension Array where Element == ConnectionAction<Int> {
     }
 }
 
-extension ConnectionStateMachine.ContentOutcome {
+extension ContentOutcome {
     var delivery: RabbitMQDelivery? {
         if case .deliver(_, let delivery) = self { delivery } else { nil }
     }

@@ -22,7 +22,7 @@ struct PublishingProtocolTests {
             return
         }
         #expect(h.machine.recordPublish(on: channel, message(), ticket: nil, holdsSlot: false) == nil, "not in confirm mode: nothing recorded")
-        h.machine.closeChannel(shared, waiter: h.waiter(), now: h.now)
+        h.machine.closeChannel(shared, waiter: .probe(h.waiter()), now: h.now)
         h.take()
         guard case .fail = h.machine.routePublish(shared) else {
             Issue.record("a publish on a closing channel was not refused")
@@ -118,7 +118,7 @@ struct PublishingProtocolTests {
         h.connect(heartbeat: .zero)
         let shared = h.openChannel()
         let waiter = h.waiter()
-        h.machine.request(shared, .queuePurge(name: "q"), waiter: waiter, now: h.now)
+        h.machine.request(shared, .queuePurge(name: "q"), waiter: .probe(waiter), now: h.now)
         h.take()
         h.advance(.seconds(2))
         h.machine.connectionMethod(.connectionBlocked(reason: "disk"), now: h.now)
