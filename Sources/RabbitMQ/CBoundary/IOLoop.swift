@@ -405,7 +405,6 @@ final class IOLoop {
     }
 
     /// The connection failed: the core decides what follows (recovery or the end).
-    @inline(never)
     func lost(_ error: RabbitMQError) {
         // Nothing more goes out on it, whatever actions are still in hand.
         dropConnection()

@@ -134,6 +134,17 @@ final class ChannelStateMachine {
         return nil
     }
 
+    /// The basic.get that a basic.get-ok answers: its auto-ack flag and caller. (Not the
+    /// whole request: its deadline's type has a size known only at run time, which would
+    /// cost the delivery path, where this is inlined, a metadata lookup per message.)
+    @inline(never)
+    func takeGetRequest() -> (noAck: Bool, waiter: Waiter?)? {
+        guard let pending = takeRequest(answeredBy: .basicGetOk, consumerTag: nil),
+            case .request(.basicGet(_, let noAck), let waiter) = pending.kind
+        else { return nil }
+        return (noAck, waiter)
+    }
+
     private func removePending(at index: Int) -> Pending {
         let entry = pending[index]
         if index == pendingHead {

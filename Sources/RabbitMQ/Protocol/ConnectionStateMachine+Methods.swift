@@ -321,54 +321,37 @@ extension ConnectionStateMachine {
             if !sink.noAck, let shared = channel.shared { message.settleOn(shared) }
             return .deliver(sink, message)
         case .returned(let replyCode, let replyText):
-            completeReturn(message, replyCode: replyCode, replyText: replyText, on: channel, undecodable: undecodable)
+            if let undecodable {
+                emit(.log(.error, "a returned message with undecodable properties was dropped", [LogKey.error: "\(undecodable)"]))
+                return .none
+            }
+            var properties = message.properties
+            var sequence: UInt64?
+            if let value = properties.headers?[Unconfirmed.returnTagHeader] {
+                if case .int64(let number) = value { sequence = UInt64(exactly: number) }
+                properties.headers![Unconfirmed.returnTagHeader] = nil
+                if properties.headers!.isEmpty { properties.headers = nil }
+            }
+            let returned = RabbitMQReturnedMessage(
+                replyCode: replyCode, replyText: replyText, exchange: message.exchange, routingKey: message.routingKey,
+                properties: properties, body: message.body)
+            if channel.confirmMode { _ = channel.attachReturn(returned, sequence: sequence) }
+            if let shared = channel.shared { emit(.returned(shared, returned)) }
             return .none
         case .get:
-            return completeGet(message, on: channel, undecodable: undecodable)
-        }
-    }
-
-    // Not inlined into the delivery path: what they touch (a request with its deadline, the
-    // clock's resilient types) would cost every delivery a metadata lookup.
-    @inline(never)
-    private func completeReturn(
-        _ message: RabbitMQDelivery, replyCode: UInt16, replyText: String, on channel: ChannelStateMachine, undecodable: RabbitMQError?
-    ) {
-        if let undecodable {
-            emit(.log(.error, "a returned message with undecodable properties was dropped", [LogKey.error: "\(undecodable)"]))
-            return
-        }
-        var properties = message.properties
-        var sequence: UInt64?
-        if let value = properties.headers?[Unconfirmed.returnTagHeader] {
-            if case .int64(let number) = value { sequence = UInt64(exactly: number) }
-            properties.headers![Unconfirmed.returnTagHeader] = nil
-            if properties.headers!.isEmpty { properties.headers = nil }
-        }
-        let returned = RabbitMQReturnedMessage(
-            replyCode: replyCode, replyText: replyText, exchange: message.exchange, routingKey: message.routingKey,
-            properties: properties, body: message.body)
-        if channel.confirmMode { _ = channel.attachReturn(returned, sequence: sequence) }
-        if let shared = channel.shared { emit(.returned(shared, returned)) }
-    }
-
-    @inline(never)
-    private func completeGet(_ message: RabbitMQDelivery, on channel: ChannelStateMachine, undecodable: RabbitMQError?) -> ContentOutcome {
-        var message = message
-        guard let pending = channel.takeRequest(answeredBy: .basicGetOk, consumerTag: nil),
-            case .request(.basicGet(_, let noAck), let waiter) = pending.kind
-        else {
-            return .protocolError(
-                RabbitMQError(code: .protocolError, scope: .connection, message: "unexpected basic.get-ok on channel \(channel.number)"))
-        }
-        if let undecodable {
-            refuseUndecodable(message, on: channel, settleable: !noAck, error: undecodable)
-            if let waiter { emit(.fail(waiter, undecodable)) }
+            guard let (noAck, waiter) = channel.takeGetRequest() else {
+                return .protocolError(
+                    RabbitMQError(code: .protocolError, scope: .connection, message: "unexpected basic.get-ok on channel \(channel.number)"))
+            }
+            if let undecodable {
+                refuseUndecodable(message, on: channel, settleable: !noAck, error: undecodable)
+                if let waiter { emit(.fail(waiter, undecodable)) }
+                return .none
+            }
+            if !noAck, let shared = channel.shared { message.settleOn(shared) }
+            if let waiter { emit(.succeed(waiter, .delivery(message))) }
             return .none
         }
-        if !noAck, let shared = channel.shared { message.settleOn(shared) }
-        if let waiter { emit(.succeed(waiter, .delivery(message))) }
-        return .none
     }
 
     /// A message whose properties cannot be decoded (a field table nested too deep) is never
