@@ -13,3 +13,15 @@ public final class Counter: Sendable {
     /// The value now.
     public var current: Int { value.load(ordering: .relaxed) }
 }
+
+/// Lines the tasks of a test note down, for a failure message.
+public final class Notes: Sendable {
+    private let lines = Mutex<[String]>([])
+
+    public init() {}
+
+    public func add(_ line: String) { lines.withLock { $0.append(line) } }
+
+    /// Everything noted so far, in order.
+    public var all: [String] { lines.withLock { $0 } }
+}

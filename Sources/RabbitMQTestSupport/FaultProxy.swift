@@ -242,7 +242,7 @@ public final class FaultProxy: Sendable {
                 }
                 if stopped { break }
                 if let cutNow {
-                    for pair in pairs where !pair.closed { finish(pair, cutNow) }
+                    for pair in pairs where !pair.closed { finish(pair, cutNow, cut: true) }
                 }
                 pairs.removeAll { $0.closed }
                 var descriptors = [pollfd(fd: wake, events: Int16(POLLIN), revents: 0), pollfd(fd: listener, events: Int16(POLLIN), revents: 0)]
@@ -369,7 +369,7 @@ public final class FaultProxy: Sendable {
                     return
                 }
                 if sent > 0, let how = countToBroker(sent) {
-                    for other in pairs where !other.closed { finish(other, how) }
+                    for other in pairs where !other.closed { finish(other, how, cut: true) }
                     return
                 }
             }
@@ -441,9 +441,15 @@ public final class FaultProxy: Sendable {
             return total
         }
 
-        func finish(_ pair: Pair, _ how: Cut) {
+        /// Ends a pair. `cut`: the proxy cut it (counted before the sockets close, so a client
+        /// that sees the cut also sees it counted); otherwise a side hung up or failed.
+        func finish(_ pair: Pair, _ how: Cut, cut: Bool = false) {
             guard !pair.closed else { return }
             pair.closed = true
+            shared.control.withLock {
+                $0.counters.open -= 1
+                if cut { $0.counters.cut += 1 }
+            }
             for descriptor in [pair.client, pair.upstream] {
                 switch how {
                 case .reset:
@@ -453,10 +459,6 @@ public final class FaultProxy: Sendable {
                     shutdown(descriptor, Int32(SHUT_RDWR))
                 }
                 close(descriptor)
-            }
-            shared.control.withLock {
-                $0.counters.open -= 1
-                $0.counters.cut += 1
             }
         }
     }

@@ -41,6 +41,7 @@ public enum TestBroker {
         configuration.connectionName = name
         configuration.heartbeat = heartbeat
         configuration.recovery = recovery
+        configuration.requestTimeout = requestTimeout
         return configuration
     }
 
@@ -71,6 +72,7 @@ public enum TestBroker {
         configuration.connectionName = name
         configuration.heartbeat = heartbeat
         configuration.recovery = recovery
+        configuration.requestTimeout = requestTimeout
         return configuration
     }
 
@@ -83,6 +85,11 @@ public enum TestBroker {
     }
 
     /// Recovery with short delays, for a broker on this machine.
+    /// How long tests let the broker take to answer a request: more than the library's 30 s,
+    /// because CI's loaded 2-core machine runs the broker, the tests and their load at once.
+    /// Tests of the timeout itself set their own.
+    public static let requestTimeout: Duration = .seconds(120)
+
     public static var fastRecovery: RabbitMQConfiguration.Recovery {
         var recovery = RabbitMQConfiguration.Recovery()
         recovery.initialDelay = .milliseconds(100)
