@@ -343,20 +343,19 @@ struct PatternsRPCOutageTests {
     }
 
     /// A call's timeout covers its publish: during an outage it fails by its own deadline, and
-    /// its request is never sent once the connection is back.
+    /// its request is never sent once the connection is back. The outage lasts until the test
+    /// ends it (a proxy that refuses new connections), not for a time.
     @Test func aCallsTimeoutCoversAPublishWaitingOutAnOutage() async throws {
         let queue = TestBroker.uniqueName("rpc-outage")
-        let name = TestBroker.uniqueName("rpc-outage-client")
-        var recovery = TestBroker.fastRecovery
-        recovery.initialDelay = .seconds(6)
-        recovery.maxDelay = .seconds(6)
-        recovery.jitter = 0
-        let connection = try await TestBroker.connect(name: name, recovery: recovery)
+        let proxy = try TestBroker.proxy()
+        defer { proxy.stop() }
+        let connection = try await RabbitMQConnection.connect(configuration: TestBroker.configuration(through: proxy))
         let log = ConnectionEventLog(connection)
         let setup = try await connection.openChannel()
         try await setup.queueDeclare(queue, durable: true)
         try await RabbitMQRPCClient.withClient(connection: connection) { client in
-            try await TestBroker.closeConnection(named: name)
+            proxy.setMode(.rejectNewConnections)
+            proxy.cutAll()
             try await log.next("disconnected") { if case .disconnected = $0 { true } else { false } }
             do {
                 _ = try await client.call(Array("late".utf8), routingKey: queue, timeout: .milliseconds(500))
@@ -364,7 +363,8 @@ struct PatternsRPCOutageTests {
             } catch let error as RabbitMQPatternsError {
                 #expect(error.code == .timeout, "\(error)")
             }
-            #expect(!log.all.contains { $0.isRecovered }, "the call ended only after recovery: \(log.all)")
+            #expect(!log.all.contains { $0.isRecovered }, "recovered while the proxy refused connections: \(log.all)")
+            proxy.setMode(.passThrough)
             try await log.recovered()
             // A marker published after recovery must be the first message in the queue.
             let marker = try await connection.openChannel()

@@ -307,6 +307,8 @@ final class IOLoop {
                     flush(now: now)
                     _ = drainFrames(budget: 64)
                 }
+            case .publishBefore(let shared, let message, let holdsSlot, let deadline):
+                publish(shared, message, holdsSlot: holdsSlot, before: deadline, now: now)
             case .settle(let shared, let settlement):
                 if let number = machine.settle(shared, epoch: settlement.epoch) { send(OutboundMethod(settlement), on: number) }
             case .openChannel(let shared, let waiter):
@@ -340,6 +342,32 @@ final class IOLoop {
             machine.hold(shared, message, ticket: ticket, holdsSlot: holdsSlot)
         case .fail(let error):
             machine.failPublish(shared, ticket: ticket, holdsSlot: holdsSlot, error: error)
+            core.releasePublishes(1)
+        }
+    }
+
+    /// A publish with a deadline (off the hot path): held with it, or dropped if it arrives
+    /// here past it already.
+    func publish(
+        _ shared: ChannelShared, _ message: OutboundMessage, holdsSlot: Bool, before deadline: Machine.PublishDeadline,
+        now: ContinuousClock.Instant
+    ) {
+        switch machine.routePublish(shared) {
+        case .send(let channel):
+            guard deadline.instant > now else {
+                machine.failPublish(
+                    shared, ticket: nil, holdsSlot: holdsSlot,
+                    error: RabbitMQError(code: .timeout, scope: .none, message: "the publish waited past its deadline"))
+                core.releasePublishes(1)
+                if !machine.actions.isEmpty { executeActions() }
+                return
+            }
+            let returnTag = machine.recordPublish(on: channel, message, ticket: nil, holdsSlot: holdsSlot)
+            write(message, on: channel, returnTag: returnTag, holdsRoom: true)
+        case .hold:
+            machine.hold(shared, message, ticket: nil, holdsSlot: holdsSlot, deadline: deadline.instant)
+        case .fail(let error):
+            machine.failPublish(shared, ticket: nil, holdsSlot: holdsSlot, error: error)
             core.releasePublishes(1)
         }
     }

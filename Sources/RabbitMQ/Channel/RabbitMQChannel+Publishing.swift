@@ -81,7 +81,8 @@ extension RabbitMQChannel {
         _ body: [UInt8], exchange: String = "", routingKey: String, properties: RabbitMQProperties, mandatory: Bool,
         deadline: ContinuousClock.Instant
     ) async throws {
-        if let pending = try admit(body, exchange, routingKey, properties, mandatory, ticket: nil) {
+        let before = ConnectionStateMachine.PublishDeadline(deadline)
+        if let pending = try admit(body, exchange, routingKey, properties, mandatory, ticket: nil, before: before) {
             try await pending.complete(deadline: deadline)
         }
     }
@@ -90,19 +91,24 @@ extension RabbitMQChannel {
     /// or only to yield: a heap object only on those paths, so the fast path stays small.
     private final class PendingPublish: Sendable {
         /// A publisher that never has to wait yields now and then (see ``ChannelShared``).
-        static let yield = PendingPublish(channel: nil, message: .placeholder, ticket: nil, command: nil)
+        static let yield = PendingPublish(channel: nil, message: .placeholder, ticket: nil, command: nil, before: nil)
 
         let channel: RabbitMQChannel?
         let message: OutboundMessage
         let ticket: ConfirmTicket?
         /// Nil until it has a confirm slot (a confirming channel's window was full).
         let command: Command?
+        let before: ConnectionStateMachine.PublishDeadline?
 
-        init(channel: RabbitMQChannel?, message: OutboundMessage, ticket: ConfirmTicket?, command: Command?) {
+        init(
+            channel: RabbitMQChannel?, message: OutboundMessage, ticket: ConfirmTicket?, command: Command?,
+            before: ConnectionStateMachine.PublishDeadline?
+        ) {
             self.channel = channel
             self.message = message
             self.ticket = ticket
             self.command = command
+            self.before = before
         }
 
         func complete(deadline: ContinuousClock.Instant?) async throws {
@@ -115,8 +121,9 @@ extension RabbitMQChannel {
                 return
             }
             try await channel.shared.reserveConfirmSlot()
-            try await channel.submitWaitingForRoom(
-                .publish(channel.shared, message, ticket, holdsSlot: true), confirming: true, deadline: deadline)
+            let command = before.map { Command.publishBefore(channel.shared, message, holdsSlot: true, $0) }
+                ?? .publish(channel.shared, message, ticket, holdsSlot: true)
+            try await channel.submitWaitingForRoom(command, confirming: true, deadline: deadline)
         }
     }
 
@@ -126,7 +133,7 @@ extension RabbitMQChannel {
     @inline(never)
     private func admit(
         _ body: [UInt8], _ exchange: String, _ routingKey: String, _ properties: RabbitMQProperties, _ mandatory: Bool,
-        ticket: ConfirmTicket?
+        ticket: ConfirmTicket?, before: ConnectionStateMachine.PublishDeadline? = nil
     ) throws(RabbitMQError) -> PendingPublish? {
         let message = OutboundMessage(body: body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
         try message.validate()
@@ -135,14 +142,17 @@ extension RabbitMQChannel {
             return frameMax > 0 ? frameMax : 131_072
         }
         guard let admission = try shared.tryAdmitPublish() else {
-            return PendingPublish(channel: self, message: message, ticket: ticket, command: nil)
+            return PendingPublish(channel: self, message: message, ticket: ticket, command: nil, before: before)
         }
         // Admission says whether the channel confirms: no separate lock to ask first
         // (confirm mode, once selected, is never switched off).
         if ticket != nil && !admission.confirming {
             throw RabbitMQError(code: .invalidConfiguration, message: "call confirmSelect() before publishWithConfirm")
         }
-        let command = Command.publish(shared, message, ticket, holdsSlot: admission.confirming)
+        let command =
+            if let before { Command.publishBefore(shared, message, holdsSlot: admission.confirming, before) } else {
+                Command.publish(shared, message, ticket, holdsSlot: admission.confirming)
+            }
         let queued: Bool
         do {
             queued = try shared.core.trySubmitPublish(command)
@@ -151,7 +161,7 @@ extension RabbitMQChannel {
             throw error
         }
         if queued { return admission.shouldYield ? .yield : nil }
-        return PendingPublish(channel: self, message: .placeholder, ticket: ticket, command: command)
+        return PendingPublish(channel: self, message: .placeholder, ticket: ticket, command: command, before: before)
     }
 
     /// The slow path: waits for room in the buffer (or for recovery), then queues `command`.

@@ -6,6 +6,9 @@ enum Command: Sendable {
     case request(ChannelShared, ChannelRequest, Waiter)
     /// `holdsSlot`: the publish took a slot of its channel's confirm window.
     case publish(ChannelShared, OutboundMessage, ConfirmTicket?, holdsSlot: Bool)
+    /// A publish not worth sending after its deadline (an RPC request): if the I/O thread
+    /// has to hold it (an outage), it drops it once the deadline has passed.
+    case publishBefore(ChannelShared, OutboundMessage, holdsSlot: Bool, ConnectionStateMachine.PublishDeadline)
     case settle(ChannelShared, Settlement)
     case consume(ChannelShared, ConsumeRequest, ConsumerSink, Waiter)
     case cancelConsumer(ChannelShared, consumerTag: String, Waiter?)
@@ -16,7 +19,10 @@ enum Command: Sendable {
 extension Command {
     /// Whether a publish took a slot of its channel's confirm window.
     var holdsSlot: Bool {
-        if case .publish(_, _, _, let holdsSlot) = self { holdsSlot } else { false }
+        switch self {
+        case .publish(_, _, _, let holdsSlot), .publishBefore(_, _, let holdsSlot, _): holdsSlot
+        default: false
+        }
     }
 }
 

@@ -33,8 +33,9 @@ extension ConnectionStateMachine {
             plan = recovering
         } else {
             emit(.log(.warning, "connection lost", [LogKey.error: "\(error)"]))
-            emit(.emit(.disconnected(error)))
+            // The phase first: whoever reacts to the event must already find publishes held.
             emit(.setPhase(.recovering))
+            emit(.emit(.disconnected(error)))
             plan = RecoveryPlan(step: .connecting, backoff: Backoff(settings.recovery), lastError: error)
         }
         suspend(after: error)
@@ -408,7 +409,7 @@ extension ConnectionStateMachine {
         emit(.setPhase(.open))
         emit(.log(.info, "recovered", [LogKey.endpoint: restore.endpoint, "rabbitmq.attempts": "\(plan.attempt)"]))
         emit(.emit(.recovered(endpoint: restore.endpoint)))
-        releaseHeld()
+        releaseHeld(now: now)
     }
 
     // MARK: Time

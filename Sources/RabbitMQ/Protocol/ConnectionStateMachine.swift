@@ -55,6 +55,15 @@ final class ConnectionStateMachine {
         var message: OutboundMessage
         var ticket: ConfirmTicket?
         var holdsSlot: Bool
+        /// Not sent after this (an RPC request whose call has timed out by then). Boxed: the
+        /// instant's type has no fixed size, and this array is on the publish path.
+        var deadline: PublishDeadline?
+    }
+
+    /// When a held publish stops being worth sending.
+    final class PublishDeadline: Sendable {
+        let instant: ContinuousClock.Instant
+        init(_ instant: ContinuousClock.Instant) { self.instant = instant }
     }
 
     /// Where a publish goes.
@@ -443,18 +452,31 @@ final class ConnectionStateMachine {
         if entry.holdsSlot, let shared = channel.shared { emit(.releaseConfirmSlots(shared, 1)) }
     }
 
-    func hold(_ shared: ChannelShared, _ message: OutboundMessage, ticket: ConfirmTicket?, holdsSlot: Bool) {
-        held.append(Held(shared: shared, message: message, ticket: ticket, holdsSlot: holdsSlot))
+    func hold(
+        _ shared: ChannelShared, _ message: OutboundMessage, ticket: ConfirmTicket?, holdsSlot: Bool,
+        deadline: ContinuousClock.Instant? = nil
+    ) {
+        held.append(
+            Held(shared: shared, message: message, ticket: ticket, holdsSlot: holdsSlot, deadline: deadline.map { PublishDeadline($0) }))
     }
 
-    /// Sends held publishes while nothing holds them any more.
-    func releaseHeld() {
+    /// Sends held publishes while nothing holds them any more; drops those whose deadline
+    /// has passed (their callers have given up on them).
+    func releaseHeld(now: ContinuousClock.Instant) {
         var failed = 0
         while heldHead < held.count {
             let next = held[heldHead]
             let route = routePublishIgnoringHeld(next.shared)
             if case .hold = route { break }
             heldHead += 1
+            if let deadline = next.deadline, deadline.instant <= now, case .send = route {
+                failed += 1
+                emit(.log(.debug, "a held publish passed its deadline; not sent", [LogKey.channel: "\(next.shared.number)"]))
+                failPublish(
+                    next.shared, ticket: next.ticket, holdsSlot: next.holdsSlot,
+                    error: RabbitMQError(code: .timeout, scope: .none, message: "the publish waited past its deadline"))
+                continue
+            }
             switch route {
             case .send(let channel):
                 let tag = recordPublish(on: channel, next.message, ticket: next.ticket, holdsSlot: next.holdsSlot)
@@ -580,7 +602,7 @@ final class ConnectionStateMachine {
         }
         emit(.log(.info, "connection unblocked by the broker", [:]))
         emit(.emit(.unblocked))
-        releaseHeld()
+        releaseHeld(now: now)
         sendConnectionCloseIfDrained(now: now)
     }
 

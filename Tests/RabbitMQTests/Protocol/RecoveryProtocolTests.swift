@@ -368,6 +368,37 @@ struct RecoveryProtocolTests {
         #expect(actions.publishes.map(\.3) == [false, true])
     }
 
+    /// Defect: a publish with a deadline (an RPC request) that the I/O thread held during an
+    /// outage was sent once the connection was back, long after its caller had timed out.
+    @Test func aHeldPublishWhoseDeadlinePassedIsNeverSent() {
+        var h = MachineHarness()
+        h.connect()
+        let shared = h.openChannel()
+        h.loseAndReachConnect(Self.reset)
+        h.machine.hold(shared, message("late"), ticket: nil, holdsSlot: false, deadline: h.now + .seconds(1))
+        h.machine.hold(shared, message("in time"), ticket: nil, holdsSlot: false, deadline: h.now + .seconds(60))
+        h.machine.hold(shared, message("no deadline"), ticket: nil, holdsSlot: false)
+        h.take()
+        h.advance(.seconds(2))
+        h.machine.connected(heartbeat: .zero, endpoint: "e", now: h.now)
+        Self.answer(&h, .init(1, .channelOpen), with: .channelOpenOk)
+        let actions = h.take()
+        #expect(actions.publishes.map { String(decoding: $0.1.body, as: UTF8.self) } == ["in time", "no deadline"])
+        #expect(actions.releasedRoom == 1, "the dropped publish gives its room back")
+    }
+
+    /// Defect: the `disconnected` event went out before the connection said it was
+    /// recovering, so a publisher reacting to the event could be sent down the open path.
+    @Test func theConnectionSaysItIsRecoveringBeforeItTellsAnyoneItWasLost() {
+        var h = MachineHarness()
+        h.connect()
+        h.machine.connectionLost(Self.reset, now: h.now)
+        let actions = h.take()
+        let phase = actions.firstIndex { if case .setPhase(.recovering) = $0 { true } else { false } }
+        let event = actions.firstIndex { if case .emit(.disconnected) = $0 { true } else { false } }
+        #expect(phase != nil && event != nil && phase! < event!, "\(actions)")
+    }
+
     @Test func settlementsOfTheNewConnectionGoOutAsSoonAsTheirChannelIsBack() {
         var h = MachineHarness()
         h.connect()
