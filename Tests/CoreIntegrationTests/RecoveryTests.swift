@@ -100,32 +100,35 @@ struct RecoveryTests {
         try await connection.close()
     }
 
-    /// Recovery that waits `backOff` before every attempt (at least half of it, with jitter).
-    static func recovery(backOff: Duration) -> RabbitMQConfiguration.Recovery {
-        var recovery = TestBroker.fastRecovery
-        recovery.initialDelay = backOff
-        recovery.maxDelay = backOff
-        return recovery
+    /// A connection through a proxy that can hold an outage open for as long as the test
+    /// needs it (new connections refused), so nothing depends on a back-off being long enough.
+    static func connectThroughProxy(_ name: String) async throws -> (RabbitMQConnection, FaultProxy) {
+        let proxy = try TestBroker.proxy()
+        let connection = try await RabbitMQConnection.connect(configuration: TestBroker.configuration(through: proxy, name: name))
+        return (connection, proxy)
     }
 
     @Test func aPublisherWaitingOutAnOutageCanBeCancelled() async throws {
         let name = TestBroker.uniqueName("outage-cancel")
-        // A back-off of at least 30 s: the publish below can only end early by its cancel.
-        let connection = try await TestBroker.connect(name: name, recovery: Self.recovery(backOff: .seconds(60)))
+        let (connection, proxy) = try await Self.connectThroughProxy(name)
+        defer { proxy.stop() }
         let log = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
+        // The outage lasts until the end of the test: the publish can only end by its cancel.
+        proxy.setMode(.rejectNewConnections)
         try await TestBroker.closeConnection(named: name)
         try await log.next("disconnected") { if case .disconnected = $0 { true } else { false } }
         let publishing = Task { try await channel.publish("x", routingKey: TestBroker.uniqueName("nowhere")) }
         publishing.cancel()
         await #expect(throws: CancellationError.self) { try await publishing.value }
+        #expect(!log.all.contains { $0.isRecovered })
         try await connection.close()
     }
 
     @Test func publishesDuringAnOutageWaitAndGoThrough() async throws {
         let name = TestBroker.uniqueName("outage")
-        // A 1.5-3 s back-off keeps the connection down long enough to publish into the outage.
-        let connection = try await TestBroker.connect(name: name, recovery: Self.recovery(backOff: .seconds(3)))
+        let (connection, proxy) = try await Self.connectThroughProxy(name)
+        defer { proxy.stop() }
         let log = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
         let queue = try await channel.queueDeclare(TestBroker.uniqueName("outage-q"), durable: true)
@@ -153,20 +156,33 @@ struct RecoveryTests {
             try await probeChannel.queueDeclare(queue.name, passive: true).messageCount > 100
         }
         try await probe.close()
+        // The outage lasts until the 100 below are handed over: they wait for the recovery
+        // and then go through (the 3,000 may all be confirmed already).
+        proxy.setMode(.rejectNewConnections)
         try await TestBroker.closeConnection(named: name)
-        // Published while the connection is down (the 3,000 may all be confirmed already):
-        // these wait for the recovery and then go through.
         let lost = log.count
         _ = try await log.next("disconnected") { if case .disconnected = $0 { true } else { false } }
-        let outageStarted = ContinuousClock.now
-        var duringOutage: [RabbitMQConfirmation] = []
-        for index in 0..<100 {
-            duringOutage.append(
-                try await channel.publishWithConfirm(
-                    Array("outage-\(index)".utf8), routingKey: queue.name, properties: .init(deliveryMode: .persistent)))
+        let begun = Counter()
+        let returned = Counter()
+        let outagePublishes = Task {
+            var confirmations: [RabbitMQConfirmation] = []
+            for index in 0..<100 {
+                begun.add()
+                confirmations.append(
+                    try await channel.publishWithConfirm(
+                        Array("outage-\(index)".utf8), routingKey: queue.name, properties: .init(deliveryMode: .persistent)))
+                returned.add()
+            }
+            return confirmations
         }
-        let recovered = try await log.recovered(after: lost)
-        #expect(recovered.at > outageStarted, "the first of the 100 was published before the connection was back")
+        try await eventually("a publish to wait for the recovery") {
+            begun.current >= 1 && connection.core.publishesWaitingForRecovery >= 1
+        }
+        #expect(returned.current == 0, "a publish went through while no connection was possible")
+        #expect(!log.all.dropFirst(lost).contains { $0.isRecovered }, "the connection came back during the outage")
+        proxy.setMode(.passThrough)
+        try await log.recovered(after: lost)
+        let duringOutage = try await outagePublishes.value
         for confirmation in duringOutage { #expect(try await confirmation.outcome() == .acked) }
         let (acked, republished) = try await publishing.value
         #expect(acked == 3_000)

@@ -236,6 +236,9 @@ final class ConnectionCore: Sendable {
         }
     }
 
+    /// Publishes waiting for the connection to come back (tests look).
+    var publishesWaitingForRecovery: Int { state.withLock { $0.outage.waiterCount } }
+
     /// The two pools publishers wait on.
     private enum Pool: Sendable {
         case room, outage
