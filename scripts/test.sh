@@ -158,6 +158,26 @@ if [[ $# -gt 0 ]]; then
 elif [[ $((xct_other + st_other)) -gt 0 ]]; then
     step "swift test (unit + integration)" run_tests main "$xct_other" "$st_other" --skip "$BROKER_WIDE" || true
 fi
+# ThreadSanitizer: the broker-free tests and the core integration suites, in a build of
+# their own. A report fails the step even when every test passed.
+tsan_tests() {
+    swift build --build-tests --scratch-path .build-tsan --sanitize=thread || return 1
+    RAN_TESTS=1
+    local rc=0
+    TSAN_OPTIONS="halt_on_error=0 ${TSAN_OPTIONS:-}" stdbuf -oL -eL swift test --skip-build \
+        --scratch-path .build-tsan --sanitize=thread --disable-xctest \
+        --filter '^(RabbitMQTests|CoreIntegrationTests)\.' --skip "$BROKER_WIDE" \
+        --xunit-output "$RESULTS_DIR/tsan.xml" 2>&1 | tee "$RESULTS_DIR/tsan.log" || rc=$?
+    ST_XML+=("$RESULTS_DIR/tsan.xml")
+    if grep -q "WARNING: ThreadSanitizer" "$RESULTS_DIR/tsan.log"; then
+        echo "test.sh: ThreadSanitizer reported $(grep -c 'WARNING: ThreadSanitizer' "$RESULTS_DIR/tsan.log") problem(s); see $RESULTS_DIR/tsan.log" >&2
+        return 1
+    fi
+    return $rc
+}
+if [[ $# -eq 0 ]]; then
+    step "ThreadSanitizer (broker-free + core integration tests)" tsan_tests || true
+fi
 if [[ $((xct_wide + st_wide)) -gt 0 && -z "${RABBITMQ_CLUSTER_URLS:-}" ]]; then
     # The failover tests need a three-node cluster on this machine.
     STARTED_CLUSTER=1

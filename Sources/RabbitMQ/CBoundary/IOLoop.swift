@@ -93,11 +93,13 @@ final class IOLoop {
         } catch {
             _ = box.core.terminate(error)
             box.core.finishEvents()
+            SanitizerSync.release(box.core)
             box.onConnect.resume(throwing: error)
             return
         }
         loop.machine.connected(heartbeat: .seconds(loop.core.negotiated.heartbeat), endpoint: endpoint.description, now: loop.clock.now)
         loop.executeActions()
+        SanitizerSync.release(box.core)
         box.onConnect.resume()
         loop.run()
     }

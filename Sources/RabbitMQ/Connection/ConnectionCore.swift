@@ -89,15 +89,23 @@ final class ConnectionCore: Sendable {
     func call(
         _ make: (Waiter) -> Command, refused: (RabbitMQError) -> Void = { _ in }
     ) async throws -> ChannelReply {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ChannelReply, any Error>) in
-            submit(make(.reply(continuation)), refused: refused) { continuation.resume(throwing: $0) }
+        var waiter: Waiter?
+        defer { if let waiter { SanitizerSync.acquire(waiter) } }
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ChannelReply, any Error>) in
+            let made = Waiter.reply(continuation)
+            waiter = made
+            submit(make(made), refused: refused) { continuation.resume(throwing: $0) }
         }
     }
 
     /// As ``call(_:refused:)``, for commands answered without a value.
     func callVoid(_ make: (Waiter) -> Command, refused: (RabbitMQError) -> Void = { _ in }) async throws {
+        var waiter: Waiter?
+        defer { if let waiter { SanitizerSync.acquire(waiter) } }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            submit(make(.void(continuation)), refused: refused) { continuation.resume(throwing: $0) }
+            let made = Waiter.void(continuation)
+            waiter = made
+            submit(make(made), refused: refused) { continuation.resume(throwing: $0) }
         }
     }
 

@@ -47,6 +47,7 @@ public final class RabbitMQConnection: Sendable {
         let name = configuration.connectionName ?? "connection-\(id)"
         let wake = try IOLoop.makeWakeDescriptor()
         let core = ConnectionCore(configuration: configuration, id: id, name: name, wakeDescriptor: wake)
+        defer { SanitizerSync.acquire(core) }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             IOLoop.start(core: core, onConnect: continuation)
         }

@@ -92,7 +92,10 @@ final class DeliveryBuffer: Sendable {
             state.waiter = nil
             return (waiter, Self.takeItems(&state))
         }
-        if let (waiter, batch) = resumed { waiter.resume(returning: batch) }
+        if let (waiter, batch) = resumed {
+            SanitizerSync.release(self)
+            waiter.resume(returning: batch)
+        }
     }
 
     /// Ends the sequence after the buffered deliveries: normally, or by throwing `error`.
@@ -111,6 +114,7 @@ final class DeliveryBuffer: Sendable {
             wake()
             return
         }
+        SanitizerSync.release(self)
         switch error {
         case .some(let error): waiter.resume(throwing: error)
         case .none: waiter.resume(returning: [])
@@ -152,6 +156,7 @@ final class DeliveryBuffer: Sendable {
             state.onCancel = nil
             return (state.waiter.take(), onCancel, buffered)
         }
+        SanitizerSync.release(self)
         waiter?.resume(returning: [])
         // basic.cancel first, so the broker does not hand the rejected messages straight back.
         onCancel?()
@@ -174,6 +179,7 @@ final class DeliveryBuffer: Sendable {
             if waiter != nil { state.endReported = true }
             return (waiter, onCancel, buffered)
         }
+        SanitizerSync.release(self)
         waiter?.resume(throwing: error)
         onCancel?()
         Self.requeue(buffered)
@@ -207,6 +213,7 @@ final class DeliveryBuffer: Sendable {
             return Self.takeReady(&state)
         }
         if let immediate { return (try immediate.get(), false) }
+        defer { SanitizerSync.acquire(self) }
         let batch = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation(isolation: actor) { (continuation: CheckedContinuation<[RabbitMQDelivery], any Error>) in
                 let ready: Result<[RabbitMQDelivery], any Error>? = state.withLock { state in

@@ -28,6 +28,7 @@ final class Waiter: Sendable {
     static func probe(_ number: Int) -> Waiter { Waiter(.probe(number)) }
 
     func succeed(_ reply: ChannelReply) {
+        SanitizerSync.release(self)
         switch kind {
         case .void(let continuation): continuation.resume()
         case .reply(let continuation): continuation.resume(returning: reply)
@@ -36,6 +37,7 @@ final class Waiter: Sendable {
     }
 
     func fail(_ error: RabbitMQError) {
+        SanitizerSync.release(self)
         switch kind {
         case .void(let continuation): continuation.resume(throwing: error)
         case .reply(let continuation): continuation.resume(throwing: error)

@@ -35,6 +35,8 @@ final class ConfirmTicket: Sendable {
             box.state = .done(result)
             return previous
         }
+        if case .pending = previous { return }
+        SanitizerSync.release(self)
         switch previous {
         case .awaited(_, let waiter): waiter.resume(with: result.mapError { $0 })
         case .awaitedByMany(let waiters): for waiter in waiters.values { waiter.resume(with: result.mapError { $0 }) }
@@ -55,6 +57,7 @@ final class ConfirmTicket: Sendable {
             defer { box.nextWaiter += 1 }
             return box.nextWaiter
         }
+        defer { SanitizerSync.acquire(self) }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: Waiter) in
                 let done: Result<RabbitMQPublishOutcome, any Error>? = box.withLock { box in
