@@ -7,10 +7,14 @@
 #   3. a throwaway broker (scripts/broker.sh), unless RABBITMQ_URL is already
 #      set; it is stopped on exit, whatever happens
 #   4. swift test --skip BrokerWideTests       (unit + integration tests)
-#   5. swift test --filter "BrokerWideTests|FaultTests" (tests that change
+#   5. the broker-free tests and the core integration tests again, built with
+#      ThreadSanitizer (.build-tsan); any report fails the step
+#   6. swift test --filter "BrokerWideTests|FaultTests" (tests that change
 #      broker-wide state: memory alarms, SIGSTOP, kill -9 and restart of the
 #      broker, a node killed in a three-node cluster that scripts/cluster.sh
 #      starts for them; run alone, serially)
+#   7. the benchmark's smoke run, and a 2-minute soak (scripts/soak.sh: some
+#      200,000 messages through periodic faults, 0 lost)
 # Prints a summary ending in "tests: N passed, N failed, N skipped" and exits
 # non-zero if any step failed. Logs and xUnit files: .build/test-results/.
 set -euo pipefail
@@ -194,6 +198,11 @@ fi
 # The benchmark keeps building and working: every scenario with tiny counts, against the
 # test broker, reusing this debug build; it measures nothing and asserts no timing.
 step "benchmark smoke (scripts/bench.sh --smoke)" scripts/bench.sh --smoke || true
+if [[ $# -eq 0 ]]; then
+    # Its own broker (another node and port), so it runs after everything else.
+    step "soak, 2 minutes (scripts/soak.sh --debug --minutes 2 --messages 200000)" \
+        scripts/soak.sh --debug --minutes 2 --messages 200000 || true
+fi
 if [[ $((xct_other + st_other + xct_wide + st_wide)) -eq 0 ]]; then
     SUMMARY+=("FAIL  no tests found")
     FAILED=1

@@ -20,6 +20,8 @@ enum BenchMain {
                 try wait { try await server.run() }
             case let fill as Bench.Fill:
                 try wait { try await fill.run() }
+            case let soak as Bench.Soak:
+                try wait { try await soak.run() }
             default:
                 var command = command
                 try command.run()
