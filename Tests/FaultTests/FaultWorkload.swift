@@ -104,13 +104,22 @@ final class FaultWorkload: Sendable {
         account.withLock { $0.finishedPublishing = true }
     }
 
+    /// Notes how the broker answered. A confirmation that failed (its channel was closed
+    /// after a run of nacks, with confirms still outstanding) is not acked: the message may
+    /// or may not be in the queue, and the account does not count it as confirmed.
     private func record(_ id: Int, _ confirmation: RabbitMQConfirmation) async throws -> Bool {
-        let outcome = try await confirmation.outcome()
+        let outcome: String
+        do {
+            let answer = try await confirmation.outcome()
+            outcome = answer == .acked ? "acked" : "\(answer)"
+        } catch let error as RabbitMQError {
+            outcome = "\(error)"
+        }
         account.withLock { account in
             if confirmation.wasRepublished { account.republished.insert(id) }
-            if outcome == .acked { account.confirmed.insert(id) } else { account.notAcked[id] = "\(outcome)" }
+            if outcome == "acked" { account.confirmed.insert(id) } else { account.notAcked[id] = outcome }
         }
-        return outcome == .acked
+        return outcome == "acked"
     }
 
     /// Consumes with manual acks (acking `ackEvery` at a time) until told to stop.
