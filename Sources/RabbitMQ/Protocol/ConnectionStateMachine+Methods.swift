@@ -182,14 +182,21 @@ extension ConnectionStateMachine {
 
     private func sendClose(_ channel: ChannelStateMachine, now: ContinuousClock.Instant) {
         let error = channel.closing?.error ?? Self.channelClosedByApplication
-        failPending(of: channel, error)
+        let hadRecoveryRequest = failPending(of: channel, error)
         emit(.send(channel.number, .channelClose(replyCode: 200, replyText: "Goodbye")))
         channel.enqueue(.close, expecting: (.channelCloseOk, .channelCloseOk), deadline: now.advanced(by: settings.requestTimeout))
+        // The plan waited for a reply on this channel (its prefetch, confirm mode or a
+        // consumer): that reply is now moot, and the plan goes on without it.
+        if hadRecoveryRequest { recoveryAbandoned(channel.number, now: now) }
     }
 
     /// Fails the requests waiting on a channel (the close or the loss makes them moot).
-    private func failPending(of channel: ChannelStateMachine, _ error: RabbitMQError) {
+    /// Returns whether a recovery request was among them.
+    @discardableResult
+    private func failPending(of channel: ChannelStateMachine, _ error: RabbitMQError) -> Bool {
+        var hadRecoveryRequest = false
         for pending in channel.takeAllPending() {
+            if pending.isRecovery { hadRecoveryRequest = true }
             switch pending.kind {
             case .open(let waiter), .request(_, let waiter):
                 if let waiter { emit(.fail(waiter, error)) }
@@ -203,6 +210,7 @@ extension ConnectionStateMachine {
                 break
             }
         }
+        return hadRecoveryRequest
     }
 
     /// The channel is gone (close-ok, the broker's close, or the end of the connection):

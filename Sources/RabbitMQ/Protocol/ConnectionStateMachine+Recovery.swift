@@ -367,6 +367,19 @@ extension ConnectionStateMachine {
         advanceRecovery(now: now)
     }
 
+    /// The application closed the channel the plan's request in flight was on: nothing is
+    /// left to restore there, and the plan goes on (no `topologyRecoveryFailed`: nothing
+    /// failed).
+    func recoveryAbandoned(_ number: UInt16, now: ContinuousClock.Instant) {
+        guard case .recovering(var plan) = state, case .restoring(var restore) = plan.step, restore.inFlight != nil,
+            number != restore.internalChannel
+        else { return }
+        restore.inFlight = nil
+        plan.step = .restoring(restore)
+        state = .recovering(plan)
+        advanceRecovery(now: now)
+    }
+
     private func topologyFailed(_ entity: String, _ error: RabbitMQError) {
         emit(.log(.warning, "could not restore \(entity)", [LogKey.error: "\(error)"]))
         emit(.emit(.topologyRecoveryFailed(entity: entity, error: error)))

@@ -385,10 +385,12 @@ final class ConnectionStateMachine {
                 if let waiter { emit(.succeed(waiter, .ok)) }
                 return
             }
-            // Connected again but not restored: what the plan has not republished yet fails.
+            // Connected again but not restored: what the plan has not republished yet fails,
+            // and so do the publishes held for its end (nothing would release them now).
             for channel in sortedChannels() where channel.hasRepublish {
                 failUnconfirmed(channel.takeRepublish(), on: channel, error: Self.closedByApplication)
             }
+            failAllHeld(Self.closedByApplication)
             beginConnectionClose(waiter: waiter, blocked: plan.blocked, now: now)
         }
     }

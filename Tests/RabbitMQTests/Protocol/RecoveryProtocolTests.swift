@@ -492,6 +492,89 @@ struct RecoveryProtocolTests {
         Self.answer(&h, .init(2, .request(good)), with: .exchangeDeclareOk)
         #expect(h.take().events.last == .recovered(endpoint: "e"))
     }
+
+    /// Defect: the application closing a channel while the plan waited for a reply on it
+    /// (its prefetch, confirm mode or a consumer being restored) took the plan's request
+    /// with the channel's, and recovery waited for that reply for ever.
+    @Test(arguments: [RestoredOnTheChannel.prefetch, .confirmMode, .consumer])
+    func closingAChannelWhoseRestoreIsInFlightLetsRecoveryFinish(_ restored: RestoredOnTheChannel) {
+        var h = MachineHarness()
+        h.connect()
+        let shared = h.openChannel()
+        let expected: Sent
+        let reply: InboundMethod
+        switch restored {
+        case .prefetch:
+            _ = h.request(.basicQos(prefetchCount: 10, global: false), on: shared, reply: .basicQosOk)
+            expected = .init(1, .request(.basicQos(prefetchCount: 10, global: false)))
+            reply = .basicQosOk
+        case .confirmMode:
+            _ = h.request(.confirmSelect, on: shared, reply: .confirmSelectOk)
+            expected = .init(1, .request(.confirmSelect))
+            reply = .confirmSelectOk
+        case .consumer:
+            _ = h.consume("q", tag: "c1", on: shared)
+            let consume = ConsumeRequest(queue: "q", consumerTag: "c1", noAck: false, exclusive: false, arguments: [:])
+            expected = .init(1, .basicConsume(consume))
+            reply = .basicConsumeOk(consumerTag: "c1")
+        }
+        h.loseAndReachConnect(Self.reset)
+        h.machine.connected(heartbeat: .zero, endpoint: "e", now: h.now)
+        Self.answer(&h, .init(1, .channelOpen), with: .channelOpenOk)
+        if case .consumer = restored {
+            // The consumer's queue is looked for first, on the plan's own channel.
+            Self.answer(&h, .init(2, .channelOpen), with: .channelOpenOk)
+            Self.answer(
+                &h, .init(2, .request(.queueDeclare(name: "q", passive: true, durable: false, exclusive: false, autoDelete: false, arguments: [:]))),
+                with: .queueDeclareOk(.init(name: "q", messageCount: 0, consumerCount: 0)))
+        }
+        #expect(h.take().sends == [expected])
+        let close = h.waiter()
+        h.machine.closeChannel(shared, waiter: .probe(close), now: h.now)
+        #expect(h.take().sends.contains(.init(1, .channelClose(replyCode: 200, replyText: "Goodbye"))))
+        // The broker answers the restore, then the close.
+        h.machine.channelMethod(1, reply, now: h.now)
+        h.machine.channelMethod(1, .channelCloseOk, now: h.now)
+        var actions = h.take()
+        // Whatever the plan still has to do (its own channel) is answered too.
+        for sent in actions.sends where sent.method == .channelClose(replyCode: 200, replyText: "Goodbye") && sent.channel != 1 {
+            h.machine.channelMethod(sent.channel, .channelCloseOk, now: h.now)
+        }
+        actions += h.take()
+        #expect(h.log.events.contains(.recovered(endpoint: "e")), "recovery finished")
+        #expect(h.machine.stateName == "open")
+        #expect(actions.succeeded.contains(close))
+        #expect(!h.log.events.contains { if case .topologyRecoveryFailed = $0 { true } else { false } }, "closing is not a failure to restore")
+        h.checkEveryWaiterAnsweredOnce()
+    }
+
+    enum RestoredOnTheChannel: CaseIterable, Sendable { case prefetch, confirmMode, consumer }
+
+    /// Defect: closing while the plan restored the topology waited the whole close timeout
+    /// when publishes were held (nothing released or failed them, so the connection never
+    /// counted as drained).
+    @Test func closingWhileRestoringWithHeldPublishesClosesAtOnce() {
+        var h = MachineHarness()
+        h.connect()
+        let shared = PublishingProtocolTests.confirming(&h)
+        h.loseAndReachConnect(Self.reset)
+        h.machine.connected(heartbeat: .zero, endpoint: "e", now: h.now)
+        h.take()
+        let ticket = ConfirmTicket()
+        guard case .hold = h.machine.routePublish(shared) else {
+            Issue.record("not held while restoring")
+            return
+        }
+        h.machine.hold(shared, message(), ticket: ticket, holdsSlot: true)
+        let close = h.waiter()
+        h.machine.close(waiter: .probe(close), now: h.now)
+        let actions = h.take()
+        #expect(actions.sends == [.init(0, .connectionClose(replyCode: 200, replyText: "Normal shutdown"))], "sent at once, not after the close timeout")
+        #expect(actions.resolvedTickets.count == 1 && actions.releasedSlots == 1 && actions.releasedRoom == 1)
+        h.machine.connectionMethod(.connectionCloseOk, now: h.now)
+        #expect(h.take().succeeded.contains(close))
+        h.checkEveryWaiterAnsweredOnce()
+    }
 }
 
 extension MachineHarness {
