@@ -294,6 +294,47 @@ struct RecoveryTests {
         #expect(error?.code == .notFound)
         try await connection.close()
     }
+
+    /// Defect: commands that reached the connection while a recovery attempt was under way
+    /// (the I/O thread busy connecting) were never answered when that attempt ended the
+    /// connection (a refused login stops recovery): the loop ended with them still queued,
+    /// and their callers waited for ever.
+    @Test func commandsQueuedDuringTheLastRecoveryAttemptAreAnswered() async throws {
+        let user = TestBroker.uniqueName("user")
+        try await TestBroker.ctl("add_user", user, "first-password")
+        try await TestBroker.ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+        let proxy = try TestBroker.proxy()
+        defer { proxy.stop() }
+        var configuration = try TestBroker.configuration(through: proxy, name: TestBroker.uniqueName("last-attempt"))
+        configuration.username = user
+        configuration.password = "first-password"
+        configuration.handshakeTimeout = .seconds(60)
+        let connection = try await RabbitMQConnection.connect(configuration: configuration)
+        let log = ConnectionEventLog(connection)
+        let channel = try await connection.openChannel()
+        try await TestBroker.ctl("change_password", user, "second-password")
+        // The next attempt's handshake takes seconds (every chunk is held a second each
+        // way) and ends with the refused login, which ends the connection.
+        proxy.setMode(.latency(.seconds(1)))
+        proxy.cutAll()
+        try await log.next("the recovery attempt") { if case .recoveryAttempt = $0 { true } else { false } }
+        // The I/O thread is in the attempt: these wait in its queue until the attempt ends.
+        let declaring = Task { try await channel.queueDeclare(TestBroker.uniqueName("never")) }
+        let opening = Task { try await connection.openChannel() }
+        let closing = Task { try await connection.close() }
+        try await withTimeout(.seconds(60), "the queued commands to be answered") {
+            await #expect(throws: RabbitMQError.self) { try await declaring.value }
+            await #expect(throws: RabbitMQError.self) { try await opening.value }
+            // Closing a connection that has ended is not an error.
+            try? await closing.value
+        }
+        #expect(!connection.isOpen)
+        // The attempt is what ended the connection (not the close, which came after it).
+        try await log.next("recoveryFailed with the refused login") {
+            if case .recoveryFailed(let error) = $0 { error.code == .authenticationFailed } else { false }
+        }
+        try await TestBroker.ctl("delete_user", user)
+    }
 }
 
 /// Threads, descriptors and resident memory of this process, from /proc.

@@ -141,6 +141,13 @@ final class IOLoop {
                 _ = read(core.wakeDescriptor, &counter, 8)
             }
         }
+        // The terminate action hands back the commands still queued in the core; when it
+        // came from anywhere but `runCommands` (a tick, a flush, a connect attempt that gave
+        // up) they are still here. The machine is closed: each is refused, once.
+        while !commands.isEmpty {
+            _ = runCommands()
+            executeActions()
+        }
     }
 
     /// Milliseconds until the earliest deadline of the core or of a waiting publisher; -1
