@@ -85,4 +85,29 @@ struct CoreLogicTests {
         #expect(try await second == .acked)
         #expect(try await ticket.wait() == .acked)
     }
+
+    @Test func requestsAMQPCannotCarryAreRefusedWhereTheyAreMade() throws {
+        let longest = String(repeating: "n", count: 255)
+        try ChannelRequest.queueDeclare(name: longest, passive: false, durable: false, exclusive: false, autoDelete: false, arguments: [:])
+            .check(frameMax: 4096)
+        let tooLong = ChannelRequest.queueBind(queue: "q", exchange: "x", routingKey: longest + "n", arguments: [:])
+        #expect(throws: RabbitMQError.self) { try tooLong.check(frameMax: 131_072) }
+        try ConsumeRequest(queue: "q", consumerTag: longest, noAck: false, exclusive: false, arguments: [:]).check(frameMax: 4096)
+        #expect(throws: RabbitMQError.self) {
+            try ConsumeRequest(queue: "q", consumerTag: longest + "n", noAck: false, exclusive: false, arguments: [:]).check(frameMax: 4096)
+        }
+        // Arguments: fits in a larger frame, not in the smallest.
+        let arguments: RabbitMQFieldTable = ["x-big": .string(String(repeating: "a", count: 5_000))]
+        let declare = ChannelRequest.exchangeDeclare(name: "x", type: "direct", passive: false, durable: false, autoDelete: false, internal: false, arguments: arguments)
+        try declare.check(frameMax: 8192)
+        let error = #expect(throws: RabbitMQError.self) { try declare.check(frameMax: 4096) }
+        #expect(error?.code == .invalidConfiguration && error?.message.contains("frame_max") == true)
+        var deep: RabbitMQFieldValue = .int32(1)
+        for _ in 0..<RabbitMQFieldTable.maxDepth { deep = .table(["d": deep]) }
+        #expect(throws: RabbitMQError.self) {
+            try ChannelRequest.queueDeclare(name: "q", passive: false, durable: false, exclusive: false, autoDelete: false, arguments: ["d": deep])
+                .check(frameMax: 131_072)
+        }
+        try ChannelRequest.basicQos(prefetchCount: 1, global: false).check(frameMax: 4096)
+    }
 }

@@ -26,6 +26,13 @@ final class ChannelShared: Sendable {
 
     var closeReason: RabbitMQError? { state.withLock { $0.closeReason } }
 
+    /// The connection's negotiated frame_max (the default 128 KiB until it is known): what a
+    /// request or a content header must fit in.
+    var frameMax: Int {
+        let frameMax = core.negotiated.frameMax
+        return frameMax > 0 ? frameMax : 131_072
+    }
+
     func checkOpen() throws(RabbitMQError) {
         if let reason = state.withLock({ $0.closeReason }) { throw reason }
     }

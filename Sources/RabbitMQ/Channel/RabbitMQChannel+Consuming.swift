@@ -30,11 +30,11 @@ extension RabbitMQChannel {
         arguments: RabbitMQFieldTable = [:], handler: (@Sendable (RabbitMQDelivery) -> Void)?
     ) async throws -> RabbitMQConsumer {
         try shared.checkOpen()
-        try arguments.checkDepth("consumer arguments")
         let tag = consumerTag.isEmpty ? Self.makeConsumerTag(channel: shared) : consumerTag
-        let buffer = DeliveryBuffer()
         let request = ConsumeRequest(
             queue: queue, consumerTag: tag, noAck: autoAck, exclusive: exclusive, arguments: arguments)
+        try request.check(frameMax: shared.frameMax)
+        let buffer = DeliveryBuffer()
         let sink = ConsumerSink(buffer: buffer, noAck: autoAck, handler: handler)
         let shared = self.shared
         _ = try await shared.core.call({ .consume(shared, request, sink, $0) }, refused: { buffer.finish(throwing: $0) })

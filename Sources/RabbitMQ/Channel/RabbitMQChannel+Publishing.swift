@@ -137,10 +137,7 @@ extension RabbitMQChannel {
     ) throws(RabbitMQError) -> PendingPublish? {
         let message = OutboundMessage(body: body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
         try message.validate()
-        try message.validateHeaders {
-            let frameMax = shared.core.negotiated.frameMax
-            return frameMax > 0 ? frameMax : 131_072
-        }
+        try message.validateHeaders { shared.frameMax }
         guard let admission = try shared.tryAdmitPublish() else {
             return PendingPublish(channel: self, message: message, ticket: ticket, command: nil, before: before)
         }

@@ -39,7 +39,7 @@ public final class RabbitMQChannel: Sendable {
 
     func request(_ request: ChannelRequest) async throws -> ChannelReply {
         try shared.checkOpen()
-        try request.checkTables()
+        try request.check(frameMax: shared.frameMax)
         let shared = self.shared
         return try await shared.core.call { .request(shared, request, $0) }
     }

@@ -32,19 +32,68 @@ struct ConsumeRequest: Sendable, Equatable {
 }
 
 extension ChannelRequest {
-    /// Refuses arguments nested deeper than ``RabbitMQFieldTable/maxDepth`` (they are encoded
-    /// by recursion on the I/O thread).
-    func checkTables() throws(RabbitMQError) {
+    /// Refuses, where the request is made, what AMQP cannot carry: a short string (a name,
+    /// a routing key) over 255 bytes, arguments nested deeper than
+    /// ``RabbitMQFieldTable/maxDepth`` (they are encoded by recursion on the I/O thread), or a
+    /// method that does not fit in one frame of `frameMax` bytes. The I/O thread could only
+    /// fail to encode it, which costs the connection.
+    func check(frameMax: Int) throws(RabbitMQError) {
+        var strings: [(String, String)] = []
+        var arguments: RabbitMQFieldTable?
         switch self {
-        case .exchangeDeclare(_, _, _, _, _, _, let arguments), .exchangeBind(_, _, _, let arguments),
-            .exchangeUnbind(_, _, _, let arguments), .queueDeclare(_, _, _, _, _, let arguments),
-            .queueBind(_, _, _, let arguments), .queueUnbind(_, _, _, let arguments):
-            try arguments.checkDepth("arguments")
-        default:
-            break
+        case .exchangeDeclare(let name, let type, _, _, _, _, let table):
+            strings = [(name, "exchange name"), (type, "exchange type")]
+            arguments = table
+        case .exchangeDelete(let name, _):
+            strings = [(name, "exchange name")]
+        case .exchangeBind(let destination, let source, let routingKey, let table),
+            .exchangeUnbind(let destination, let source, let routingKey, let table):
+            strings = [(destination, "destination exchange name"), (source, "source exchange name"), (routingKey, "routing key")]
+            arguments = table
+        case .queueDeclare(let name, _, _, _, _, let table):
+            strings = [(name, "queue name")]
+            arguments = table
+        case .queueBind(let queue, let exchange, let routingKey, let table),
+            .queueUnbind(let queue, let exchange, let routingKey, let table):
+            strings = [(queue, "queue name"), (exchange, "exchange name"), (routingKey, "routing key")]
+            arguments = table
+        case .queuePurge(let name), .queueDelete(let name, _, _), .basicGet(let name, _):
+            strings = [(name, "queue name")]
+        case .basicQos, .confirmSelect:
+            return
         }
+        try Self.checkEncodable(strings, arguments: arguments, frameMax: frameMax)
     }
 
+    /// See ``check(frameMax:)``.
+    static func checkEncodable(_ strings: [(String, String)], arguments: RabbitMQFieldTable?, frameMax: Int) throws(RabbitMQError) {
+        // Class and method ids (4), the ticket and flags (at most 3), each short string with
+        // its length byte.
+        var size = 7
+        for (value, what) in strings {
+            let length = value.utf8.count
+            guard length <= 255 else {
+                throw RabbitMQError(
+                    code: .invalidConfiguration, scope: .none, message: "the \(what) is \(length) bytes long; AMQP allows at most 255")
+            }
+            size += 1 + length
+        }
+        if let arguments {
+            let (tableSize, depth) = arguments.measured()
+            guard depth <= RabbitMQFieldTable.maxDepth else {
+                throw RabbitMQError(
+                    code: .invalidConfiguration, scope: .none,
+                    message: "the arguments nest tables and arrays more than \(RabbitMQFieldTable.maxDepth) deep")
+            }
+            size += tableSize
+        }
+        // The frame's header (7) and end (1) take the rest of frame_max.
+        let limit = frameMax - 8
+        guard size > limit else { return }
+        throw RabbitMQError(
+            code: .invalidConfiguration, scope: .none,
+            message: "the request takes \(size) bytes encoded; it must fit in one frame of \(frameMax) bytes (frame_max)")
+    }
     /// The reply (or one of two replies) the broker answers this request with.
     var expectedReplies: (AMQPMethodID, AMQPMethodID) {
         switch self {
@@ -94,5 +143,12 @@ extension ChannelReply: Equatable {
             a?.deliveryTag == b?.deliveryTag && a?.body == b?.body && a?.routingKey == b?.routingKey
         default: false
         }
+    }
+}
+
+extension ConsumeRequest {
+    /// See ``ChannelRequest/check(frameMax:)``.
+    func check(frameMax: Int) throws(RabbitMQError) {
+        try ChannelRequest.checkEncodable([(queue, "queue name"), (consumerTag, "consumer tag")], arguments: arguments, frameMax: frameMax)
     }
 }
