@@ -8,6 +8,7 @@ import Testing
 @Suite("Requests that cannot be sent", .timeLimit(.minutes(3)))
 struct UnsendableRequestTests {
     static let tooLong = String(repeating: "n", count: 256)
+    static let longKey: RabbitMQFieldTable = [tooLong: "v"]
     static let tooBig: RabbitMQFieldTable = ["x-big": .string(String(repeating: "a", count: 200_000))]
 
     /// Defect: the I/O thread failed to encode such a method and dropped the connection
@@ -30,6 +31,9 @@ struct UnsendableRequestTests {
             ("basic.get from a long name", { _ = try await channel.get(queue: Self.tooLong) }),
             ("basic.consume with a long tag", { _ = try await channel.consume(queue: queue, consumerTag: Self.tooLong) }),
             ("basic.consume with big arguments", { _ = try await channel.consume(queue: queue, arguments: Self.tooBig) }),
+            ("queue.declare with a long argument name", { _ = try await channel.queueDeclare(TestBroker.uniqueName("key"), arguments: Self.longKey) }),
+            ("basic.publish with a long header name", { try await channel.publish("x", routingKey: queue, properties: .init(headers: Self.longKey)) }),
+            ("basic.publish with a long nested header name", { try await channel.publish("x", routingKey: queue, properties: .init(headers: ["t": .table(Self.longKey)])) }),
         ]
         for (what, request) in requests {
             let error = await #expect(throws: RabbitMQError.self, "\(what)") { try await request() }

@@ -288,6 +288,7 @@ struct CBoundaryTests {
         var table: RabbitMQFieldTable = [:]
         for _ in 0..<10_000 { table = ["t": .table(table)] }
         #expect(table.measured().depth == RabbitMQFieldTable.maxDepth + 1, "the walk stopped at the limit")
-        #expect(throws: RabbitMQError.self) { try table.checkDepth("arguments") }
+        let request = ChannelRequest.queueDeclare(name: "q", passive: false, durable: false, exclusive: false, autoDelete: false, arguments: table)
+        #expect(throws: RabbitMQError.self) { try request.check(frameMax: 131_072) }
     }
 }

@@ -108,6 +108,10 @@ struct CoreLogicTests {
             try ChannelRequest.queueDeclare(name: "q", passive: false, durable: false, exclusive: false, autoDelete: false, arguments: ["d": deep])
                 .check(frameMax: 131_072)
         }
+        let longKey: RabbitMQFieldTable = ["ok": .array([.table([String(repeating: "k", count: 256): "v"])])]
+        #expect(throws: RabbitMQError.self) {
+            try ConsumeRequest(queue: "q", consumerTag: "c", noAck: false, exclusive: false, arguments: longKey).check(frameMax: 131_072)
+        }
         try ChannelRequest.basicQos(prefetchCount: 1, global: false).check(frameMax: 4096)
     }
 }

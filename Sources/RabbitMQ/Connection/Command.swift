@@ -60,12 +60,13 @@ struct OutboundMessage: Sendable {
     /// ``RabbitMQFieldTable/maxDepth``.
     func validateHeaders(frameMax: () -> Int) throws(RabbitMQError) {
         guard let headers = properties.headers else { return }
-        let (tableSize, depth) = headers.measured()
+        let (tableSize, depth, longKey) = headers.measured()
         if depth > RabbitMQFieldTable.maxDepth {
             throw RabbitMQError(
                 code: .invalidConfiguration, scope: .none,
                 message: "the message's headers nest tables and arrays more than \(RabbitMQFieldTable.maxDepth) deep")
         }
+        if longKey { throw RabbitMQFieldTable.longKeyError("message's headers") }
         // Frame header and end (8), class, weight, body size, flags (14), the other properties,
         // and room for the return tag of a mandatory confirm-mode publish (38).
         let size = 22 + FrameWriter.sizeWithoutHeaders(properties) + tableSize + (mandatory ? 38 : 0)

@@ -92,27 +92,28 @@ extension RabbitMQFieldTable {
     /// rabbitmq-c encodes it: used to refuse a message whose headers cannot fit in a frame.
     var encodedSize: Int { measured().size }
 
-    /// Its encoded size and how deep it nests; the walk stops (depth `maxDepth + 1`) as soon
-    /// as it is too deep, so it never recurses further than that.
-    func measured(depth: Int = 1) -> (size: Int, depth: Int) {
-        guard depth <= Self.maxDepth else { return (0, depth) }
+    /// Its encoded size, how deep it nests, and whether a key (anywhere inside) is longer
+    /// than AMQP's 255 bytes; the walk stops (depth `maxDepth + 1`) as soon as it is too
+    /// deep, so it never recurses further than that.
+    func measured(depth: Int = 1) -> (size: Int, depth: Int, longKey: Bool) {
+        guard depth <= Self.maxDepth else { return (0, depth, false) }
         var size = 4
         var deepest = depth
+        var longKey = false
         for entry in entries {
             let value = entry.value.measured(depth: depth)
-            size += 1 + Swift.min(entry.key.utf8.count, 255) + value.size
+            let keyLength = entry.key.utf8.count
+            longKey = longKey || keyLength > 255 || value.longKey
+            size += 1 + Swift.min(keyLength, 255) + value.size
             deepest = Swift.max(deepest, value.depth)
             if deepest > Self.maxDepth { break }
         }
-        return (size, deepest)
+        return (size, deepest, longKey)
     }
 
-    /// Throws when the table nests deeper than ``maxDepth``.
-    func checkDepth(_ what: @autoclosure () -> String) throws(RabbitMQError) {
-        guard measured().depth > Self.maxDepth else { return }
-        throw RabbitMQError(
-            code: .invalidConfiguration, scope: .none,
-            message: "the \(what()) nest tables and arrays more than \(Self.maxDepth) deep")
+    /// A table key is an AMQP short string: at most 255 bytes.
+    static func longKeyError(_ what: String) -> RabbitMQError {
+        RabbitMQError(code: .invalidConfiguration, scope: .none, message: "the \(what) have a key longer than AMQP's 255 bytes")
     }
 }
 
@@ -120,31 +121,34 @@ extension RabbitMQFieldValue {
     /// The encoded size of the value, its one-byte kind included.
     var encodedSize: Int { measured(depth: 1).size }
 
-    /// Size and depth; `depth` is that of the table or array holding the value.
-    func measured(depth: Int) -> (size: Int, depth: Int) {
+    /// Size, depth, and whether a key inside is too long; `depth` is that of the table or
+    /// array holding the value.
+    func measured(depth: Int) -> (size: Int, depth: Int, longKey: Bool) {
         switch self {
-        case .bool, .int8, .uint8: return (2, depth)
-        case .int16, .uint16: return (3, depth)
-        case .int32, .uint32, .float: return (5, depth)
-        case .int64, .double, .timestamp: return (9, depth)
-        case .decimal: return (6, depth)
-        case .string(let value): return (5 + value.utf8.count, depth)
-        case .bytes(let value): return (5 + value.count, depth)
+        case .bool, .int8, .uint8: return (2, depth, false)
+        case .int16, .uint16: return (3, depth, false)
+        case .int32, .uint32, .float: return (5, depth, false)
+        case .int64, .double, .timestamp: return (9, depth, false)
+        case .decimal: return (6, depth, false)
+        case .string(let value): return (5 + value.utf8.count, depth, false)
+        case .bytes(let value): return (5 + value.count, depth, false)
         case .table(let value):
             let inner = value.measured(depth: depth + 1)
-            return (1 + inner.size, inner.depth)
+            return (1 + inner.size, inner.depth, inner.longKey)
         case .array(let values):
-            guard depth + 1 <= RabbitMQFieldTable.maxDepth else { return (0, depth + 1) }
+            guard depth + 1 <= RabbitMQFieldTable.maxDepth else { return (0, depth + 1, false) }
             var size = 5
             var deepest = depth + 1
+            var longKey = false
             for value in values {
                 let inner = value.measured(depth: depth + 1)
                 size += inner.size
+                longKey = longKey || inner.longKey
                 deepest = Swift.max(deepest, inner.depth)
                 if deepest > RabbitMQFieldTable.maxDepth { break }
             }
-            return (size, deepest)
-        case .void: return (1, depth)
+            return (size, deepest, longKey)
+        case .void: return (1, depth, false)
         }
     }
 }

@@ -79,12 +79,13 @@ extension ChannelRequest {
             size += 1 + length
         }
         if let arguments {
-            let (tableSize, depth) = arguments.measured()
+            let (tableSize, depth, longKey) = arguments.measured()
             guard depth <= RabbitMQFieldTable.maxDepth else {
                 throw RabbitMQError(
                     code: .invalidConfiguration, scope: .none,
                     message: "the arguments nest tables and arrays more than \(RabbitMQFieldTable.maxDepth) deep")
             }
+            guard !longKey else { throw RabbitMQFieldTable.longKeyError("arguments") }
             size += tableSize
         }
         // The frame's header (7) and end (1) take the rest of frame_max.
