@@ -16,6 +16,17 @@ struct RecoveryProtocolTests {
 
     static let reset = RabbitMQError(code: .socketError, scope: .connection, message: "reset by peer")
 
+    /// Connected again: channel 1 (the consumer's) reopened, the plan's channel 2 opened, and
+    /// the consumer's queue found; the consume is next.
+    static func reconnectUpToTheConsume(_ h: inout MachineHarness, queue: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        h.machine.connected(heartbeat: .zero, endpoint: "e", now: h.now)
+        answer(&h, .init(1, .channelOpen), with: .channelOpenOk, sourceLocation: sourceLocation)
+        answer(&h, .init(2, .channelOpen), with: .channelOpenOk, sourceLocation: sourceLocation)
+        answer(
+            &h, .init(2, .request(.queueDeclare(name: queue, passive: true, durable: false, exclusive: false, autoDelete: false, arguments: [:]))),
+            with: .queueDeclareOk(.init(name: queue, messageCount: 0, consumerCount: 0)), sourceLocation: sourceLocation)
+    }
+
     @Test func theWholePlanRunsInTheJavaClientsOrder() {
         var h = MachineHarness()
         h.connect()
@@ -141,12 +152,7 @@ struct RecoveryProtocolTests {
         let shared = h.openChannel()
         let sink = h.consume("q", tag: "c1", on: shared)
         h.loseAndReachConnect(Self.reset)
-        h.machine.connected(heartbeat: .zero, endpoint: "e", now: h.now)
-        Self.answer(&h, .init(1, .channelOpen), with: .channelOpenOk)
-        Self.answer(&h, .init(2, .channelOpen), with: .channelOpenOk)
-        Self.answer(
-            &h, .init(2, .request(.queueDeclare(name: "q", passive: true, durable: false, exclusive: false, autoDelete: false, arguments: [:]))),
-            with: .queueDeclareOk(.init(name: "q", messageCount: 0, consumerCount: 0)))
+        Self.reconnectUpToTheConsume(&h, queue: "q")
         #expect(h.take().sends.first?.method == .basicConsume(ConsumeRequest(queue: "q", consumerTag: "c1", noAck: false, exclusive: false, arguments: [:])))
         h.loseAndReachConnect(Self.reset)
         #expect(!h.log.finishedConsumers.contains { $0.0.buffer === sink.buffer }, "the consumer is still owned")
@@ -460,12 +466,7 @@ struct RecoveryProtocolTests {
         let shared = h.openChannel()
         let skipped = h.consume("q", tag: "skip", on: shared)
         h.loseAndReachConnect(Self.reset)
-        h.machine.connected(heartbeat: .zero, endpoint: "e", now: h.now)
-        Self.answer(&h, .init(1, .channelOpen), with: .channelOpenOk)
-        Self.answer(&h, .init(2, .channelOpen), with: .channelOpenOk)
-        Self.answer(
-            &h, .init(2, .request(.queueDeclare(name: "q", passive: true, durable: false, exclusive: false, autoDelete: false, arguments: [:]))),
-            with: .queueDeclareOk(.init(name: "q", messageCount: 0, consumerCount: 0)))
+        Self.reconnectUpToTheConsume(&h, queue: "q")
         let actions = h.take()
         #expect(actions.finishedConsumers.first?.0.buffer === skipped.buffer)
         #expect(actions.finishedConsumers.first?.1?.code == .consumerCancelled)
@@ -519,14 +520,12 @@ struct RecoveryProtocolTests {
             reply = .basicConsumeOk(consumerTag: "c1")
         }
         h.loseAndReachConnect(Self.reset)
-        h.machine.connected(heartbeat: .zero, endpoint: "e", now: h.now)
-        Self.answer(&h, .init(1, .channelOpen), with: .channelOpenOk)
         if case .consumer = restored {
             // The consumer's queue is looked for first, on the plan's own channel.
-            Self.answer(&h, .init(2, .channelOpen), with: .channelOpenOk)
-            Self.answer(
-                &h, .init(2, .request(.queueDeclare(name: "q", passive: true, durable: false, exclusive: false, autoDelete: false, arguments: [:]))),
-                with: .queueDeclareOk(.init(name: "q", messageCount: 0, consumerCount: 0)))
+            Self.reconnectUpToTheConsume(&h, queue: "q")
+        } else {
+            h.machine.connected(heartbeat: .zero, endpoint: "e", now: h.now)
+            Self.answer(&h, .init(1, .channelOpen), with: .channelOpenOk)
         }
         #expect(h.take().sends == [expected])
         let close = h.waiter()
