@@ -200,6 +200,10 @@ extension ConnectionStateMachine {
             switch pending.kind {
             case .open(let waiter), .request(_, let waiter):
                 if let waiter { emit(.fail(waiter, error)) }
+            case .consume(let tag) where pending.isRecovery:
+                // A consumer the plan was restoring: the application's consumer, which ends at
+                // close-ok like every other on this channel (and forgets its auto-delete queue).
+                channel.updateConsumer(tag) { $0.state = .dormant }
             case .consume(let tag):
                 // Never registered: nobody will ever iterate it.
                 guard let consumer = channel.removeConsumer(tag) else { continue }

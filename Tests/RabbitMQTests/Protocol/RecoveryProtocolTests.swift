@@ -504,6 +504,7 @@ struct RecoveryProtocolTests {
         let shared = h.openChannel()
         let expected: Sent
         let reply: InboundMethod
+        var sink: ConsumerSink?
         switch restored {
         case .prefetch:
             _ = h.request(.basicQos(prefetchCount: 10, global: false), on: shared, reply: .basicQosOk)
@@ -514,15 +515,25 @@ struct RecoveryProtocolTests {
             expected = .init(1, .request(.confirmSelect))
             reply = .confirmSelectOk
         case .consumer:
-            _ = h.consume("q", tag: "c1", on: shared)
+            let queue = ChannelRequest.queueDeclare(name: "q", passive: false, durable: false, exclusive: false, autoDelete: true, arguments: [:])
+            _ = h.request(queue, on: shared, reply: .queueDeclareOk(.init(name: "q", messageCount: 0, consumerCount: 0)))
+            sink = h.consume("q", tag: "c1", on: shared)
             let consume = ConsumeRequest(queue: "q", consumerTag: "c1", noAck: false, exclusive: false, arguments: [:])
             expected = .init(1, .basicConsume(consume))
             reply = .basicConsumeOk(consumerTag: "c1")
         }
         h.loseAndReachConnect(Self.reset)
         if case .consumer = restored {
-            // The consumer's queue is looked for first, on the plan's own channel.
-            Self.reconnectUpToTheConsume(&h, queue: "q")
+            // The consumer's queue is declared again and looked for first, on the plan's own channel.
+            h.machine.connected(heartbeat: .zero, endpoint: "e", now: h.now)
+            Self.answer(&h, .init(1, .channelOpen), with: .channelOpenOk)
+            Self.answer(&h, .init(2, .channelOpen), with: .channelOpenOk)
+            Self.answer(
+                &h, .init(2, .request(.queueDeclare(name: "q", passive: false, durable: false, exclusive: false, autoDelete: true, arguments: [:]))),
+                with: .queueDeclareOk(.init(name: "q", messageCount: 0, consumerCount: 0)))
+            Self.answer(
+                &h, .init(2, .request(.queueDeclare(name: "q", passive: true, durable: false, exclusive: false, autoDelete: false, arguments: [:]))),
+                with: .queueDeclareOk(.init(name: "q", messageCount: 0, consumerCount: 0)))
         } else {
             h.machine.connected(heartbeat: .zero, endpoint: "e", now: h.now)
             Self.answer(&h, .init(1, .channelOpen), with: .channelOpenOk)
@@ -544,6 +555,13 @@ struct RecoveryProtocolTests {
         #expect(h.machine.stateName == "open")
         #expect(actions.succeeded.contains(close))
         #expect(!h.log.events.contains { if case .topologyRecoveryFailed = $0 { true } else { false } }, "closing is not a failure to restore")
+        if let sink {
+            // Like every consumer of a channel closed by its application: it ends normally,
+            // and its auto-delete queue (the broker deletes it) is forgotten.
+            let finished = h.log.finishedConsumers.filter { $0.0.buffer === sink.buffer }
+            #expect(finished.count == 1 && finished.first?.1 == nil, "\(finished)")
+            #expect(h.machine.registry.queue(named: "q") == nil)
+        }
         h.checkEveryWaiterAnsweredOnce()
     }
 
