@@ -108,4 +108,26 @@ struct URIParsingTests {
         #expect(throws: RabbitMQError.self) { try configuration.validate() }
         #expect(throws: Never.self) { try RabbitMQConfiguration().validate() }
     }
+
+    /// Defect: what connection.start-ok and connection.open cannot carry reached rabbitmq-c,
+    /// which wrote a corrupt frame (a long table key's length in one byte) or failed with an
+    /// untyped error, and deep client properties were copied by recursion on the I/O thread.
+    @Test func validationRejectsWhatTheHandshakeCannotCarry() {
+        var configuration = RabbitMQConfiguration()
+        configuration.clientProperties = [String(repeating: "k", count: 256): "v"]
+        #expect(throws: RabbitMQError.self) { try configuration.validate() }
+        configuration = RabbitMQConfiguration()
+        var deep: RabbitMQFieldValue = .int32(1)
+        for _ in 0..<RabbitMQFieldTable.maxDepth { deep = .table(["d": deep]) }
+        configuration.clientProperties = ["deep": deep]
+        #expect(throws: RabbitMQError.self) { try configuration.validate() }
+        configuration = RabbitMQConfiguration()
+        configuration.virtualHost = String(repeating: "v", count: 256)
+        #expect(throws: RabbitMQError.self) { try configuration.validate() }
+        configuration = RabbitMQConfiguration()
+        configuration.username = String(repeating: "u", count: 300)
+        configuration.clientProperties = ["ok": "v"]
+        configuration.virtualHost = String(repeating: "v", count: 255)
+        #expect(throws: Never.self) { try configuration.validate() }
+    }
 }

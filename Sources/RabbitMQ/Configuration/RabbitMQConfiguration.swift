@@ -181,6 +181,17 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
         guard !username.utf8.contains(0), !password.utf8.contains(0), !virtualHost.utf8.contains(0) else {
             throw .invalidConfiguration("credentials and virtual host cannot contain NUL bytes")
         }
+        // What connection.start-ok and connection.open carry: the virtual host is a short
+        // string, and the client properties a table with short-string keys, copied to C by
+        // recursion on the I/O thread.
+        guard virtualHost.utf8.count <= 255 else {
+            throw .invalidConfiguration("the virtual host is \(virtualHost.utf8.count) bytes long; AMQP allows at most 255")
+        }
+        let (_, depth, longKey) = clientProperties.measured()
+        guard depth <= RabbitMQFieldTable.maxDepth else {
+            throw .invalidConfiguration("clientProperties nest tables and arrays more than \(RabbitMQFieldTable.maxDepth) deep")
+        }
+        guard !longKey else { throw .invalidConfiguration("clientProperties have a key longer than AMQP's 255 bytes") }
     }
 
     public var description: String {
