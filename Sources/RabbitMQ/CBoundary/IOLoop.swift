@@ -153,8 +153,8 @@ final class IOLoop {
     /// Milliseconds until the earliest deadline of the core or of a waiting publisher; -1
     /// (no timer) when there is none: idle means asleep.
     private func timeout(now: ContinuousClock.Instant) -> Int32 {
-        let deadlines = [machine.nextDeadline, core.earliestWaiterDeadline].compactMap { $0 }
-        guard let earliest = deadlines.min() else { return -1 }
+        // Asked before every sleep: no arrays.
+        guard let earliest = earlier(machine.nextDeadline, core.earliestWaiterDeadline) else { return -1 }
         let remaining = now.duration(to: earliest)
         guard remaining > .zero else { return 0 }
         let (seconds, attoseconds) = remaining.components

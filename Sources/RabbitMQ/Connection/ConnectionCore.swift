@@ -293,8 +293,9 @@ final class ConnectionCore: Sendable {
 
     /// I/O thread: fails publishers that waited past their deadline.
     func expireWaiters(now: ContinuousClock.Instant) {
-        let (room, outage) = state.withLock { state in
-            (state.publishRoom.expire(now: now), state.outage.expire(now: now))
+        let (room, outage) = state.withLock { state -> ([PermitPool.Continuation], [PermitPool.Continuation]) in
+            guard state.publishRoom.waiterCount + state.outage.waiterCount > 0 else { return ([], []) }
+            return (state.publishRoom.expire(now: now), state.outage.expire(now: now))
         }
         for waiter in room {
             waiter.resume(
@@ -312,7 +313,9 @@ final class ConnectionCore: Sendable {
     /// The earliest deadline of a waiting publisher (the I/O thread's timer).
     var earliestWaiterDeadline: ContinuousClock.Instant? {
         state.withLock { state in
-            [state.publishRoom.earliestDeadline, state.outage.earliestDeadline].compactMap { $0 }.min()
+            // Asked before every sleep: no arrays.
+            guard state.publishRoom.waiterCount + state.outage.waiterCount > 0 else { return nil }
+            return earlier(state.publishRoom.earliestDeadline, state.outage.earliestDeadline)
         }
     }
 

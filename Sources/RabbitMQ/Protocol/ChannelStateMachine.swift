@@ -173,8 +173,17 @@ final class ChannelStateMachine {
 
     /// The earliest deadline of a request on this channel.
     var earliestDeadline: ContinuousClock.Instant? {
-        var earliest: ContinuousClock.Instant?
-        for index in pendingHead..<pending.count where earliest == nil || pending[index].deadline < earliest! {
+        hasPendingRequests ? earliestPendingDeadline : nil
+    }
+
+    /// Requests await their replies (``earliestPendingDeadline`` has a meaning).
+    var hasPendingRequests: Bool { pendingHead < pending.count }
+
+    /// ``earliestDeadline`` without the optional, for the loop's per-turn checks; only
+    /// when ``hasPendingRequests``.
+    var earliestPendingDeadline: ContinuousClock.Instant {
+        var earliest = pending[pendingHead].deadline
+        for index in (pendingHead + 1)..<pending.count where pending[index].deadline < earliest {
             earliest = pending[index].deadline
         }
         return earliest

@@ -449,24 +449,29 @@ extension ConnectionStateMachine {
             break
         }
         if !isBlocked { expireRequests(now: now) }
-        if phase == .closingOpen || phase == .closingBlocked || phase == .closingSent, case .closing(let closing) = state,
-            closing.deadline <= now
-        {
-            emit(.log(.debug, "the close did not complete before its deadline; dropping the socket", [:]))
-            if !closing.sentClose { emit(.send(0, .connectionClose(replyCode: 200, replyText: "Normal shutdown"))) }
-            terminate(nil, now: now)
-            return
-        }
+        if phase == .closingOpen || phase == .closingBlocked || phase == .closingSent, closeDeadlinePassed(now: now) { return }
         sendConnectionCloseIfDrained(now: now)
         guard isConnected, !isClosed else { return }
-        if let due = heartbeat.nextSend, due <= now {
+        guard heartbeat.isOn else { return }
+        // `!(now < x)`, not `x <= now`: `<=` goes through Comparable's generic default.
+        if !(now < heartbeat.sendDue) {
             heartbeat.sent(now)
             emit(.sendHeartbeat)
         }
-        if let limit = heartbeat.silenceLimit, limit <= now {
+        if !heartbeat.checking, !(now < heartbeat.silenceDue) {
             heartbeat.checking = true
             emit(.checkPeerSilence)
         }
+    }
+
+    /// Drops the socket if the close did not complete before its deadline; true if so.
+    @inline(never)
+    private func closeDeadlinePassed(now: ContinuousClock.Instant) -> Bool {
+        guard case .closing(let closing) = state, closing.deadline <= now else { return false }
+        emit(.log(.debug, "the close did not complete before its deadline; dropping the socket", [:]))
+        if !closing.sentClose { emit(.send(0, .connectionClose(replyCode: 200, replyText: "Normal shutdown"))) }
+        terminate(nil, now: now)
+        return true
     }
 
     /// The kernel's answer to ``ConnectionAction/checkPeerSilence``: how long nothing arrived.
@@ -486,7 +491,7 @@ extension ConnectionStateMachine {
 
     private func expireRequests(now: ContinuousClock.Instant) {
         // Every turn: a plain look first, the expired ones (rare) in channel order after.
-        guard channels.values.contains(where: { $0.earliestDeadline.map { $0 <= now } ?? false }) else { return }
+        guard channels.values.contains(where: { $0.hasPendingRequests && !(now < $0.earliestPendingDeadline) }) else { return }
         for channel in sortedChannels() {
             guard let head = channel.earliestDeadline, head <= now else { continue }
             guard channels[channel.number] === channel else { continue }
@@ -502,32 +507,68 @@ extension ConnectionStateMachine {
         }
     }
 
-    /// The earliest instant at which ``tick(now:)`` has something to do.
-    var nextDeadline: ContinuousClock.Instant? {
-        var earliest: ContinuousClock.Instant?
-        func consider(_ instant: ContinuousClock.Instant?) {
-            guard let instant else { return }
-            if earliest == nil || instant < earliest! { earliest = instant }
-        }
+    private enum PhaseDeadline {
+        /// Nothing to wait for (connecting).
+        case none
+        /// This instant and nothing else (backing off).
+        case only(ContinuousClock.Instant)
+        /// This instant or an earlier one of the channels or heartbeats.
+        case atLeast(ContinuousClock.Instant?)
+    }
+
+    /// The deadline of a recovering or closing connection's own step.
+    @inline(never)
+    private var phaseDeadline: PhaseDeadline {
         switch state {
-        case .connecting, .closed:
-            return nil
         case .recovering(let plan):
             switch plan.step {
-            case .backingOff(let until): return until
-            case .connecting: return nil
-            case .restoring(let restore): consider(restore.pausedUntil)
+            case .backingOff(let until): .only(until)
+            case .connecting: .none
+            case .restoring(let restore): .atLeast(restore.pausedUntil)
             }
-        case .closing(let closing):
-            consider(closing.deadline)
+        case .closing(let closing): .atLeast(closing.deadline)
+        default: .atLeast(nil)
+        }
+    }
+
+    /// The earliest instant at which ``tick(now:)`` has something to do.
+    ///
+    /// Asked before every sleep of the I/O loop: the open phases read no payload of `state`
+    /// (copying it is not free), and nothing here allocates.
+    var nextDeadline: ContinuousClock.Instant? {
+        var earliest: ContinuousClock.Instant?
+        switch phase {
+        case .connecting, .closed:
+            return nil
+        case .recovering, .closingOpen, .closingBlocked, .closingSent:
+            switch phaseDeadline {
+            case .none: return nil
+            case .only(let instant): return instant
+            case .atLeast(let instant): earliest = instant
+            }
         case .open, .blocked:
             break
         }
-        if !isBlocked {
-            for channel in channels.values { consider(channel.earliestDeadline) }
+        // The part every turn reaches, without optionals (see HeartbeatState.sendDue).
+        var found = false
+        var soonest = heartbeat.lastSent  // a placeholder until `found`
+        if heartbeat.isOn {
+            soonest = heartbeat.sendDue
+            found = true
+            if !heartbeat.checking {
+                let silence = heartbeat.silenceDue
+                if silence < soonest { soonest = silence }
+            }
         }
-        consider(heartbeat.nextSend)
-        consider(heartbeat.silenceLimit)
-        return earliest
+        if !isBlocked {
+            for channel in channels.values where channel.hasPendingRequests {
+                let deadline = channel.earliestPendingDeadline
+                if !found || deadline < soonest {
+                    soonest = deadline
+                    found = true
+                }
+            }
+        }
+        return found ? earlier(earliest, soonest) : earliest
     }
 }

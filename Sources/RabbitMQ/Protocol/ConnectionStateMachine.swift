@@ -158,9 +158,18 @@ final class ConnectionStateMachine {
     var isConnected: Bool {
         switch phase {
         case .open, .blocked, .closingOpen, .closingBlocked, .closingSent: return true
-        case .recovering: if case .recovering(let plan) = state, case .restoring = plan.step { return true } else { return false }
+        case .recovering: return isRestoring
         case .connecting, .closed: return false
         }
+    }
+
+    // The per-turn checks read `phase` only; reading a payload of `state` is kept out of
+    // line, in the functions below, so that the open phases never copy it (its layout is
+    // only known at run time: it holds `ContinuousClock.Instant`s, a resilient type).
+
+    @inline(never)
+    private var isRestoring: Bool {
+        if case .recovering(let plan) = state, case .restoring = plan.step { true } else { false }
     }
 
     var isClosed: Bool { phase == .closed }
@@ -404,7 +413,13 @@ final class ConnectionStateMachine {
     }
 
     func sendConnectionCloseIfDrained(now: ContinuousClock.Instant) {
-        guard phase == .closingOpen || phase == .closingBlocked, case .closing(var closing) = state, !closing.sentClose else { return }
+        guard phase == .closingOpen || phase == .closingBlocked else { return }
+        sendConnectionCloseIfDrainedWhileClosing(now: now)
+    }
+
+    @inline(never)
+    private func sendConnectionCloseIfDrainedWhileClosing(now: ContinuousClock.Instant) {
+        guard case .closing(var closing) = state, !closing.sentClose else { return }
         let drained = heldHead == held.count && channels.values.allSatisfy { $0.unconfirmed.isEmpty }
         guard drained || closing.deadline <= now else { return }
         closing.sentClose = true
@@ -629,10 +644,13 @@ final class ConnectionStateMachine {
     var isBlocked: Bool {
         switch phase {
         case .blocked, .closingBlocked: true
-        case .recovering: blocked != nil
+        case .recovering: isBlockedWhileRecovering
         default: false
         }
     }
+
+    @inline(never)
+    private var isBlockedWhileRecovering: Bool { blocked != nil }
 
     // MARK: Teardown
 
@@ -667,9 +685,16 @@ struct HeartbeatState: Sendable {
     private(set) var lastReceived = ContinuousClock.Instant.now
     /// A silence check is under way (the loop asks the kernel).
     var checking = false
+    /// Half and twice the interval, computed once: the loop asks for ``nextSend`` and
+    /// ``silenceLimit`` on every turn, and multiplying or dividing a `Duration` by an integer
+    /// goes through generic 128-bit arithmetic.
+    private var half = Duration.zero
+    private var twice = Duration.zero
 
     mutating func start(interval: Duration, now: ContinuousClock.Instant) {
         self.interval = interval > .zero ? interval : nil
+        half = interval / 2
+        twice = interval * 2
         lastSent = now
         lastReceived = now
         checking = false
@@ -681,12 +706,23 @@ struct HeartbeatState: Sendable {
 
     mutating func received(_ now: ContinuousClock.Instant) { lastReceived = now }
 
+    /// Heartbeats are on (the broker and we agreed on an interval).
+    var isOn: Bool { interval != nil }
+
+    /// ``nextSend`` when heartbeats are on; meaningless otherwise. The loop's per-turn
+    /// checks use this form: `ContinuousClock.Instant` is a resilient type, and every
+    /// optional one goes through its value witnesses.
+    var sendDue: ContinuousClock.Instant { lastSent.advanced(by: half) }
+
+    /// ``silenceLimit`` when heartbeats are on and no check is under way; meaningless otherwise.
+    var silenceDue: ContinuousClock.Instant { lastReceived.advanced(by: twice) }
+
     /// A heartbeat goes out after half an interval without sending anything.
-    var nextSend: ContinuousClock.Instant? { interval.map { lastSent.advanced(by: $0 / 2) } }
+    var nextSend: ContinuousClock.Instant? { interval == nil ? nil : sendDue }
 
     /// The peer is suspect after two intervals without receiving anything.
     var silenceLimit: ContinuousClock.Instant? {
-        guard !checking, let interval else { return nil }
-        return lastReceived.advanced(by: interval * 2)
+        guard !checking, interval != nil else { return nil }
+        return silenceDue
     }
 }

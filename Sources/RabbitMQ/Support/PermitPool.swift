@@ -81,7 +81,7 @@ struct PermitPool: Sendable {
 
     /// Waiters whose deadline has passed, removed.
     mutating func expire(now: ContinuousClock.Instant) -> [Continuation] {
-        guard waiters.contains(where: { $0.deadline.map { $0 <= now } ?? false }) else { return [] }
+        guard !waiters.isEmpty, waiters.contains(where: { $0.deadline.map { $0 <= now } ?? false }) else { return [] }
         var expired: [Continuation] = []
         waiters.removeAll { waiter in
             guard let deadline = waiter.deadline, deadline <= now else { return false }
@@ -92,7 +92,11 @@ struct PermitPool: Sendable {
     }
 
     var earliestDeadline: ContinuousClock.Instant? {
-        waiters.lazy.compactMap(\.deadline).min()
+        var earliest: ContinuousClock.Instant?
+        for waiter in waiters {
+            if let deadline = waiter.deadline, earliest.map({ deadline < $0 }) ?? true { earliest = deadline }
+        }
+        return earliest
     }
 
     /// Suspends until `register` (called under the owner's lock, with `Task.isCancelled`
