@@ -173,14 +173,11 @@ final class ChannelStateMachine {
 
     /// The earliest deadline of a request on this channel.
     var earliestDeadline: ContinuousClock.Instant? {
-        hasPendingRequests ? earliestPendingDeadline : nil
+        hasPending ? earliestPendingDeadline : nil
     }
 
-    /// Requests await their replies (``earliestPendingDeadline`` has a meaning).
-    var hasPendingRequests: Bool { pendingHead < pending.count }
-
     /// ``earliestDeadline`` without the optional, for the loop's per-turn checks; only
-    /// when ``hasPendingRequests``.
+    /// when ``hasPending``.
     var earliestPendingDeadline: ContinuousClock.Instant {
         var earliest = pending[pendingHead].deadline
         for index in (pendingHead + 1)..<pending.count where pending[index].deadline < earliest {

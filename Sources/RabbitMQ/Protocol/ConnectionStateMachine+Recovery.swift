@@ -491,7 +491,7 @@ extension ConnectionStateMachine {
 
     private func expireRequests(now: ContinuousClock.Instant) {
         // Every turn: a plain look first, the expired ones (rare) in channel order after.
-        guard channels.values.contains(where: { $0.hasPendingRequests && !(now < $0.earliestPendingDeadline) }) else { return }
+        guard channels.values.contains(where: { $0.hasPending && !(now < $0.earliestPendingDeadline) }) else { return }
         for channel in sortedChannels() {
             guard let head = channel.earliestDeadline, head <= now else { continue }
             guard channels[channel.number] === channel else { continue }
@@ -561,7 +561,7 @@ extension ConnectionStateMachine {
             }
         }
         if !isBlocked {
-            for channel in channels.values where channel.hasPendingRequests {
+            for channel in channels.values where channel.hasPending {
                 let deadline = channel.earliestPendingDeadline
                 if !found || deadline < soonest {
                     soonest = deadline

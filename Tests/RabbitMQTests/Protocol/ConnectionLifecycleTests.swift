@@ -126,6 +126,62 @@ struct ConnectionLifecycleTests {
         #expect(actions.contains(event: { if case .disconnected(let error) = $0 { error.code == .heartbeatTimeout } else { false } }))
     }
 
+    /// The loop sleeps until ``ConnectionStateMachine/nextDeadline``: the earliest of the
+    /// heartbeat to send, the peer's silence limit (unless a check is under way), request
+    /// deadlines (unless blocked) and the close deadline, whichever phase the connection is in.
+    @Test func theNextDeadlineIsTheEarliestOfWhatIsDueInEveryPhase() {
+        var h = MachineHarness(settings: MachineHarness.settings(requestTimeout: .seconds(30), closeTimeout: .seconds(1)))
+        h.connect(heartbeat: .seconds(10))
+        let start = h.now
+        #expect(h.machine.nextDeadline == start.advanced(by: .seconds(5)), "the next heartbeat to send")
+        // Nothing received for a while: the silence limit (two intervals) comes first.
+        h.machine.heartbeat.received(start.advanced(by: .seconds(-17)))
+        #expect(h.machine.nextDeadline == start.advanced(by: .seconds(3)))
+        h.advance(.seconds(3))
+        #expect(h.take().contains { if case .checkPeerSilence = $0 { true } else { false } })
+        #expect(h.machine.nextDeadline == start.advanced(by: .seconds(5)), "while the kernel is asked, only the heartbeat to send")
+        h.machine.peerSilence(.zero, now: h.now)
+        h.take()
+        // A request whose deadline comes before the heartbeats.
+        let shared = h.openChannel()
+        h.machine.heartbeat.sent(h.now.advanced(by: .seconds(60)))
+        h.machine.heartbeat.received(h.now.advanced(by: .seconds(60)))
+        let waiter = h.waiter()
+        h.machine.request(shared, .queuePurge(name: "q"), waiter: .probe(waiter), now: h.now)
+        h.take()
+        #expect(h.machine.nextDeadline == h.now.advanced(by: .seconds(30)))
+        // Blocked: the request's deadline stands still, the heartbeats go on.
+        h.machine.connectionMethod(.connectionBlocked(reason: "disk"), now: h.now)
+        h.take()
+        #expect(h.machine.nextDeadline == h.now.advanced(by: .seconds(65)))
+        h.machine.connectionMethod(.connectionUnblocked, now: h.now)
+        h.take()
+        // Closing: the close deadline (1 s) is the earliest.
+        let close = h.waiter()
+        h.machine.close(waiter: .probe(close), now: h.now)
+        h.take()
+        #expect(h.machine.nextDeadline == h.now.advanced(by: .seconds(1)))
+        h.advance(.seconds(1))
+        h.take()
+        #expect(h.machine.nextDeadline == nil, "closed: nothing left to wake for")
+    }
+
+    /// A recovery that reconnects with another heartbeat interval uses the new one.
+    @Test func aReconnectWithAnotherHeartbeatIntervalUsesTheNewOne() {
+        var h = MachineHarness()
+        h.connect(heartbeat: .seconds(10))
+        h.loseAndReachConnect()
+        h.connect(heartbeat: .seconds(4))
+        #expect(h.machine.phase == .open)
+        #expect(h.machine.nextDeadline == h.now.advanced(by: .seconds(2)))
+        h.machine.heartbeat.received(h.now.advanced(by: .seconds(-7)))
+        #expect(h.machine.nextDeadline == h.now.advanced(by: .seconds(1)), "the silence limit is twice the new interval")
+        h.loseAndReachConnect()
+        h.connect(heartbeat: .zero)
+        #expect(h.machine.phase == .open)
+        #expect(h.machine.nextDeadline == nil, "heartbeats off on the new connection")
+    }
+
     @Test func anIdleConnectionWithoutHeartbeatsHasNoDeadlineAtAll() {
         var h = MachineHarness()
         h.connect(heartbeat: .zero)
