@@ -27,22 +27,55 @@
 #                  It must be reachable by user `rabbitmq` (so not under /root).
 #   RMQ_START_TIMEOUT  seconds `start` waits for the boot (default 60)
 #   RMQ_EXTRA_CONF     extra rabbitmq.conf lines (e.g. from scripts/cluster.sh)
+#   RMQ_VERSION    3 (default): this machine's RabbitMQ (3.10 on Debian 12);
+#                  4: RabbitMQ 4.0 from Debian 13, run in the root that
+#                  scripts/rabbitmq4-root.sh makes (RMQ_ROOT, default
+#                  /var/cache/rmqswift/trixie), with RabbitMQ 4.3's default
+#                  denials of deprecated features; defaults then
+#                  rmqswift4@localhost, 5722, 25722, /tmp/rmqswift-broker4
+#                  (a path inside the root) and an Erlang port mapper of its
+#                  own on RMQ_EPMD_PORT (default 4380), so that it never
+#                  meets the 3.10 nodes'. `env` passes these on to callers.
 #
 # Defaults differ from the stock 5672/rabbit@host so that this node never
 # collides with a system broker that apt may have started.
 set -euo pipefail
 
-RMQ_NODE=${RMQ_NODE:-rmqswift@localhost}
-RMQ_PORT=${RMQ_PORT:-5682}
-RMQ_DIST_PORT=${RMQ_DIST_PORT:-25682}
-RMQ_BASE=${RMQ_BASE:-/tmp/rmqswift-broker}
+RMQ_VERSION=${RMQ_VERSION:-3}
+case "$RMQ_VERSION" in
+    3)
+        ROOT=""
+        RMQ_NODE=${RMQ_NODE:-rmqswift@localhost}
+        RMQ_PORT=${RMQ_PORT:-5682}
+        RMQ_DIST_PORT=${RMQ_DIST_PORT:-25682}
+        RMQ_BASE=${RMQ_BASE:-/tmp/rmqswift-broker}
+        ;;
+    4)
+        RMQ_ROOT=${RMQ_ROOT:-/var/cache/rmqswift/trixie}
+        ROOT="$RMQ_ROOT"
+        RMQ_NODE=${RMQ_NODE:-rmqswift4@localhost}
+        RMQ_PORT=${RMQ_PORT:-5722}
+        RMQ_DIST_PORT=${RMQ_DIST_PORT:-25722}
+        RMQ_BASE=${RMQ_BASE:-/tmp/rmqswift-broker4}
+        RMQ_EPMD_PORT=${RMQ_EPMD_PORT:-4380}
+        ;;
+    *)
+        echo "broker.sh: RMQ_VERSION must be 3 or 4, not '$RMQ_VERSION'" >&2
+        exit 2
+        ;;
+esac
 
-PID_FILE="$RMQ_BASE/rabbitmq.pid"
-CONF_FILE="$RMQ_BASE/rabbitmq.conf"
-PLUGINS_FILE="$RMQ_BASE/enabled_plugins"
-ENV_CONF_FILE="$RMQ_BASE/rabbitmq-env.conf"
-LOG_DIR="$RMQ_BASE/log"
-MNESIA_DIR="$RMQ_BASE/mnesia"
+# RMQ_BASE as the node sees it (inside the root for RabbitMQ 4); BASE as this
+# script sees it. The node's settings and rabbitmqctl arguments name RMQ_BASE
+# and IN_PID_FILE, file operations here the others.
+BASE="$ROOT$RMQ_BASE"
+IN_PID_FILE="$RMQ_BASE/rabbitmq.pid"
+PID_FILE="$BASE/rabbitmq.pid"
+CONF_FILE="$BASE/rabbitmq.conf"
+PLUGINS_FILE="$BASE/enabled_plugins"
+ENV_CONF_FILE="$BASE/rabbitmq-env.conf"
+LOG_DIR="$BASE/log"
+MNESIA_DIR="$BASE/mnesia"
 STARTUP_LOG="$LOG_DIR/startup.log"
 
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
@@ -54,7 +87,7 @@ SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]
 # same user the wrapper would use. Upstream (non-Debian) installs have no
 # /usr/lib/rabbitmq/bin, so fall back to whatever is on PATH.
 RMQ_BIN_DIR=/usr/lib/rabbitmq/bin
-if [[ ! -x "$RMQ_BIN_DIR/rabbitmqctl" ]]; then
+if [[ -z "$ROOT" && ! -x "$RMQ_BIN_DIR/rabbitmqctl" ]]; then
     RMQ_BIN_DIR="$(dirname "$(command -v rabbitmqctl || echo /usr/sbin/rabbitmqctl)")"
 fi
 
@@ -68,6 +101,13 @@ die() { echo "broker.sh: $*" >&2; exit 1; }
 # of the environment, sudo drops it: pass settings with env(1)). We also cd
 # to / because the VM wants a cwd it can read, and /root is 0700.
 as_rabbitmq() {
+    if [[ -n "$ROOT" ]]; then
+        # RabbitMQ 4: in the root, as its own rabbitmq user (HOME holds the cookie
+        # the node and every rabbitmqctl share), with the root's own port mapper.
+        (cd / && chroot --userspec=rabbitmq:rabbitmq "$ROOT" env HOME=/var/lib/rabbitmq \
+            ERL_EPMD_ADDRESS=127.0.0.1 ERL_EPMD_PORT="$RMQ_EPMD_PORT" sh -c 'cd / && exec "$@"' sh "$@")
+        return
+    fi
     if ! id -u rabbitmq >/dev/null 2>&1; then
         # No rabbitmq user (non-Debian install): run as ourselves.
         (cd / && "$@")
@@ -101,12 +141,12 @@ NODE_ENV=(
     RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
     RABBITMQ_NODE_PORT="$RMQ_PORT"
     RABBITMQ_DIST_PORT="$RMQ_DIST_PORT"
-    RABBITMQ_MNESIA_BASE="$MNESIA_DIR"
-    RABBITMQ_LOG_BASE="$LOG_DIR"
-    RABBITMQ_PID_FILE="$PID_FILE"
-    RABBITMQ_CONFIG_FILE="$CONF_FILE"
-    RABBITMQ_ENABLED_PLUGINS_FILE="$PLUGINS_FILE"
-    RABBITMQ_CONF_ENV_FILE="$ENV_CONF_FILE"
+    RABBITMQ_MNESIA_BASE="$RMQ_BASE/mnesia"
+    RABBITMQ_LOG_BASE="$RMQ_BASE/log"
+    RABBITMQ_PID_FILE="$IN_PID_FILE"
+    RABBITMQ_CONFIG_FILE="$RMQ_BASE/rabbitmq.conf"
+    RABBITMQ_ENABLED_PLUGINS_FILE="$RMQ_BASE/enabled_plugins"
+    RABBITMQ_CONF_ENV_FILE="$RMQ_BASE/rabbitmq-env.conf"
     # Without this the distribution listener binds every interface.
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 )
@@ -142,7 +182,7 @@ is_our_vm() {
         # Read it whole first: `tr | grep -q` could fail under pipefail
         # when grep exits early and tr gets SIGPIPE.
         environ="$(tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null)" || return 1
-        grep -qxF "RABBITMQ_PID_FILE=$PID_FILE" <<<"$environ"
+        grep -qxF "RABBITMQ_PID_FILE=$IN_PID_FILE" <<<"$environ"
     fi
 }
 
@@ -170,7 +210,7 @@ scan_vm_pid() {
 }
 
 is_running() {
-    [[ -d "$RMQ_BASE" ]] || return 1
+    [[ -d "$BASE" ]] || return 1
     ctl -q status >/dev/null 2>&1
 }
 
@@ -192,6 +232,12 @@ listeners.tcp.default = 127.0.0.1:$RMQ_PORT
 log.file.level = info
 log.console = false
 EOF
+    if [[ "$RMQ_VERSION" == 4 ]]; then
+        # What RabbitMQ 4.3 denies by default, denied here on 4.0.
+        printf '%s\n' "deprecated_features.permit.transient_nonexcl_queues = false" \
+            "deprecated_features.permit.global_qos = false" \
+            "deprecated_features.permit.queue_master_locator = false" >>"$CONF_FILE"
+    fi
     if [[ -n "${RMQ_EXTRA_CONF:-}" ]]; then
         printf '%s\n' "$RMQ_EXTRA_CONF" >>"$CONF_FILE"
     fi
@@ -229,6 +275,9 @@ cmd_start() {
         fi
     done
 
+    if [[ -n "$ROOT" ]]; then
+        "$(dirname "$SELF")/rabbitmq4-root.sh" "$ROOT"
+    fi
     local t0=$SECONDS
     mkdir -p "$MNESIA_DIR" "$LOG_DIR"
     write_config
@@ -236,8 +285,10 @@ cmd_start() {
     # to rabbitmq.
     : >"$STARTUP_LOG"
     chmod 666 "$STARTUP_LOG"
-    if id -u rabbitmq >/dev/null 2>&1; then
-        as_root chown -R rabbitmq: "$RMQ_BASE"
+    if [[ -n "$ROOT" ]]; then
+        chroot "$ROOT" chown -R rabbitmq:rabbitmq "$RMQ_BASE"
+    elif id -u rabbitmq >/dev/null 2>&1; then
+        as_root chown -R rabbitmq: "$BASE"
     fi
 
     # -detached: erl forks the VM into the background and returns at once;
@@ -252,7 +303,7 @@ cmd_start() {
     # fully booted (listeners up), or gives up after the timeout.
     # The outer bound is longer so that wait's own timeout reports first.
     local timeout=${RMQ_START_TIMEOUT:-60}
-    if ! CTL_TIMEOUT=$((timeout + 30)) ctl wait "$PID_FILE" --timeout "$timeout" \
+    if ! CTL_TIMEOUT=$((timeout + 30)) ctl wait "$IN_PID_FILE" --timeout "$timeout" \
             >>"$STARTUP_LOG" 2>&1; then
         echo "broker.sh: $RMQ_NODE did not come up within ${timeout}s" >&2
         print_logs
@@ -270,7 +321,7 @@ cmd_stop() {
     if [[ -n "$pid" ]]; then
         # A paused VM can't process `stop`; wake it first.
         as_root kill -CONT "$pid" 2>/dev/null || true
-        if ! ctl stop "$PID_FILE" >/dev/null 2>&1; then
+        if ! ctl stop "$IN_PID_FILE" >/dev/null 2>&1; then
             echo "broker.sh: graceful stop failed, killing pid $pid" >&2
         fi
         if alive "$pid"; then
@@ -284,16 +335,20 @@ cmd_stop() {
     fi
     # epmd outlives the node it was started for. Stop it only if no other
     # Erlang node is registered (epmd -kill refuses otherwise anyway).
-    if command -v epmd >/dev/null 2>&1 \
+    if [[ -n "$ROOT" ]]; then
+        if ! as_rabbitmq epmd -names 2>/dev/null | grep -q '^name '; then
+            as_rabbitmq epmd -kill >/dev/null 2>&1 || true
+        fi
+    elif command -v epmd >/dev/null 2>&1 \
             && ! epmd -names 2>/dev/null | grep -q '^name '; then
         epmd -kill >/dev/null 2>&1 || true
     fi
     # Refuse to rm -rf something that doesn't look like ours.
-    if [[ -d "$RMQ_BASE" ]]; then
-        if [[ -e "$CONF_FILE" || -d "$MNESIA_DIR" || -z "$(ls -A "$RMQ_BASE")" ]]; then
-            as_root rm -rf "$RMQ_BASE"
+    if [[ -d "$BASE" ]]; then
+        if [[ -e "$CONF_FILE" || -d "$MNESIA_DIR" || -z "$(ls -A "$BASE")" ]]; then
+            as_root rm -rf "$BASE"
         else
-            die "$RMQ_BASE does not look like a broker dir; not deleting it"
+            die "$BASE does not look like a broker dir; not deleting it"
         fi
     fi
     echo "broker.sh: $RMQ_NODE stopped"
@@ -318,7 +373,7 @@ cmd_kill() {
     if alive "$pid"; then
         die "pid $pid of $RMQ_NODE survived SIGKILL"
     fi
-    echo "broker.sh: $RMQ_NODE killed (pid $pid); data kept in $RMQ_BASE"
+    echo "broker.sh: $RMQ_NODE killed (pid $pid); data kept in $BASE"
 }
 
 cmd_env() {
@@ -328,6 +383,11 @@ export RABBITMQ_TEST_NODE='$RMQ_NODE'
 export RABBITMQ_TEST_PIDFILE='$PID_FILE'
 export RABBITMQ_TEST_CTL='$SELF'
 EOF
+    if [[ "$RMQ_VERSION" == 4 ]]; then
+        # The tests run RABBITMQ_TEST_CTL with these, so that it finds this node.
+        echo "export RMQ_VERSION=4 RMQ_ROOT='$RMQ_ROOT' RMQ_EPMD_PORT='$RMQ_EPMD_PORT'"
+        echo "export RMQ_NODE='$RMQ_NODE' RMQ_PORT='$RMQ_PORT' RMQ_DIST_PORT='$RMQ_DIST_PORT' RMQ_BASE='$RMQ_BASE'"
+    fi
 }
 
 main() {

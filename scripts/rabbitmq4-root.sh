@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Usage: scripts/rabbitmq4-root.sh [ROOT]
+#
+# Makes (once) and prepares (every time) the Debian 13 root that RabbitMQ 4 runs in:
+# `debootstrap --variant=minbase trixie`, then `rabbitmq-server` (4.0.5, Erlang 27) and
+# `librabbitmq-dev` (rabbitmq-c 0.15) installed inside it. Debian 12, this machine, ships
+# RabbitMQ 3.10; the root gives a second, current broker beside it without touching the
+# machine's own packages. scripts/broker.sh runs its node in the root when RMQ_VERSION=4.
+#
+# ROOT defaults to $RMQ_ROOT or /var/cache/rmqswift/trixie and is kept between runs (making
+# it takes about a minute and needs the network; reusing it, none). Every run mounts /proc
+# in it (the node reads it) and checks the packages are there. Needs root.
+set -euo pipefail
+
+ROOT="${1:-${RMQ_ROOT:-/var/cache/rmqswift/trixie}}"
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+READY="$ROOT/.rmqswift-ready"
+
+die() { echo "rabbitmq4-root.sh: $*" >&2; exit 1; }
+[[ "$(id -u)" -eq 0 ]] || die "must run as root (debootstrap, chroot, mount)"
+
+if [[ ! -e "$READY" ]]; then
+    command -v debootstrap >/dev/null || {
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    }
+    # Made beside its final place and renamed at the end, so that an interrupted run
+    # never leaves a half-made root that looks ready.
+    work="$ROOT.partial"
+    if mountpoint -q "$work/proc" 2>/dev/null; then umount "$work/proc"; fi
+    rm -rf "$work"
+    mkdir -p "$(dirname "$ROOT")"
+    echo "rabbitmq4-root.sh: debootstrap trixie into $work (about 30-60 s)" >&2
+    debootstrap --variant=minbase trixie "$work" "$MIRROR" >"$work.log" 2>&1 \
+        || { tail -20 "$work.log" >&2; die "debootstrap failed (log: $work.log)"; }
+    # Packages must not start services in the root; the node is started by broker.sh.
+    printf '#!/bin/sh\nexit 101\n' >"$work/usr/sbin/policy-rc.d"
+    chmod +x "$work/usr/sbin/policy-rc.d"
+    # Erlang resolves the node's host name, localhost, through /etc/hosts.
+    printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' >"$work/etc/hosts"
+    mount -t proc proc "$work/proc"
+    echo "rabbitmq4-root.sh: installing rabbitmq-server and librabbitmq-dev in the root" >&2
+    if ! chroot "$work" env DEBIAN_FRONTEND=noninteractive sh -c \
+            'apt-get update -qq && apt-get install -y -qq --no-install-recommends rabbitmq-server librabbitmq-dev' \
+            >>"$work.log" 2>&1; then
+        tail -20 "$work.log" >&2
+        umount "$work/proc" || true
+        die "apt-get install in the root failed (log: $work.log)"
+    fi
+    umount "$work/proc"
+    chroot "$work" dpkg-query -W -f='${Version}\n' rabbitmq-server >"$work/.rmqswift-ready"
+    if [[ -d "$ROOT" ]]; then
+        if mountpoint -q "$ROOT/proc"; then umount "$ROOT/proc"; fi
+        rm -rf "$ROOT"
+    fi
+    mv "$work" "$ROOT"
+    rm -f "$work.log"
+fi
+
+mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
+[[ -x "$ROOT/usr/lib/rabbitmq/bin/rabbitmq-server" ]] || die "$ROOT has no rabbitmq-server; delete $READY to make it again"
+echo "rabbitmq4-root.sh: $ROOT ready (rabbitmq-server $(cat "$READY"))" >&2
