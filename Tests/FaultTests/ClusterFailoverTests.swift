@@ -32,10 +32,15 @@ struct ClusterFailoverTests {
         let consuming = Task { try await workload.consume(on: consumerConnection) }
         try await workload.waitUntilInFlight(after: 1_000)
         workload.markFault()
+        let (publisherBefore, consumerBefore) = (publisherEvents.count, consumerEvents.count)
         try await TestCluster.control("kill-node", "1")
-        let killed = ContinuousClock.now
-        let publisherRecovered = try await publisherEvents.recovered("publisher failover")
-        let consumerRecovered = try await consumerEvents.recovered("consumer failover")
+        // Timed from each connection's own loss: the kill command returns only once the
+        // node's process is gone, and a client can notice the reset before that.
+        let isLoss: @Sendable (RabbitMQConnectionEvent) -> Bool = { if case .disconnected = $0 { true } else { false } }
+        let publisherLost = try await publisherEvents.next("publisher loss", after: publisherBefore, where: isLoss)
+        let consumerLost = try await consumerEvents.next("consumer loss", after: consumerBefore, where: isLoss)
+        let publisherRecovered = try await publisherEvents.recovered("publisher failover", after: publisherBefore)
+        let consumerRecovered = try await consumerEvents.recovered("consumer failover", after: consumerBefore)
         try await withTimeout(.seconds(180), "the publisher to finish") { try await publishing.value }
 
         #expect(publisherConnection.endpoint?.port != 5801, "failed over to another node")
@@ -48,8 +53,8 @@ struct ClusterFailoverTests {
         consuming.cancel()
         _ = await consuming.result
         print("""
-            fault b: \(report); node-kill to publisher failover \((publisherRecovered.at - killed).milliseconds) ms, \
-            to consumer failover \((consumerRecovered.at - killed).milliseconds) ms \
+            fault b: \(report); loss to failover complete: publisher \((publisherRecovered.at - publisherLost.at).milliseconds) ms, \
+            consumer \((consumerRecovered.at - consumerLost.at).milliseconds) ms \
             (publisher now on \(publisherConnection.endpoint.map(\.description) ?? "?"))
             """)
 
