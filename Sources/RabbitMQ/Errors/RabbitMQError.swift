@@ -21,6 +21,7 @@ public struct RabbitMQError: Error, Sendable, Hashable, CustomStringConvertible 
             case invalidURI, invalidConfiguration, connectFailed, authenticationFailed, tls
             case timeout, socketError, connectionClosed, heartbeatTimeout, protocolError
             case channelClosed, consumerCancelled, closed, unexpectedReply, library
+            case deprecatedFeature
             case reply(UInt16)
         }
 
@@ -57,6 +58,12 @@ public struct RabbitMQError: Error, Sendable, Hashable, CustomStringConvertible 
         public static let unexpectedReply = Code(.unexpectedReply)
         /// rabbitmq-c reported a status without a more specific code here.
         public static let library = Code(.library)
+        /// The broker refused a request because it uses a feature its configuration no longer
+        /// permits (RabbitMQ 4: transient non-exclusive queues, global QoS, queue master
+        /// locators; denied by default from 4.3). ``RabbitMQError/deprecatedFeature`` names
+        /// it. The broker closes the whole connection for it (541), which then recovers;
+        /// the request is not retried.
+        public static let deprecatedFeature = Code(.deprecatedFeature)
 
         /// An AMQP reply code. The well-known ones have names below.
         public static func reply(_ code: UInt16) -> Code { Code(.reply(code)) }
@@ -120,6 +127,7 @@ public struct RabbitMQError: Error, Sendable, Hashable, CustomStringConvertible 
             case .closed: "closed"
             case .unexpectedReply: "unexpected reply"
             case .library: "library error"
+            case .deprecatedFeature: "deprecated feature"
             case .reply(let code): "\(code) \(Self.replyName(code))"
             }
         }
@@ -191,6 +199,23 @@ public struct RabbitMQError: Error, Sendable, Hashable, CustomStringConvertible 
 
     /// The AMQP reply code, when the broker closed something.
     public var replyCode: UInt16? { code.replyCode }
+
+    /// The feature the broker refused, for ``Code/deprecatedFeature`` (for example
+    /// `transient_nonexcl_queues`); nil otherwise.
+    public var deprecatedFeature: String? {
+        guard code == .deprecatedFeature || code == .internalError, let replyText else { return nil }
+        return Self.deprecatedFeature(in: replyText)
+    }
+
+    /// The feature a broker's close names as deprecated: RabbitMQ 4 says
+    /// "Feature `NAME` is deprecated." in its reply text.
+    static func deprecatedFeature(in replyText: String) -> String? {
+        guard let start = replyText.firstRange(of: "Feature `"),
+            let end = replyText[start.upperBound...].firstRange(of: "` is deprecated")
+        else { return nil }
+        let name = replyText[start.upperBound..<end.lowerBound]
+        return name.isEmpty ? nil : String(name)
+    }
 
     /// Whether trying the same operation again later can succeed: a lost connection,
     /// a timeout, 320 or 405; not a bad argument, a refused login or a 404.

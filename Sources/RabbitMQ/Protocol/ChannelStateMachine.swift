@@ -159,6 +159,17 @@ final class ChannelStateMachine {
         return entry
     }
 
+    /// Takes out the oldest application request whose reply would be `reply`; nil if there
+    /// is none (for the broker's close that names the method it refused).
+    func takeApplicationRequest(answeredBy reply: AMQPMethodID) -> (ChannelRequest, Waiter?)? {
+        for index in pendingHead..<pending.count where !pending[index].isRecovery && pending[index].expected.0 == reply {
+            guard case .request(let request, let waiter) = pending[index].kind else { continue }
+            _ = removePending(at: index)
+            return (request, waiter)
+        }
+        return nil
+    }
+
     func takeAllPending() -> [Pending] {
         let rest = Array(pending[pendingHead...])
         pending.removeAll()

@@ -12,6 +12,7 @@ extension ConnectionStateMachine {
                 terminate(nil, now: now)
                 return
             }
+            refuseDeprecatedFeature(close)
             connectionLost(close.error(scope: .connection), now: now)
         case .connectionCloseOk:
             if case .closing(let closing) = state, closing.sentClose { terminate(nil, now: now) }
@@ -23,6 +24,44 @@ extension ConnectionStateMachine {
             connectionLost(
                 RabbitMQError(code: .protocolError, scope: .connection, message: "unexpected method \(Self.name(method)) on channel 0"),
                 now: now)
+        }
+    }
+
+    /// RabbitMQ 4 closes the whole connection (541) when a request uses a feature its
+    /// configuration denies (a transient non-exclusive queue, global QoS: denied by default
+    /// from 4.3). The request it names fails with a typed error that says which feature and
+    /// what to do instead, not with "the connection was lost": trying it again would only
+    /// close the next connection too. It was never recorded, so recovery does not declare it.
+    private func refuseDeprecatedFeature(_ close: ServerClose) {
+        guard close.replyCode == 541, let feature = RabbitMQError.deprecatedFeature(in: close.replyText),
+            let reply = AMQPMethodID(rawValue: (UInt32(close.classID) << 16 | UInt32(close.methodID)) + 1)
+        else { return }
+        for channel in sortedChannels() {
+            guard let (request, waiter) = channel.takeApplicationRequest(answeredBy: reply) else { continue }
+            let advice: String
+            switch feature {
+            case "transient_nonexcl_queues": advice = "; declare the queue durable or exclusive (or as a quorum or stream queue)"
+            case "global_qos": advice = "; set the prefetch per consumer (global: false)"
+            default: advice = ""
+            }
+            let error = RabbitMQError(
+                code: .deprecatedFeature, scope: .connection,
+                message: "the broker refuses \(Self.summary(of: request)): the deprecated feature \(feature) is not permitted by its configuration\(advice)",
+                replyText: close.replyText, classID: close.classID, methodID: close.methodID)
+            emit(.log(.warning, "the broker refused a deprecated feature and closed the connection", [LogKey.error: "\(error)"]))
+            if let waiter { emit(.fail(waiter, error)) }
+            return
+        }
+    }
+
+    /// How an error names a request.
+    static func summary(of request: ChannelRequest) -> String {
+        switch request {
+        case .queueDeclare(let name, _, let durable, let exclusive, _, _):
+            "queue.declare of \(name.isEmpty ? "a server-named queue" : "'\(name)'") (\(durable ? "durable" : "transient"), \(exclusive ? "exclusive" : "not exclusive"))"
+        case .basicQos(let count, let global): "basic.qos (prefetch \(count), global: \(global))"
+        case .exchangeDeclare(let name, _, _, _, _, _, _): "exchange.declare of '\(name)'"
+        default: "\(request)".prefix(while: { $0 != "(" }).description
         }
     }
 

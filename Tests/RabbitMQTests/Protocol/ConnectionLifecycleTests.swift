@@ -77,6 +77,51 @@ struct ConnectionLifecycleTests {
         #expect(h.machine.stateName == "backingOff")
     }
 
+    /// RabbitMQ 4 closes the whole connection when a request uses a feature it denies
+    /// (4.3's defaults): the request it names fails with a typed error naming the feature;
+    /// the other requests fail as lost with the connection, which recovers without it.
+    @Test func aFeatureTheBrokerDeniesFailsItsRequestWithATypedErrorNotAsALostConnection() {
+        var h = MachineHarness()
+        h.connect()
+        let first = h.openChannel()
+        let second = h.openChannel()
+        let purge = h.waiter()
+        h.machine.request(first, .queuePurge(name: "q"), waiter: .probe(purge), now: h.now)
+        let declare = h.waiter()
+        let transient = ChannelRequest.queueDeclare(name: "jobs", passive: false, durable: false, exclusive: false, autoDelete: false, arguments: [:])
+        h.machine.request(second, transient, waiter: .probe(declare), now: h.now)
+        h.take()
+        let text = """
+            INTERNAL_ERROR - Feature `transient_nonexcl_queues` is deprecated.
+            Its use is not permitted per the configuration (overriding the default, which is permitted):
+            """
+        h.machine.connectionMethod(.connectionClose(ServerClose(replyCode: 541, replyText: text, classID: 50, methodID: 10)), now: h.now)
+        let actions = h.take()
+        let refused = actions.failed[declare]
+        #expect(refused?.code == .deprecatedFeature)
+        #expect(refused?.deprecatedFeature == "transient_nonexcl_queues")
+        #expect(refused?.message.contains("queue.declare of 'jobs'") == true, "\(String(describing: refused))")
+        #expect(refused?.isRetriable == false)
+        #expect(actions.failed[purge]?.code == .internalError, "the other request failed with the connection")
+        #expect(actions.phases == [.recovering])
+        #expect(!h.machine.registry.queues.contains { $0.name == "jobs" }, "never declared, so never restored")
+        h.checkEveryWaiterAnsweredOnce()
+    }
+
+    @Test func aCloseWithoutADeprecatedFeatureFailsEveryRequestAsLost() {
+        var h = MachineHarness()
+        h.connect()
+        let channel = h.openChannel()
+        let declare = h.waiter()
+        h.machine.request(
+            channel, .queueDeclare(name: "jobs", passive: false, durable: true, exclusive: false, autoDelete: false, arguments: [:]),
+            waiter: .probe(declare), now: h.now)
+        h.take()
+        h.machine.connectionMethod(
+            .connectionClose(ServerClose(replyCode: 541, replyText: "INTERNAL_ERROR", classID: 50, methodID: 10)), now: h.now)
+        #expect(h.take().failed[declare]?.code == .internalError)
+    }
+
     @Test func aCloseThatCrossesTheBrokersCloseEndsTheConnection() {
         var h = MachineHarness()
         h.connect()
