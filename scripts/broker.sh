@@ -58,6 +58,10 @@ case "$RMQ_VERSION" in
         RMQ_DIST_PORT=${RMQ_DIST_PORT:-25722}
         RMQ_BASE=${RMQ_BASE:-/tmp/rmqswift-broker4}
         RMQ_EPMD_PORT=${RMQ_EPMD_PORT:-4380}
+        if [[ "$RMQ_BASE" != /* || "$(id -u)" -ne 0 ]]; then
+            echo "broker.sh: RMQ_VERSION=4 needs root (chroot) and an absolute RMQ_BASE" >&2
+            exit 2
+        fi
         ;;
     *)
         echo "broker.sh: RMQ_VERSION must be 3 or 4, not '$RMQ_VERSION'" >&2

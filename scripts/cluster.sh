@@ -34,6 +34,11 @@
 #   (To run a second cluster beside this one, change all three.)
 #   CLUSTER_PARTITION_HANDLING  ignore (RabbitMQ's default), autoheal or
 #                      pause_minority; read when a node starts
+#   RMQ_VERSION        4: RabbitMQ 4.0 nodes in the root of
+#                      scripts/rabbitmq4-root.sh (see scripts/broker.sh), with
+#                      defaults of their own so that they can run beside a 3.10
+#                      cluster: rmq4c1..3@localhost, AMQP 5811..5813, dir
+#                      /tmp/rmqswift-cluster4 inside the root
 #
 # Pausing a node for longer than net_ticktime (60 s: the others declare it
 # down after 45-75 s) leaves a partitioned cluster once it resumes; `start`
@@ -41,9 +46,22 @@
 # majority.
 set -euo pipefail
 
-CLUSTER_BASE_PORT=${CLUSTER_BASE_PORT:-5801}
-CLUSTER_PREFIX=${CLUSTER_PREFIX:-rmqc}
-CLUSTER_DIR=${CLUSTER_DIR:-/tmp/rmqswift-cluster}
+RMQ_VERSION=${RMQ_VERSION:-3}
+if [[ "$RMQ_VERSION" == 4 ]]; then
+    CLUSTER_BASE_PORT=${CLUSTER_BASE_PORT:-5811}
+    CLUSTER_PREFIX=${CLUSTER_PREFIX:-rmq4c}
+    CLUSTER_DIR=${CLUSTER_DIR:-/tmp/rmqswift-cluster4}
+    RMQ_ROOT=${RMQ_ROOT:-/var/cache/rmqswift/trixie}
+    RMQ_EPMD_PORT=${RMQ_EPMD_PORT:-4380}
+    export RMQ_VERSION RMQ_ROOT RMQ_EPMD_PORT
+    # CLUSTER_DIR as the nodes see it; HOST_DIR as this script does.
+    HOST_DIR="$RMQ_ROOT$CLUSTER_DIR"
+else
+    CLUSTER_BASE_PORT=${CLUSTER_BASE_PORT:-5801}
+    CLUSTER_PREFIX=${CLUSTER_PREFIX:-rmqc}
+    CLUSTER_DIR=${CLUSTER_DIR:-/tmp/rmqswift-cluster}
+    HOST_DIR="$CLUSTER_DIR"
+fi
 # A node paused for longer than net_ticktime is declared down by the others;
 # when it resumes, the cluster is partitioned (mnesia does not merge again).
 # RabbitMQ's default, ignore, leaves it so, which is what a test wants to
@@ -256,7 +274,11 @@ cmd_start() {
         say "already running: $(all_nodes | while read -r n; do node_name "$n"; done | paste -sd ' ')"
         return 0
     fi
-    mkdir -p "$CLUSTER_DIR"
+    if [[ "$RMQ_VERSION" == 4 ]]; then
+        # Once, before the nodes start in parallel (each broker.sh would do it too).
+        "$SCRIPT_DIR/rabbitmq4-root.sh" "$RMQ_ROOT"
+    fi
+    mkdir -p "$HOST_DIR"
     # Start all nodes at once, each through broker.sh (which returns at once
     # for a node that already runs). At once, not one by one: a node that
     # was a cluster member waits during boot for the peers it last saw, so a
@@ -264,13 +286,13 @@ cmd_start() {
     # also faster on a fresh start.
     for n in $(all_nodes); do
         RMQ_START_TIMEOUT=${RMQ_START_TIMEOUT:-120} broker "$n" start \
-            >"$CLUSTER_DIR/start-$n.log" 2>&1 &
+            >"$HOST_DIR/start-$n.log" 2>&1 &
         pids+=($!)
     done
     for n in $(all_nodes); do
         wait "${pids[n - 1]}" || rc=1
-        sed "s/^/  /" "$CLUSTER_DIR/start-$n.log"
-        rm -f "$CLUSTER_DIR/start-$n.log"
+        sed "s/^/  /" "$HOST_DIR/start-$n.log"
+        rm -f "$HOST_DIR/start-$n.log"
     done
     ((rc == 0)) || die "a node did not start (see above); \`$SELF stop\` wipes the cluster"
     # One at a time: concurrent joins to the same node race on the schema.
@@ -299,16 +321,16 @@ cmd_stop() {
     for n in $(all_nodes); do
         wait "${pids[n - 1]}" || { rc=1; echo "cluster.sh: could not stop $(node_name "$n")" >&2; }
     done
-    if [[ -d "$CLUSTER_DIR" ]]; then
+    if [[ -d "$HOST_DIR" ]]; then
         # Delete only what looks like ours (node dirs and start logs).
-        for f in "$CLUSTER_DIR"/* "$CLUSTER_DIR"/.[!.]*; do
+        for f in "$HOST_DIR"/* "$HOST_DIR"/.[!.]*; do
             [[ -e "$f" ]] || continue
             case "$(basename "$f")" in
                 "$CLUSTER_PREFIX"[0-9]* | start-*.log) ;;
-                *) die "$CLUSTER_DIR holds $f, which is not ours; not deleting it" ;;
+                *) die "$HOST_DIR holds $f, which is not ours; not deleting it" ;;
             esac
         done
-        rm -rf "$CLUSTER_DIR"
+        rm -rf "$HOST_DIR"
     fi
     ((rc == 0)) || exit 1
     say "stopped"
@@ -380,6 +402,11 @@ export RABBITMQ_CLUSTER_URLS='$urls'
 export RABBITMQ_CLUSTER_NODES='$names'
 export RABBITMQ_CLUSTER_CTL='$SELF'
 EOF
+    if [[ "$RMQ_VERSION" == 4 ]]; then
+        # The tests run RABBITMQ_CLUSTER_CTL with these, so that it finds these nodes.
+        echo "export RMQ_VERSION=4 RMQ_ROOT='$RMQ_ROOT' RMQ_EPMD_PORT='$RMQ_EPMD_PORT'"
+        echo "export CLUSTER_BASE_PORT='$CLUSTER_BASE_PORT' CLUSTER_PREFIX='$CLUSTER_PREFIX' CLUSTER_DIR='$CLUSTER_DIR'"
+    fi
 }
 
 usage() { sed -n '2,/^set -euo/p' "$SELF" | sed -e '$d' -e 's/^# \{0,1\}//'; }

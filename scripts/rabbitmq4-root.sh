@@ -18,8 +18,20 @@ READY="$ROOT/.rmqswift-ready"
 
 die() { echo "rabbitmq4-root.sh: $*" >&2; exit 1; }
 [[ "$(id -u)" -eq 0 ]] || die "must run as root (debootstrap, chroot, mount)"
+[[ "$ROOT" == /* && "$ROOT" != / ]] || die "the root must be an absolute path other than /, not '$ROOT'"
+
+# One run at a time per root: the nodes of a cluster start in parallel, and each would
+# otherwise make (or mount) the same root at once.
+mkdir -p "$(dirname "$ROOT")"
+exec 9>"$ROOT.lock"
+flock 9
 
 if [[ ! -e "$READY" ]]; then
+    # Never delete a directory this script did not make: a root without our marker that is
+    # not empty is somebody's.
+    if [[ -d "$ROOT" && -n "$(ls -A "$ROOT")" ]]; then
+        die "$ROOT exists without $READY; it is not one this script made (set RMQ_ROOT to another path)"
+    fi
     command -v debootstrap >/dev/null || {
         apt-get update -qq >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
@@ -49,14 +61,12 @@ if [[ ! -e "$READY" ]]; then
     fi
     umount "$work/proc"
     chroot "$work" dpkg-query -W -f='${Version}\n' rabbitmq-server >"$work/.rmqswift-ready"
-    if [[ -d "$ROOT" ]]; then
-        if mountpoint -q "$ROOT/proc"; then umount "$ROOT/proc"; fi
-        rm -rf "$ROOT"
-    fi
+    rmdir "$ROOT" 2>/dev/null || true
     mv "$work" "$ROOT"
     rm -f "$work.log"
 fi
 
 mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
-[[ -x "$ROOT/usr/lib/rabbitmq/bin/rabbitmq-server" ]] || die "$ROOT has no rabbitmq-server; delete $READY to make it again"
+[[ -x "$ROOT/usr/lib/rabbitmq/bin/rabbitmq-server" ]] \
+    || die "$ROOT has no rabbitmq-server; stop its nodes, delete $ROOT and run this again"
 echo "rabbitmq4-root.sh: $ROOT ready (rabbitmq-server $(cat "$READY"))" >&2
