@@ -203,7 +203,7 @@ public struct RabbitMQError: Error, Sendable, Hashable, CustomStringConvertible 
     /// The feature the broker refused, for ``Code/deprecatedFeature`` (for example
     /// `transient_nonexcl_queues`); nil otherwise.
     public var deprecatedFeature: String? {
-        guard code == .deprecatedFeature || code == .internalError, let replyText else { return nil }
+        guard code == .deprecatedFeature, let replyText else { return nil }
         return Self.deprecatedFeature(in: replyText)
     }
 

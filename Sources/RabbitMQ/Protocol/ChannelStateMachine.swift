@@ -159,16 +159,22 @@ final class ChannelStateMachine {
         return entry
     }
 
-    /// Takes out the oldest application request whose reply would be `reply`; nil if there
-    /// is none (for the broker's close that names the method it refused).
-    func takeApplicationRequest(answeredBy reply: AMQPMethodID) -> (ChannelRequest, Waiter?)? {
-        for index in pendingHead..<pending.count where !pending[index].isRecovery && pending[index].expected.0 == reply {
-            guard case .request(let request, let waiter) = pending[index].kind else { continue }
-            _ = removePending(at: index)
-            return (request, waiter)
+    /// The indices of the application requests in flight that `matches` picks.
+    func applicationRequests(where matches: (ChannelRequest) -> Bool) -> [Int] {
+        (pendingHead..<pending.count).filter { index in
+            guard !pending[index].isRecovery, case .request(let request, _) = pending[index].kind else { return false }
+            return matches(request)
         }
-        return nil
     }
+
+    /// Takes out the application request at `index` (from ``applicationRequests(where:)``).
+    func takeApplicationRequest(at index: Int) -> (ChannelRequest, Waiter?)? {
+        guard case .request(let request, let waiter) = removePending(at: index).kind else { return nil }
+        return (request, waiter)
+    }
+
+    /// Forgets the global prefetch, so that recovery does not set it again.
+    func forgetGlobalQos() { prefetch.global = nil }
 
     func takeAllPending() -> [Pending] {
         let rest = Array(pending[pendingHead...])

@@ -7,12 +7,12 @@ extension ConnectionStateMachine {
         switch method {
         case .connectionClose(let close):
             emit(.send(0, .connectionCloseOk))
+            refuseDeprecatedFeature(close)
             if case .closing = state {
                 // Our close crossed the broker's: the connection is closed either way.
                 terminate(nil, now: now)
                 return
             }
-            refuseDeprecatedFeature(close)
             connectionLost(close.error(scope: .connection), now: now)
         case .connectionCloseOk:
             if case .closing(let closing) = state, closing.sentClose { terminate(nil, now: now) }
@@ -29,29 +29,54 @@ extension ConnectionStateMachine {
 
     /// RabbitMQ 4 closes the whole connection (541) when a request uses a feature its
     /// configuration denies (a transient non-exclusive queue, global QoS: denied by default
-    /// from 4.3). The request it names fails with a typed error that says which feature and
-    /// what to do instead, not with "the connection was lost": trying it again would only
-    /// close the next connection too. It was never recorded, so recovery does not declare it.
+    /// from 4.3). The close names the feature and the method, not the channel, so the
+    /// request is the one in flight that uses that feature, and only if there is exactly one:
+    /// it fails with a typed error that says which feature and what to do instead, not with
+    /// "the connection was lost" (trying it again would only close the next connection too).
+    /// It was never recorded, so recovery does not declare it. When recovery itself was
+    /// restoring such an entity (recorded where the broker permitted it, before a failover to
+    /// one that does not), the entity is forgotten and reported as not restored, so that the
+    /// next attempt does not stumble on it again.
     private func refuseDeprecatedFeature(_ close: ServerClose) {
-        guard close.replyCode == 541, let feature = RabbitMQError.deprecatedFeature(in: close.replyText),
-            let reply = AMQPMethodID(rawValue: (UInt32(close.classID) << 16 | UInt32(close.methodID)) + 1)
-        else { return }
-        for channel in sortedChannels() {
-            guard let (request, waiter) = channel.takeApplicationRequest(answeredBy: reply) else { continue }
-            let advice: String
-            switch feature {
-            case "transient_nonexcl_queues": advice = "; declare the queue durable or exclusive (or as a quorum or stream queue)"
-            case "global_qos": advice = "; set the prefetch per consumer (global: false)"
-            default: advice = ""
-            }
-            let error = RabbitMQError(
-                code: .deprecatedFeature, scope: .connection,
-                message: "the broker refuses \(Self.summary(of: request)): the deprecated feature \(feature) is not permitted by its configuration\(advice)",
-                replyText: close.replyText, classID: close.classID, methodID: close.methodID)
-            emit(.log(.warning, "the broker refused a deprecated feature and closed the connection", [LogKey.error: "\(error)"]))
-            if let waiter { emit(.fail(waiter, error)) }
+        guard close.replyCode == 541, let feature = RabbitMQError.deprecatedFeature(in: close.replyText) else { return }
+        let advice: String
+        let uses: (ChannelRequest) -> Bool
+        switch feature {
+        case "transient_nonexcl_queues":
+            advice = "; declare the queue durable or exclusive (or as a quorum or stream queue)"
+            uses = { if case .queueDeclare(_, false, false, false, _, _) = $0 { true } else { false } }
+        case "global_qos":
+            advice = "; set the prefetch per consumer (global: false)"
+            uses = { if case .basicQos(_, true) = $0 { true } else { false } }
+        default:
             return
         }
+        func refusal(_ what: String) -> RabbitMQError {
+            RabbitMQError(
+                code: .deprecatedFeature, scope: .connection,
+                message: "the broker refuses \(what): the deprecated feature \(feature) is not permitted by its configuration\(advice)",
+                replyText: close.replyText, classID: close.classID, methodID: close.methodID)
+        }
+        if case .recovering(let plan) = state, case .restoring(let restore) = plan.step, let operation = restore.inFlight {
+            switch operation {
+            case .queue(let queue, _) where !queue.durable && !queue.exclusive && feature == "transient_nonexcl_queues":
+                recordTopology { $0.deleteQueue(named: queue.name) }
+                topologyFailed("queue \(queue.name)", refusal("the transient, non-exclusive queue '\(queue.name)'"))
+            case .qos(let number, _, true) where feature == "global_qos":
+                channel(number)?.forgetGlobalQos()
+                topologyFailed("global prefetch of channel \(number)", refusal("a global prefetch on channel \(number)"))
+            default:
+                break
+            }
+            return
+        }
+        let candidates = sortedChannels().flatMap { channel in channel.applicationRequests(where: uses).map { (channel, $0) } }
+        guard candidates.count == 1, let (channel, index) = candidates.first,
+            let (request, waiter) = channel.takeApplicationRequest(at: index)
+        else { return }
+        let error = refusal(Self.summary(of: request))
+        emit(.log(.warning, "the broker refused a deprecated feature and closed the connection", [LogKey.error: "\(error)"]))
+        if let waiter { emit(.fail(waiter, error)) }
     }
 
     /// How an error names a request.

@@ -380,7 +380,7 @@ extension ConnectionStateMachine {
         advanceRecovery(now: now)
     }
 
-    private func topologyFailed(_ entity: String, _ error: RabbitMQError) {
+    func topologyFailed(_ entity: String, _ error: RabbitMQError) {
         emit(.log(.warning, "could not restore \(entity)", [LogKey.error: "\(error)"]))
         emit(.emit(.topologyRecoveryFailed(entity: entity, error: error)))
     }

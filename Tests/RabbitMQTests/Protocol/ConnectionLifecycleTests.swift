@@ -85,8 +85,10 @@ struct ConnectionLifecycleTests {
         h.connect()
         let first = h.openChannel()
         let second = h.openChannel()
+        // A declaration of the same method that does not use the feature is not blamed.
         let purge = h.waiter()
-        h.machine.request(first, .queuePurge(name: "q"), waiter: .probe(purge), now: h.now)
+        let durable = ChannelRequest.queueDeclare(name: "kept", passive: false, durable: true, exclusive: false, autoDelete: false, arguments: [:])
+        h.machine.request(first, durable, waiter: .probe(purge), now: h.now)
         let declare = h.waiter()
         let transient = ChannelRequest.queueDeclare(name: "jobs", passive: false, durable: false, exclusive: false, autoDelete: false, arguments: [:])
         h.machine.request(second, transient, waiter: .probe(declare), now: h.now)
@@ -106,6 +108,64 @@ struct ConnectionLifecycleTests {
         #expect(actions.phases == [.recovering])
         #expect(!h.machine.registry.queues.contains { $0.name == "jobs" }, "never declared, so never restored")
         h.checkEveryWaiterAnsweredOnce()
+    }
+
+    @Test func twoRequestsThatCouldHaveUsedTheFeatureAreNeitherBlamed() {
+        var h = MachineHarness()
+        h.connect()
+        let waiters = [h.waiter(), h.waiter()]
+        let channels = [h.openChannel(), h.openChannel()]
+        for (index, waiter) in waiters.enumerated() {
+            let channel = channels[index]
+            let transient = ChannelRequest.queueDeclare(
+                name: "t\(index)", passive: false, durable: false, exclusive: false, autoDelete: false, arguments: [:])
+            h.machine.request(channel, transient, waiter: .probe(waiter), now: h.now)
+        }
+        h.take()
+        let text = "INTERNAL_ERROR - Feature `transient_nonexcl_queues` is deprecated."
+        h.machine.connectionMethod(.connectionClose(ServerClose(replyCode: 541, replyText: text, classID: 50, methodID: 10)), now: h.now)
+        let failed = h.take().failed
+        #expect(waiters.allSatisfy { failed[$0]?.code == .internalError }, "the close does not say which: \(failed)")
+    }
+
+    /// A transient queue recorded where the broker permitted it (before a failover to one that
+    /// does not) is forgotten when recovery's declaration of it is refused, and reported; the
+    /// next attempt does not declare it again (it would close every new connection).
+    @Test func aQueueRecoveryCannotDeclareOnADenyingBrokerIsForgottenNotRetriedForEver() {
+        var h = MachineHarness()
+        h.connect()
+        let shared = h.openChannel()
+        let transient = ChannelRequest.queueDeclare(name: "old", passive: false, durable: false, exclusive: false, autoDelete: false, arguments: [:])
+        _ = h.request(transient, on: shared, reply: .queueDeclareOk(.init(name: "old", messageCount: 0, consumerCount: 0)))
+        #expect(h.machine.registry.queue(named: "old") != nil)
+        h.loseAndReachConnect()
+        h.machine.connected(heartbeat: .zero, endpoint: "e", now: h.now)
+        RecoveryProtocolTests.answer(&h, .init(1, .channelOpen), with: .channelOpenOk)
+        RecoveryProtocolTests.answer(&h, .init(2, .channelOpen), with: .channelOpenOk)
+        #expect(h.take().sends == [.init(2, .request(transient))])
+        let text = "INTERNAL_ERROR - Feature `transient_nonexcl_queues` is deprecated."
+        h.machine.connectionMethod(.connectionClose(ServerClose(replyCode: 541, replyText: text, classID: 50, methodID: 10)), now: h.now)
+        let actions = h.take()
+        #expect(actions.contains(event: {
+            if case .topologyRecoveryFailed("queue old", let error) = $0 { error.code == .deprecatedFeature } else { false }
+        }))
+        #expect(h.machine.registry.queue(named: "old") == nil)
+        // The next attempt restores the channel and has nothing left to declare.
+        guard let until = h.machine.nextDeadline else {
+            Issue.record("no back-off")
+            return
+        }
+        h.now = until
+        h.machine.tick(now: h.now)
+        h.take()
+        h.machine.connected(heartbeat: .zero, endpoint: "e", now: h.now)
+        RecoveryProtocolTests.answer(&h, .init(1, .channelOpen), with: .channelOpenOk)
+        let rest = h.take()
+        let declares = rest.sends.filter { sent in
+            if case .request(.queueDeclare) = sent.method { true } else { false }
+        }
+        #expect(declares.isEmpty, "\(rest.sends)")
+        #expect(rest.events.contains { event in if case .recovered = event { true } else { false } })
     }
 
     @Test func aCloseWithoutADeprecatedFeatureFailsEveryRequestAsLost() {
