@@ -57,29 +57,30 @@ struct PublishConsumeTests {
     }
 
     @Test func smallFramesCarryHugeBodiesAndRefuseOversizedHeaders() async throws {
-        // frame_max 4096: a 5 MiB body takes 1,285 body frames (more than one scatter/gather
-        // write can carry), and a 5 KB headers table cannot fit in a content header frame.
+        // frame_max 8192 (the smallest RabbitMQ 4.1 accepts): a 5 MiB body takes 641 body
+        // frames (more than one scatter/gather write can carry), and a 10 KB headers table
+        // cannot fit in a content header frame.
         var configuration = try TestBroker.configuration()
-        configuration.frameMax = 4096
+        configuration.frameMax = 8192
         let connection = try await RabbitMQConnection.connect(configuration: configuration)
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("frames"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("frames"), exclusive: true)
         try await channel.confirmSelect()
 
-        let oversized = RabbitMQProperties(headers: ["blob": .string(String(repeating: "x", count: 5_000))])
+        let oversized = RabbitMQProperties(headers: ["blob": .string(String(repeating: "x", count: 10_000))])
         let error = await #expect(throws: RabbitMQError.self) {
             try await channel.publishAndWaitForConfirm([1], routingKey: queue.name, properties: oversized)
         }
         #expect(error?.code == .invalidConfiguration)
-        #expect(error?.message.contains("4096") == true)
+        #expect(error?.message.contains("8192") == true)
         #expect(channel.isOpen, "only that publish failed")
 
         let bodies: [[UInt8]] = [
             (0..<(5 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) },
-            Array(repeating: 42, count: 4_000),  // copied into the batch, two body frames
+            Array(repeating: 42, count: 8_000),  // copied into the batch, two body frames
             (0..<100_000).map { UInt8(truncatingIfNeeded: $0) },
         ]
-        let fits = RabbitMQProperties(headers: ["blob": .string(String(repeating: "y", count: 3_000))])
+        let fits = RabbitMQProperties(headers: ["blob": .string(String(repeating: "y", count: 6_000))])
         for body in bodies {
             #expect(try await channel.publishAndWaitForConfirm(body, routingKey: queue.name, properties: fits) == .acked)
         }
@@ -91,10 +92,10 @@ struct PublishConsumeTests {
                 contentType: "application/json", contentEncoding: "identity",
                 headers: ["blob": .string(String(repeating: "z", count: n))], appID: "edge")
         }
-        let exact = edge(4096 - 22 - 31 - 14)
+        let exact = edge(8192 - 22 - 31 - 14)
         #expect(try await channel.publishAndWaitForConfirm([7], routingKey: queue.name, properties: exact) == .acked)
         let oneByteMore = await #expect(throws: RabbitMQError.self) {
-            try await channel.publishAndWaitForConfirm([8], routingKey: queue.name, properties: edge(4096 - 22 - 31 - 13))
+            try await channel.publishAndWaitForConfirm([8], routingKey: queue.name, properties: edge(8192 - 22 - 31 - 13))
         }
         #expect(oneByteMore?.code == .invalidConfiguration, "the exact one was at the edge")
         let consumer = try await channel.consume(queue: queue.name, autoAck: true)

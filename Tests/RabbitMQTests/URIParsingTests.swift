@@ -68,6 +68,7 @@ struct URIParsingTests {
         ("amqp://host/a/b", "one path segment"),
         ("amqp://host?heartbeat=x", "heartbeat=x"),
         ("amqp://host?frame_max=100", "frame_max=100"),
+        ("amqp://host?frame_max=4096", "frame_max=4096"),
         ("amqp://host?hearbeat=5", "unsupported query parameter 'hearbeat'"),
         ("amqp://us%zzer@host", "bad percent-encoding in the user"),
         ("amqp://[::1", "unterminated IPv6"),
@@ -100,6 +101,12 @@ struct URIParsingTests {
         var configuration = RabbitMQConfiguration()
         configuration.frameMax = 1024
         #expect(throws: RabbitMQError.self) { try configuration.validate() }
+        // AMQP allows 4096, RabbitMQ 4.1 and later refuse less than 8192 at the handshake.
+        configuration.frameMax = 4096
+        let small = #expect(throws: RabbitMQError.self) { try configuration.validate() }
+        #expect(small?.message.contains("8192") == true)
+        configuration.frameMax = 8192
+        #expect(throws: Never.self) { try configuration.validate() }
         configuration = RabbitMQConfiguration()
         configuration.endpoints = []
         #expect(throws: RabbitMQError.self) { try configuration.validate() }

@@ -25,7 +25,7 @@ extension RabbitMQConfiguration {
             case "connection_timeout":
                 connectTimeout = .milliseconds(try Self.integer(value, key: key, range: 1...Int(Int32.max)))
             case "frame_max":
-                frameMax = try Self.integer(value, key: key, range: 4096...Int(Int32.max))
+                frameMax = try Self.integer(value, key: key, range: RabbitMQConfiguration.minimumFrameMax...Int(Int32.max))
             case "channel_max":
                 channelMax = try Self.integer(value, key: key, range: 1...65535)
             case "connection_name":

@@ -77,8 +77,13 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
     /// as long as TCP takes). A silent peer is detected after two intervals.
     /// Default: 30 seconds.
     public var heartbeat: Duration
-    /// The largest frame to negotiate, in bytes (at least 4096). Default: 131072.
+    /// The largest frame to negotiate, in bytes (at least ``minimumFrameMax``, 8192).
+    /// Default: 131072.
     public var frameMax: Int
+
+    /// The smallest `frameMax` accepted: 8192, the least RabbitMQ 4.1 and later accept
+    /// (AMQP's own minimum, 4096, is refused by them at the handshake).
+    public static let minimumFrameMax = 8192
     /// The most channels this connection may open (1...65535). Each channel number in use
     /// pins about `frameMax` bytes of rabbitmq-c memory until the connection closes, so keep
     /// it modest. Default: 256.
@@ -151,8 +156,9 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
         guard heartbeat >= .zero, heartbeat <= .seconds(65535) else {
             throw .invalidConfiguration("heartbeat must be between 0 and 65535 seconds")
         }
-        guard (4096...Int(Int32.max)).contains(frameMax) else {
-            throw .invalidConfiguration("frameMax \(frameMax) is below the AMQP minimum of 4096")
+        guard (Self.minimumFrameMax...Int(Int32.max)).contains(frameMax) else {
+            throw .invalidConfiguration(
+                "frameMax \(frameMax) is outside \(Self.minimumFrameMax)...\(Int32.max) (RabbitMQ 4.1 and later refuse less than 8192; AMQP's own minimum is 4096)")
         }
         guard (1...65535).contains(channelMax) else {
             throw .invalidConfiguration("channelMax \(channelMax) is outside 1...65535")
