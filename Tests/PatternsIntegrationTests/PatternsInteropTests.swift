@@ -28,7 +28,7 @@ struct PatternsInteropTests {
     @Test func pikaReadsOurEnvelopeAndItsProperties() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("envelope-to-pika"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("envelope-to-pika"), durable: true)
         try await channel.confirmSelect()
         let envelope = RabbitMQEnvelope(
             type: "billing.invoice.paid",
@@ -66,7 +66,7 @@ struct PatternsInteropTests {
     @Test func weReadAnEnvelopeWrittenByPython() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("envelope-from-pika"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("envelope-from-pika"), durable: true)
         let id = try await Self.pika("write-envelope", TestBroker.url, queue.name)
             .trimmingCharacters(in: .whitespacesAndNewlines)
 
@@ -90,7 +90,7 @@ struct PatternsInteropTests {
         let queue = TestBroker.uniqueName("rpc-for-pika")
         let connection = try await TestBroker.connect()
         let setup = try await connection.openChannel()
-        try await setup.queueDeclare(queue)
+        try await setup.queueDeclare(queue, durable: true)
         let server = RabbitMQRPCServer(connection: connection, queue: queue) { request in
             guard request.bodyString != "fail" else { throw RabbitMQPatternsError.permanentFailure("swift refuses") }
             return Array(String(request.bodyString.reversed()).utf8)
@@ -112,7 +112,7 @@ struct PatternsInteropTests {
         let queue = TestBroker.uniqueName("rpc-by-pika")
         let connection = try await TestBroker.connect()
         let setup = try await connection.openChannel()
-        try await setup.queueDeclare(queue)
+        try await setup.queueDeclare(queue, durable: true)
         // pika answers two requests and exits; our calls wait in the queue until it consumes.
         let pika = Task { try await Self.pika("rpc-serve", TestBroker.url, queue, "2") }
         try await RabbitMQRPCClient.withClient(connection: connection) { client in

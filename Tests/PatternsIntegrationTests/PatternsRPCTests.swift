@@ -27,7 +27,7 @@ struct PatternsRPCTests {
     ) async throws -> Result {
         let connection = try await TestBroker.connect()
         let setup = try await connection.openChannel()
-        try await setup.queueDeclare(queue)
+        try await setup.queueDeclare(queue, durable: true)
         let result = try await withThrowingTaskGroup(of: Void.self) { group in
             let server = server(connection)
             group.addTask { try await server.run() }
@@ -136,8 +136,8 @@ struct PatternsRPCTests {
         let typed = TestBroker.uniqueName("typed")
         let connection = try await TestBroker.connect()
         let setup = try await connection.openChannel()
-        try await setup.queueDeclare(raw)
-        try await setup.queueDeclare(typed)
+        try await setup.queueDeclare(raw, durable: true)
+        try await setup.queueDeclare(typed, durable: true)
         try await withThrowingTaskGroup(of: Void.self) { group in
             let rawServer = RabbitMQRPCServer(connection: connection, queue: raw) { _ -> [UInt8] in throw OutOfStock() }
             let typedServer = RabbitMQRPCServer(connection: connection, queue: typed) { (request: QuoteRequest) in
@@ -170,7 +170,7 @@ struct PatternsRPCTests {
         let queue = TestBroker.uniqueName("json-error")
         let connection = try await TestBroker.connect()
         let setup = try await connection.openChannel()
-        try await setup.queueDeclare(queue)
+        try await setup.queueDeclare(queue, durable: true)
         let server = RabbitMQRPCServer(connection: connection, queue: queue) { _ -> [UInt8] in
             throw RabbitMQPatternsError.permanentFailure("nope")
         }
@@ -251,9 +251,9 @@ struct PatternsRPCTests {
         let setup = try await connection.openChannel()
         // Expired requests are dead-lettered into `expired`: proof that the broker dropped
         // the request, where an empty request queue could also mean "not routed yet".
-        try await setup.queueDeclare(expired)
+        try await setup.queueDeclare(expired, durable: true)
         try await setup.queueDeclare(
-            queue, arguments: ["x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(expired)])
+            queue, durable: true, arguments: ["x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(expired)])
         let seen = Recorded<String>()
         try await RabbitMQRPCClient.withClient(connection: connection) { client in
             // No server yet: the request waits in the queue until its expiration. The client
@@ -289,7 +289,7 @@ struct PatternsRPCTests {
         let queue = TestBroker.uniqueName("silent")
         let connection = try await TestBroker.connect()
         let setup = try await connection.openChannel()
-        try await setup.queueDeclare(queue)
+        try await setup.queueDeclare(queue, durable: true)
         let client = RabbitMQRPCClient(connection: connection)
         let running = Task { try await client.run() }
         let call = Task { try await client.call(Array("?".utf8), routingKey: queue, timeout: .seconds(600)) }

@@ -71,7 +71,7 @@ struct PatternsReadmeTests {
 
     @Test func rpcExampleRuns() async throws {
         try await Self.deleting(queues: ["pricing"], exchanges: []) { connection in
-            try await connection.openChannel().queueDeclare("pricing")
+            try await connection.openChannel().queueDeclare("pricing", durable: true)
             let price = try await withThrowingTaskGroup(of: Price?.self) { group in
                 group.addTask {
                     try await rpcServerExample(connection: connection)

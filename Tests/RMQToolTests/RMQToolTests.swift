@@ -10,7 +10,7 @@ struct RMQToolTests {
     static func declareQueue(_ prefix: String) async throws -> (RabbitMQConnection, RabbitMQChannel, String) {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName(prefix)).name
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName(prefix), durable: true).name
         return (connection, channel, queue)
     }
 
@@ -205,7 +205,7 @@ struct RMQToolTests {
         #expect(try await server.value.status == 0)
 
         // A failing command becomes an error reply, and the caller fails with it.
-        let failing = try await channel.queueDeclare(TestBroker.uniqueName("cli-rpc-fail")).name
+        let failing = try await channel.queueDeclare(TestBroker.uniqueName("cli-rpc-fail"), durable: true).name
         let failingServer = Task {
             try await RMQTool.run(["rpc", "serve", "--queue", failing, "--count", "1", "--exec", "echo no stock >&2; exit 3"])
         }

@@ -4,8 +4,10 @@ extension RabbitMQRPCServer {
         /// Declare the request queue before consuming (non-exclusive, so several servers can
         /// share it). Default: true.
         public var declareQueue: Bool
-        /// Declare the request queue durable. Requests expire with their callers' timeouts, so a
-        /// transient queue is usually right. Default: false.
+        /// Declare the request queue durable. Default: true: the queue is shared by servers and
+        /// not exclusive, and RabbitMQ 4.3 refuses transient non-exclusive queues by default
+        /// (`RabbitMQError.Code.deprecatedFeature`). Declaring an existing transient queue
+        /// durable fails with 406 PRECONDITION_FAILED: set false to keep serving one.
         public var durable: Bool
         /// How many requests are handled at once; also the prefetch count, so the broker never
         /// hands this server a request it is not working on yet (a queued request can still
@@ -16,7 +18,7 @@ extension RabbitMQRPCServer {
         public var requestLimit: Int?
 
         /// Creates a configuration; see each property for its default.
-        public init(declareQueue: Bool = true, durable: Bool = false, concurrency: UInt16 = 10, requestLimit: Int? = nil) {
+        public init(declareQueue: Bool = true, durable: Bool = true, concurrency: UInt16 = 10, requestLimit: Int? = nil) {
             self.declareQueue = declareQueue
             self.durable = durable
             self.concurrency = concurrency

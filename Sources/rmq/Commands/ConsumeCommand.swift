@@ -27,8 +27,11 @@ struct ConsumeCommand: AsyncParsableCommand {
     @Flag(help: "Declare the queue first.")
     var declare = false
 
-    @Flag(help: "With --declare: a durable queue.")
+    @Flag(help: "With --declare: a durable queue (the default; kept for scripts that say so).")
     var durable = false
+
+    @Flag(help: "With --declare: a transient queue (RabbitMQ 4.3 refuses one by default).")
+    var transient = false
 
     @Flag(help: "With --declare: a quorum queue (durable, replicated).")
     var quorum = false

@@ -6,7 +6,7 @@ import RabbitMQPatterns
 struct RPCServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Answer RPC requests from a queue (declared, not durable, if missing).",
+        abstract: "Answer RPC requests from a queue (declared durable if missing).",
         discussion: """
             Echoes each request body by default. With --exec, runs COMMAND through /bin/sh with \
             the request body on standard input and replies with its standard output; a \

@@ -23,7 +23,7 @@ extension Demo {
         // The queue must exist before the first call, or the call is unroutable.
         let setup = try await connection.openChannel()
         topology.record(queues: [queue])
-        try await setup.queueDeclare(queue)
+        try await setup.queueDeclare(queue, durable: true)
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.run() }

@@ -20,11 +20,14 @@ struct ConsumePlan: Sendable {
     init(command: ConsumeCommand) throws {
         queue = command.queue
         declare = command.declare
-        durable = command.durable || command.quorum
+        durable = !command.transient || command.durable || command.quorum
         quorum = command.quorum
         prefetch = command.prefetch
         count = command.count
         autoAck = command.autoAck
+        if command.transient && (command.durable || command.quorum) {
+            throw CLIError("--transient cannot go with --durable or --quorum")
+        }
         if let count = command.count, count < 1 { throw CLIError("--count must be at least 1") }
         if let idle = command.idleTimeout, !(idle > 0 && idle.isFinite) {
             throw CLIError("--idle-timeout must be a positive number of seconds")
