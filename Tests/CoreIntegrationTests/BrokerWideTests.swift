@@ -13,7 +13,7 @@ struct BrokerWideTests {
         let connection = try await TestBroker.connect()
         let events = connection.events()
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("alarm"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("alarm"), durable: true)
 
         try await TestBroker.ctl("set_vm_memory_high_watermark", "0.0000001")
         do {

@@ -10,10 +10,10 @@ struct ChannelTests {
         let first = try await connection.openChannel()
         let second = try await connection.openChannel()
         let name = TestBroker.uniqueName("redeclare")
-        try await first.queueDeclare(name, arguments: ["x-message-ttl": 60_000])
+        try await first.queueDeclare(name, durable: true, arguments: ["x-message-ttl": 60_000])
 
         let error = await #expect(throws: RabbitMQError.self) {
-            try await first.queueDeclare(name, arguments: ["x-message-ttl": 1_000])
+            try await first.queueDeclare(name, durable: true, arguments: ["x-message-ttl": 1_000])
         }
         #expect(error?.code == .preconditionFailed)
         #expect(error?.replyCode == 406)

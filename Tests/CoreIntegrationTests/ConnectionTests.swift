@@ -106,7 +106,7 @@ struct ConnectionTests {
     @Test func gracefulCloseFlushesQueuedPublishesAndEndsConsumers() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("flush"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("flush"), durable: true)
         let consumerConnection = try await TestBroker.connect()
         let consumer = try await consumerConnection.openChannel().consume(queue: queue.name)
         let acked = Atomic<Int>(0)

@@ -13,7 +13,7 @@ struct InteropTests {
     @Test func pikaReadsWhatWePublish() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("to-pika"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("to-pika"), durable: true)
         let headers: RabbitMQFieldTable = [
             "bool": .bool(true), "i8": .int8(-8), "u8": .uint8(200), "i16": .int16(-16_000), "u16": .uint16(60_000),
             "i32": .int32(-2_000_000_000), "u32": .uint32(4_000_000_000), "i64": .int64(-9_000_000_000_000),
@@ -77,7 +77,7 @@ struct InteropTests {
     @Test func weReadWhatPikaPublishes() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("from-pika"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("from-pika"), durable: true)
         let consumer = try await channel.consume(queue: queue.name)
         try await TestBroker.run("/usr/bin/env", ["python3", Self.script, "publish", TestBroker.url, queue.name])
 

@@ -21,7 +21,7 @@ struct PublishConsumeTests {
     @Test func aLoopThatEndsEarlyLeavesTheRestForTheNextIteratorAndDroppingTheConsumerCancelsIt() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("resume"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("resume"), durable: true)
         try await channel.confirmSelect()
         for index in 0..<5 {
             try await channel.publishAndWaitForConfirm(Array("\(index)".utf8), routingKey: queue.name)
@@ -165,8 +165,8 @@ struct PublishConsumeTests {
         let perQueue = 2_000
         let connection = try await TestBroker.connect()
         let setup = try await connection.openChannel()
-        let queueA = try await setup.queueDeclare(TestBroker.uniqueName("two-a"), autoDelete: false)
-        let queueB = try await setup.queueDeclare(TestBroker.uniqueName("two-b"))
+        let queueA = try await setup.queueDeclare(TestBroker.uniqueName("two-a"), durable: true, autoDelete: false)
+        let queueB = try await setup.queueDeclare(TestBroker.uniqueName("two-b"), durable: true)
 
         func consume(_ queue: String) async throws -> Task<[Int], any Error> {
             let channel = try await connection.openChannel()
@@ -201,7 +201,7 @@ struct PublishConsumeTests {
         let total = 40
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("prefetch"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("prefetch"), durable: true)
         try await channel.confirmSelect()
         for index in 0..<total {
             #expect(try await channel.publishAndWaitForConfirm(Array("\(index)".utf8), routingKey: queue.name) == .acked)
@@ -232,7 +232,7 @@ struct PublishConsumeTests {
     @Test func nackWithRequeueRedeliversMarkedRedelivered() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("nack"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("nack"), durable: true)
         try await channel.publish("again", routingKey: queue.name)
         let consumer = try await channel.consume(queue: queue.name)
         var iterator = consumer.makeAsyncIterator()
@@ -255,10 +255,10 @@ struct PublishConsumeTests {
         let channel = try await connection.openChannel()
         let dlx = TestBroker.uniqueName("dlx")
         try await channel.exchangeDeclare(dlx, type: .fanout, autoDelete: true)
-        let parking = try await channel.queueDeclare(TestBroker.uniqueName("parking"))
+        let parking = try await channel.queueDeclare(TestBroker.uniqueName("parking"), durable: true)
         try await channel.queueBind(queue: parking.name, exchange: dlx)
         let work = try await channel.queueDeclare(
-            TestBroker.uniqueName("work"), arguments: ["x-dead-letter-exchange": .string(dlx)])
+            TestBroker.uniqueName("work"), durable: true, arguments: ["x-dead-letter-exchange": .string(dlx)])
 
         try await channel.publish("poison", routingKey: work.name)
         let consumer = try await channel.consume(queue: work.name)
@@ -284,7 +284,7 @@ struct PublishConsumeTests {
     @Test func basicGetReturnsMessagesThenNil() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("get"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("get"), durable: true)
         try await channel.confirmSelect()
         try await channel.publishAndWaitForConfirm(Array("one".utf8), routingKey: queue.name)
         try await channel.publishAndWaitForConfirm(Array("two".utf8), routingKey: queue.name)
@@ -303,7 +303,7 @@ struct PublishConsumeTests {
     @Test func everyBasicPropertyArrivesAsSent() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("props"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("props"), durable: true)
         let properties = RabbitMQProperties(
             contentType: "application/json", contentEncoding: "identity",
             headers: ["h1": "v", "n": 42, "nested": ["deep": [1, 2.5, true]]], deliveryMode: .persistent, priority: 3,
@@ -325,7 +325,7 @@ struct PublishConsumeTests {
         // a change in any one field, an added or a dropped field, must still arrive as sent.
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("props-seq"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("props-seq"), durable: true)
         let base = RabbitMQProperties(
             contentType: "application/json", deliveryMode: .persistent, correlationID: "c-0", appID: "seq")
         var sent: [RabbitMQProperties] = [base, base]
@@ -361,7 +361,7 @@ struct PublishConsumeTests {
     @Test func clientCancelEndsTheSequence() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("cancel"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("cancel"), durable: true)
         let consumer = try await channel.consume(queue: queue.name)
         let iteration = Task {
             var count = 0
@@ -385,7 +385,7 @@ struct PublishConsumeTests {
     @Test func serverCancelEndsTheSequenceWithATypedError() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("deleted"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("deleted"), durable: true)
         let consumer = try await channel.consume(queue: queue.name)
         let iteration = Task {
             for try await _ in consumer {}

@@ -229,7 +229,7 @@ struct RecoveryTests {
         let connection = try await TestBroker.connect(name: name)
         let log = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("doomed"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("doomed"), durable: true)
         let consumer = try await channel.consume(queue: queue.name)
         let consuming = Task { for try await _ in consumer {} }
 
@@ -319,7 +319,7 @@ struct RecoveryTests {
         proxy.cutAll()
         try await log.next("the recovery attempt") { if case .recoveryAttempt = $0 { true } else { false } }
         // The I/O thread is in the attempt: these wait in its queue until the attempt ends.
-        let declaring = Task { try await channel.queueDeclare(TestBroker.uniqueName("never")) }
+        let declaring = Task { try await channel.queueDeclare(TestBroker.uniqueName("never"), durable: true) }
         let opening = Task { try await connection.openChannel() }
         let closing = Task { try await connection.close() }
         try await withTimeout(.seconds(60), "the queued commands to be answered") {

@@ -19,7 +19,7 @@ struct UnsendableRequestTests {
         let log = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
         let queue = TestBroker.uniqueName("unsendable-q")
-        _ = try await channel.queueDeclare(queue, autoDelete: true)
+        _ = try await channel.queueDeclare(queue, durable: true, autoDelete: true)
 
         let requests: [(String, @Sendable () async throws -> Void)] = [
             ("queue.declare with a long name", { _ = try await channel.queueDeclare(Self.tooLong) }),
