@@ -10,6 +10,7 @@
 # ROOT defaults to $RMQ_ROOT or /var/cache/rmqswift/trixie and is kept between runs (making
 # it takes about a minute and needs the network; reusing it, none). Every run mounts /proc
 # in it (the node reads it) and checks the packages are there. Needs root.
+# Exit status 3: the root is not made yet and the Debian mirror cannot be reached.
 set -euo pipefail
 
 ROOT="${1:-${RMQ_ROOT:-/var/cache/rmqswift/trixie}}"
@@ -27,6 +28,13 @@ exec 9>"$ROOT.lock"
 flock 9
 
 if [[ ! -e "$READY" ]]; then
+    if ! python3 - "$MIRROR/dists/trixie/Release" <<'EOF' >/dev/null 2>&1; then
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=20).read(64)
+EOF
+        echo "rabbitmq4-root.sh: $MIRROR cannot be reached; cannot make $ROOT" >&2
+        exit 3
+    fi
     # Never delete a directory this script did not make: a root without our marker that is
     # not empty is somebody's.
     if [[ -d "$ROOT" && -n "$(ls -A "$ROOT")" ]]; then
