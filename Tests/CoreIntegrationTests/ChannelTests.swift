@@ -5,6 +5,21 @@ import Testing
 
 @Suite("Channels, topology and errors", .timeLimit(.minutes(2)))
 struct ChannelTests {
+    /// A server-named queue declared with the defaults is exclusive (as in the Java and .NET
+    /// clients): RabbitMQ 4.3 refuses one that is neither durable nor exclusive. Defect: it
+    /// was a transient, shared queue, which such a broker answers by closing the connection.
+    @Test func aServerNamedQueueIsExclusiveByDefault() async throws {
+        let owner = try await TestBroker.connect()
+        let queue = try await owner.openChannel().queueDeclare()
+        let other = try await TestBroker.connect()
+        let error = await #expect(throws: RabbitMQError.self) {
+            try await other.openChannel().queueDeclare(queue.name, passive: true)
+        }
+        #expect(error?.code == .resourceLocked, "another connection cannot use it: \(String(describing: error))")
+        try await other.close()
+        try await owner.close()
+    }
+
     @Test func preconditionFailedOnOneChannelLeavesTheOthersWorking() async throws {
         let connection = try await TestBroker.connect()
         let first = try await connection.openChannel()

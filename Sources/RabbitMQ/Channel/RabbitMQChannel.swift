@@ -94,7 +94,11 @@ public final class RabbitMQChannel: Sendable {
     ///   - name: The queue name; empty asks the broker to choose one (returned in the result).
     ///   - passive: Only check that it exists (404 closes the channel when it does not).
     ///   - durable: Survive a broker restart.
-    ///   - exclusive: Used only by this connection and deleted when it closes.
+    ///   - exclusive: Used only by this connection and deleted when it closes. Default: true
+    ///     for a server-named queue (an empty `name`), false otherwise, as the Java and .NET
+    ///     clients do: RabbitMQ 4.3 refuses a queue that is neither durable nor exclusive by
+    ///     default (``RabbitMQError/Code-swift.struct/deprecatedFeature``), so a named queue
+    ///     there must be declared durable or exclusive.
     ///   - autoDelete: Deleted when its last consumer is cancelled.
     ///   - arguments: For example `x-message-ttl`, `x-max-length`, `x-overflow`,
     ///     `x-dead-letter-exchange`, `x-dead-letter-routing-key`, `x-queue-type: quorum`.
@@ -102,12 +106,12 @@ public final class RabbitMQChannel: Sendable {
     ///   connection holds it exclusively).
     @discardableResult
     public func queueDeclare(
-        _ name: String = "", passive: Bool = false, durable: Bool = false, exclusive: Bool = false,
+        _ name: String = "", passive: Bool = false, durable: Bool = false, exclusive: Bool? = nil,
         autoDelete: Bool = false, arguments: RabbitMQFieldTable = [:]
     ) async throws -> RabbitMQQueueDeclareResult {
         let reply = try await request(
             .queueDeclare(
-                name: name, passive: passive, durable: durable, exclusive: exclusive, autoDelete: autoDelete,
+                name: name, passive: passive, durable: durable, exclusive: exclusive ?? name.isEmpty, autoDelete: autoDelete,
                 arguments: arguments))
         guard case .queueDeclared(let result) = reply else { throw unexpected(reply) }
         return result
