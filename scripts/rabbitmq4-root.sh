@@ -47,7 +47,11 @@ EOF
     # Made beside its final place and renamed at the end, so that an interrupted run
     # never leaves a half-made root that looks ready.
     work="$ROOT.partial"
-    if mountpoint -q "$work/proc" 2>/dev/null; then umount "$work/proc"; fi
+    # An interrupted earlier run may have left mounts in it (debootstrap mounts /proc, /sys
+    # and /dev/pts while it installs): detach them, innermost first, before deleting it.
+    tac /proc/mounts | while read -r _ target _; do
+        case "$target" in "$work"/*) umount -l "$target" || true ;; esac
+    done
     rm -rf "$work"
     mkdir -p "$(dirname "$ROOT")"
     echo "rabbitmq4-root.sh: debootstrap trixie into $work (about 30-60 s)" >&2
