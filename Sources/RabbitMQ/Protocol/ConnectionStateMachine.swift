@@ -685,8 +685,8 @@ struct HeartbeatState: Sendable {
     private(set) var lastReceived = ContinuousClock.Instant.now
     /// A silence check is under way (the loop asks the kernel).
     var checking = false
-    /// Half and twice the interval, computed once: the loop asks for ``nextSend`` and
-    /// ``silenceLimit`` on every turn, and multiplying or dividing a `Duration` by an integer
+    /// Half and twice the interval, computed once: the loop asks for ``sendDue`` and
+    /// ``silenceDue`` on every turn, and multiplying or dividing a `Duration` by an integer
     /// goes through generic 128-bit arithmetic.
     private var half = Duration.zero
     private var twice = Duration.zero
@@ -709,20 +709,12 @@ struct HeartbeatState: Sendable {
     /// Heartbeats are on (the broker and we agreed on an interval).
     var isOn: Bool { interval != nil }
 
-    /// ``nextSend`` when heartbeats are on; meaningless otherwise. The loop's per-turn
-    /// checks use this form: `ContinuousClock.Instant` is a resilient type, and every
-    /// optional one goes through its value witnesses.
+    /// When heartbeats are on (``isOn``): a heartbeat goes out after half an interval
+    /// without sending anything. Not optional: `ContinuousClock.Instant` is a resilient type,
+    /// and every optional one goes through its value witnesses on the loop's every turn.
     var sendDue: ContinuousClock.Instant { lastSent.advanced(by: half) }
 
-    /// ``silenceLimit`` when heartbeats are on and no check is under way; meaningless otherwise.
+    /// When heartbeats are on and no check is under way (``checking``): the peer is suspect
+    /// after two intervals without receiving anything.
     var silenceDue: ContinuousClock.Instant { lastReceived.advanced(by: twice) }
-
-    /// A heartbeat goes out after half an interval without sending anything.
-    var nextSend: ContinuousClock.Instant? { interval == nil ? nil : sendDue }
-
-    /// The peer is suspect after two intervals without receiving anything.
-    var silenceLimit: ContinuousClock.Instant? {
-        guard !checking, interval != nil else { return nil }
-        return silenceDue
-    }
 }

@@ -81,7 +81,7 @@ struct PermitPool: Sendable {
 
     /// Waiters whose deadline has passed, removed.
     mutating func expire(now: ContinuousClock.Instant) -> [Continuation] {
-        guard !waiters.isEmpty, waiters.contains(where: { $0.deadline.map { $0 <= now } ?? false }) else { return [] }
+        guard waiters.contains(where: { $0.deadline.map { $0 <= now } ?? false }) else { return [] }
         var expired: [Continuation] = []
         waiters.removeAll { waiter in
             guard let deadline = waiter.deadline, deadline <= now else { return false }

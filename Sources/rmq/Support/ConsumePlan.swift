@@ -20,7 +20,8 @@ struct ConsumePlan: Sendable {
     init(command: ConsumeCommand) throws {
         queue = command.queue
         declare = command.declare
-        durable = !command.transient || command.durable || command.quorum
+        // Durable unless --transient, which cannot go with --durable or --quorum (below).
+        durable = !command.transient
         quorum = command.quorum
         prefetch = command.prefetch
         count = command.count

@@ -168,6 +168,27 @@ struct ConnectionLifecycleTests {
         #expect(rest.events.contains { event in if case .recovered = event { true } else { false } })
     }
 
+    /// The refusal crosses the application's close: the request still gets the typed error,
+    /// the close still ends normally, and every caller is answered once.
+    @Test func aDeniedFeatureRefusedWhileTheApplicationClosesIsStillTyped() {
+        var h = MachineHarness()
+        h.connect()
+        let channel = h.openChannel()
+        let declare = h.waiter()
+        let transient = ChannelRequest.queueDeclare(name: "jobs", passive: false, durable: false, exclusive: false, autoDelete: false, arguments: [:])
+        h.machine.request(channel, transient, waiter: .probe(declare), now: h.now)
+        let close = h.waiter()
+        h.machine.close(waiter: .probe(close), now: h.now)
+        h.take()
+        let text = "INTERNAL_ERROR - Feature `transient_nonexcl_queues` is deprecated."
+        h.machine.connectionMethod(.connectionClose(ServerClose(replyCode: 541, replyText: text, classID: 50, methodID: 10)), now: h.now)
+        let actions = h.take()
+        #expect(actions.failed[declare]?.code == .deprecatedFeature, "\(actions.failed)")
+        #expect(actions.succeeded.contains(close))
+        #expect(actions.terminated == .some(nil))
+        h.checkEveryWaiterAnsweredOnce()
+    }
+
     @Test func aCloseWithoutADeprecatedFeatureFailsEveryRequestAsLost() {
         var h = MachineHarness()
         h.connect()
@@ -219,11 +240,12 @@ struct ConnectionLifecycleTests {
         h.machine.heartbeat.received(h.now)
         h.advance(.seconds(4))
         #expect(h.take().contains { if case .checkPeerSilence = $0 { true } else { false } })
-        #expect(h.machine.heartbeat.silenceLimit == nil, "one check at a time")
+        #expect(h.machine.heartbeat.checking, "one check at a time")
         // The kernel saw a heartbeat 1 s ago (rabbitmq-c took it without telling): fine.
         h.machine.peerSilence(.seconds(1), now: h.now)
         #expect(h.take().isEmpty)
-        #expect(h.machine.heartbeat.silenceLimit == h.now.advanced(by: .seconds(3)))
+        #expect(!h.machine.heartbeat.checking)
+        #expect(h.machine.heartbeat.silenceDue == h.now.advanced(by: .seconds(3)))
         h.advance(.seconds(3))
         h.take()
         h.machine.peerSilence(.seconds(4), now: h.now)
