@@ -97,7 +97,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CoreIntegrationTests",
-            dependencies: ["RabbitMQ", "RabbitMQTestSupport"],
+            dependencies: ["RabbitMQ", "RabbitMQTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -27,6 +27,16 @@
 #                  It must be reachable by user `rabbitmq` (so not under /root).
 #   RMQ_START_TIMEOUT  seconds `start` waits for the boot (default 60)
 #   RMQ_EXTRA_CONF     extra rabbitmq.conf lines (e.g. from scripts/cluster.sh)
+#   RMQ_TLS_PORT   TLS (amqps) port on 127.0.0.1 (default RMQ_PORT + 1000;
+#                  0: no TLS listener). Certificates are made with openssl at
+#                  the first start, in RMQ_TLS_DIR (default RMQ_BASE/tls, as the
+#                  node sees it): a CA (ca.pem), the server's (subjectAltName
+#                  DNS:localhost, IP:127.0.0.1), a client's (client.pem,
+#                  client.key, CN rmqswift-client) and an unrelated CA
+#                  (other-ca.pem). Never committed: they live and die with the
+#                  node's base dir. The listener asks for a client certificate
+#                  (verify_peer) but does not require one, and EXTERNAL logs in
+#                  by the certificate's common name (rabbitmq_auth_mechanism_ssl).
 #   RMQ_VERSION    3 (default): this machine's RabbitMQ (3.10 on Debian 12);
 #                  4: RabbitMQ 4.0 from Debian 13, run in the root that
 #                  scripts/rabbitmq4-root.sh makes (RMQ_ROOT, default
@@ -69,6 +79,9 @@ case "$RMQ_VERSION" in
         ;;
 esac
 
+RMQ_TLS_PORT=${RMQ_TLS_PORT:-$((RMQ_PORT + 1000))}
+RMQ_TLS_DIR=${RMQ_TLS_DIR:-$RMQ_BASE/tls}
+
 # RMQ_BASE as the node sees it (inside the root for RabbitMQ 4); BASE as this
 # script sees it. The node's settings and rabbitmqctl arguments name RMQ_BASE
 # and IN_PID_FILE, file operations here the others.
@@ -81,6 +94,7 @@ ENV_CONF_FILE="$BASE/rabbitmq-env.conf"
 LOG_DIR="$BASE/log"
 MNESIA_DIR="$BASE/mnesia"
 STARTUP_LOG="$LOG_DIR/startup.log"
+TLS_DIR="$ROOT$RMQ_TLS_DIR"
 
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
 
@@ -242,13 +256,66 @@ EOF
             "deprecated_features.permit.global_qos = false" \
             "deprecated_features.permit.queue_master_locator = false" >>"$CONF_FILE"
     fi
+    if [[ "$RMQ_TLS_PORT" != 0 ]]; then
+        cat >>"$CONF_FILE" <<EOF
+listeners.ssl.default = 127.0.0.1:$RMQ_TLS_PORT
+ssl_options.cacertfile = $RMQ_TLS_DIR/ca.pem
+ssl_options.certfile = $RMQ_TLS_DIR/server.pem
+ssl_options.keyfile = $RMQ_TLS_DIR/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+auth_mechanisms.1 = PLAIN
+auth_mechanisms.2 = AMQPLAIN
+auth_mechanisms.3 = EXTERNAL
+ssl_cert_login_from = common_name
+EOF
+    fi
     if [[ -n "${RMQ_EXTRA_CONF:-}" ]]; then
         printf '%s\n' "$RMQ_EXTRA_CONF" >>"$CONF_FILE"
     fi
-    # An empty plugin list: nothing from /etc/rabbitmq/enabled_plugins
+    # Only the plugins we need: nothing from /etc/rabbitmq/enabled_plugins
     # (e.g. management) gets started, which makes boot noticeably faster.
-    echo '[].' >"$PLUGINS_FILE"
+    if [[ "$RMQ_TLS_PORT" != 0 ]]; then
+        echo '[rabbitmq_auth_mechanism_ssl].' >"$PLUGINS_FILE"
+    else
+        echo '[].' >"$PLUGINS_FILE"
+    fi
     : >"$ENV_CONF_FILE"
+}
+
+# The test certificates (see RMQ_TLS_PORT above), made once per directory; a
+# lock, because a cluster's nodes may share one directory.
+make_certificates() {
+    mkdir -p "$TLS_DIR"
+    (
+        flock 9
+        [[ -s "$TLS_DIR/client.key" ]] && exit 0
+        d="$TLS_DIR"
+        key=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+        openssl req -x509 "${key[@]}" -keyout "$d/ca.key" -out "$d/ca.pem" -days 30 \
+            -subj "/CN=rmqswift test CA" -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+        openssl req -x509 "${key[@]}" -keyout "$d/other-ca.key" -out "$d/other-ca.pem" -days 30 \
+            -subj "/CN=rmqswift unrelated CA" -addext "basicConstraints=critical,CA:TRUE" 2>/dev/null
+        rm -f "$d/other-ca.key"
+        for name in server client; do
+            if [[ $name == server ]]; then
+                cn=localhost ext="subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth"
+            else
+                cn=rmqswift-client ext="extendedKeyUsage=clientAuth"
+            fi
+            openssl req "${key[@]}" -keyout "$d/$name.key" -out "$d/$name.csr" -subj "/CN=$cn" 2>/dev/null
+            openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+                -out "$d/$name.pem" -days 30 -extfile <(printf "$ext\n") 2>/dev/null
+            rm -f "$d/$name.csr"
+        done
+        rm -f "$d/ca.key" "$d/ca.srl"
+    ) 9>"$TLS_DIR/.lock" || die "could not make the TLS certificates in $TLS_DIR"
+    if [[ -n "$ROOT" ]]; then
+        chroot "$ROOT" chown -R rabbitmq:rabbitmq "$RMQ_TLS_DIR"
+    elif id -u rabbitmq >/dev/null 2>&1; then
+        as_root chown -R rabbitmq: "$TLS_DIR"
+    fi
 }
 
 cmd_start() {
@@ -273,7 +340,8 @@ cmd_start() {
 
     # Fail fast and clearly instead of after a full boot ending in eaddrinuse.
     local port
-    for port in "$RMQ_PORT" "$RMQ_DIST_PORT"; do
+    for port in "$RMQ_PORT" "$RMQ_DIST_PORT" "$RMQ_TLS_PORT"; do
+        [[ "$port" == 0 ]] && continue
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             die "127.0.0.1:$port is already in use (set RMQ_PORT / RMQ_DIST_PORT)"
         fi
@@ -285,6 +353,7 @@ cmd_start() {
     local t0=$SECONDS
     mkdir -p "$MNESIA_DIR" "$LOG_DIR"
     write_config
+    if [[ "$RMQ_TLS_PORT" != 0 ]]; then make_certificates; fi
     # Written by us (possibly non-root) after the chown below hands the tree
     # to rabbitmq.
     : >"$STARTUP_LOG"
@@ -387,6 +456,9 @@ export RABBITMQ_TEST_NODE='$RMQ_NODE'
 export RABBITMQ_TEST_PIDFILE='$PID_FILE'
 export RABBITMQ_TEST_CTL='$SELF'
 EOF
+    if [[ "$RMQ_TLS_PORT" != 0 ]]; then
+        echo "export RABBITMQ_TLS_URL='amqps://guest:guest@127.0.0.1:$RMQ_TLS_PORT/' RABBITMQ_TEST_TLS_DIR='$TLS_DIR'"
+    fi
     if [[ "$RMQ_VERSION" == 4 ]]; then
         # The tests run RABBITMQ_TEST_CTL with these, so that it finds this node.
         echo "export RMQ_VERSION=4 RMQ_ROOT='$RMQ_ROOT' RMQ_EPMD_PORT='$RMQ_EPMD_PORT'"

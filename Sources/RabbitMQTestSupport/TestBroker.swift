@@ -27,6 +27,48 @@ public enum TestBroker {
         }
     }
 
+    /// Whether the test broker has a TLS listener (`scripts/broker.sh` gives it one unless
+    /// `RMQ_TLS_PORT=0`): `RABBITMQ_TLS_URL` and `RABBITMQ_TEST_TLS_DIR` are set.
+    public static var hasTLS: Bool {
+        let environment = ProcessInfo.processInfo.environment
+        return !(environment["RABBITMQ_TLS_URL"] ?? "").isEmpty && !(environment["RABBITMQ_TEST_TLS_DIR"] ?? "").isEmpty
+    }
+
+    /// The broker's TLS listener as an `amqps://guest:guest@127.0.0.1:PORT/` URL.
+    public static var tlsURL: String {
+        get throws {
+            guard let url = ProcessInfo.processInfo.environment["RABBITMQ_TLS_URL"], !url.isEmpty else {
+                throw TestSupportError("RABBITMQ_TLS_URL is not set: run the tests through scripts/test.sh")
+            }
+            return url
+        }
+    }
+
+    /// A file of the test certificates `scripts/broker.sh` made: `ca.pem`, `other-ca.pem`,
+    /// `client.pem`, `client.key` (the client's common name is ``tlsClientName``).
+    public static func tlsFile(_ name: String) throws -> String {
+        guard let directory = ProcessInfo.processInfo.environment["RABBITMQ_TEST_TLS_DIR"], !directory.isEmpty else {
+            throw TestSupportError("RABBITMQ_TEST_TLS_DIR is not set: run the tests through scripts/test.sh")
+        }
+        return "\(directory)/\(name)"
+    }
+
+    /// The common name of the test client certificate (the user EXTERNAL logs in as).
+    public static let tlsClientName = "rmqswift-client"
+
+    /// A configuration for the broker's TLS listener, verifying it by the test CA; `query`
+    /// is appended to the URI (for example `&certfile=...`).
+    public static func tlsConfiguration(
+        name: String = uniqueName("tls"), query: String = "", recovery: RabbitMQConfiguration.Recovery = fastRecovery
+    ) throws -> RabbitMQConfiguration {
+        var configuration = try RabbitMQConfiguration(uri: tlsURL + "?cacertfile=\(try tlsFile("ca.pem"))" + query)
+        configuration.connectionName = name
+        configuration.heartbeat = .seconds(10)
+        configuration.recovery = recovery
+        configuration.requestTimeout = requestTimeout
+        return configuration
+    }
+
     /// A fault-injecting proxy in front of the test broker (see ``FaultProxy``).
     public static func proxy() throws -> FaultProxy {
         try FaultProxy(upstreamPort: port)

@@ -49,6 +49,41 @@ struct URIParsingTests {
         #expect(v6.endpoints[0].description == "amqp://[::1]:5699")
     }
 
+    @Test func tlsNameAndAuthenticationMechanism() throws {
+        let external = try RabbitMQConfiguration(
+            uri: "amqps://host?certfile=/c.pem&keyfile=/c.key&auth_mechanism=EXTERNAL&server_name_indication=rabbit.example")
+        #expect(external.authenticationMechanism == .external)
+        #expect(external.tls.serverName == "rabbit.example")
+        #expect(external.tls.certificatePath == "/c.pem" && external.tls.keyPath == "/c.key")
+        try external.validate()
+        #expect(try RabbitMQConfiguration(uri: "amqp://host").authenticationMechanism == .plain)
+        // Repeated, in order of preference: the first one supported wins.
+        let preferred = try RabbitMQConfiguration(uri: "amqps://host?auth_mechanism=amqplain&auth_mechanism=plain")
+        #expect(preferred.authenticationMechanism == .plain)
+        for bad in ["amqp://host?auth_mechanism=cr-demo", "amqps://host?server_name_indication="] {
+            #expect(throws: RabbitMQError.self, "\(bad)") { try RabbitMQConfiguration(uri: bad) }
+        }
+    }
+
+    @Test func tlsSettingsThatCannotWorkAreRefused() throws {
+        // EXTERNAL over plain TCP, or without a client certificate.
+        var plainTCP = try RabbitMQConfiguration(uri: "amqp://host?certfile=/c.pem&keyfile=/c.key&auth_mechanism=external")
+        #expect(throws: RabbitMQError.self) { try plainTCP.validate() }
+        plainTCP.endpoints.append(.init(host: "other", useTLS: true))
+        #expect(throws: RabbitMQError.self) { try plainTCP.validate() }
+        let noCertificate = try RabbitMQConfiguration(uri: "amqps://host?auth_mechanism=external")
+        #expect(throws: RabbitMQError.self) { try noCertificate.validate() }
+        // A certificate without its key, or the other way round, is never silently ignored.
+        for query in ["certfile=/c.pem", "keyfile=/c.key"] {
+            let half = try RabbitMQConfiguration(uri: "amqps://host?\(query)")
+            let error = #expect(throws: RabbitMQError.self) { try half.validate() }
+            #expect(error?.code == .invalidConfiguration)
+        }
+        var emptyName = RabbitMQConfiguration(useTLS: true)
+        emptyName.tls.serverName = ""
+        #expect(throws: RabbitMQError.self) { try emptyName.validate() }
+    }
+
     @Test func clusterURIs() throws {
         let configuration = try RabbitMQConfiguration(uris: [
             "amqp://u:p@node1:5672/vh", "amqp://node2:5673", "amqp://node3",

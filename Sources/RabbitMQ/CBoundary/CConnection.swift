@@ -16,9 +16,10 @@ enum FrameType {
 /// connects (TCP or TLS), logs in, reads frames, sends methods, publishes and heartbeats,
 /// and destroys. Every rabbitmq-c call of a connection goes through here, on the I/O thread.
 ///
-/// On plain TCP everything is sent through a ``FrameWriter`` that never blocks; on TLS the
-/// bytes must go through rabbitmq-c's OpenSSL socket, whose sends can block (rabbitmq-c
-/// 0.11 waits without a limit when the socket is full), so they run under the ``Watchdog``.
+/// After login everything is sent through a ``FrameWriter`` that never blocks: with `sendmsg`
+/// on plain TCP, with `SSL_write` on the connection's own SSL object on TLS. rabbitmq-c still
+/// reads TLS frames through OpenSSL, which may have to write (a key update) and can then block
+/// in 0.11, so TLS reads run under the ``Watchdog``.
 final class CConnection {
     private let state: amqp_connection_state_t
     let endpoint: RabbitMQConfiguration.Endpoint
@@ -27,6 +28,8 @@ final class CConnection {
     private let scratch: ScratchPool
     private let writer: FrameWriter?
     private let watch: Watchdog.Registration?
+    /// What the TLS callbacks record (see the shim); freed after the socket is.
+    private let tls: UnsafeMutablePointer<crmq_tls_state>?
     /// The channel of the frame read last, whose pool is released before the next read (its
     /// body must stay valid until the loop has copied it).
     @exclusivity(unchecked) private var unreleasedChannel: UInt16?
@@ -53,15 +56,19 @@ final class CConnection {
 
     private init(
         state: amqp_connection_state_t, endpoint: RabbitMQConfiguration.Endpoint, negotiated: ConnectionCore.Negotiated,
-        scratch: ScratchPool
+        scratch: ScratchPool, tls: UnsafeMutablePointer<crmq_tls_state>?
     ) {
         self.state = state
         self.endpoint = endpoint
         self.negotiated = negotiated
         self.scratch = scratch
-        socketDescriptor = amqp_get_sockfd(state)
-        if endpoint.useTLS {
-            writer = nil
+        self.tls = tls
+        let socketDescriptor = amqp_get_sockfd(state)
+        self.socketDescriptor = socketDescriptor
+        if let tls {
+            // The SSL object the handshake ran on (seen by the shim's info callback). Without
+            // it (never seen so far) rabbitmq-c writes, under the watchdog like the reads.
+            writer = tls.pointee.ssl.map { FrameWriter(socket: socketDescriptor, frameMax: negotiated.frameMax, ssl: $0) }
             watch = Watchdog.shared.register(socket: socketDescriptor, heartbeatSeconds: Int(negotiated.heartbeat))
         } else {
             writer = FrameWriter(socket: socketDescriptor, frameMax: negotiated.frameMax)
@@ -85,23 +92,32 @@ final class CConnection {
         guard let state = amqp_new_connection() else {
             throw RabbitMQError(code: .library, message: "amqp_new_connection failed")
         }
+        let tls: UnsafeMutablePointer<crmq_tls_state>?
+        if endpoint.useTLS {
+            tls = .allocate(capacity: 1)
+            tls!.initialize(to: crmq_tls_state())
+        } else {
+            tls = nil
+        }
         do {
-            let negotiated = try connect(state, endpoint, configuration: configuration, clientProperties: clientProperties, scratch: scratch)
-            return CConnection(state: state, endpoint: endpoint, negotiated: negotiated, scratch: scratch)
+            let negotiated = try connect(
+                state, endpoint, configuration: configuration, clientProperties: clientProperties, scratch: scratch, tls: tls)
+            return CConnection(state: state, endpoint: endpoint, negotiated: negotiated, scratch: scratch, tls: tls)
         } catch {
             amqp_destroy_connection(state)
+            tls?.deallocate()
             throw error
         }
     }
 
     private static func connect(
         _ state: amqp_connection_state_t, _ endpoint: RabbitMQConfiguration.Endpoint, configuration: RabbitMQConfiguration,
-        clientProperties: RabbitMQFieldTable, scratch: ScratchPool
+        clientProperties: RabbitMQFieldTable, scratch: ScratchPool, tls: UnsafeMutablePointer<crmq_tls_state>?
     ) throws(RabbitMQError) -> ConnectionCore.Negotiated {
         let socket: OpaquePointer?
-        if endpoint.useTLS {
+        if let tls {
             socket = amqp_ssl_socket_new(state)
-            if let socket { try configureTLS(socket, configuration.tls) }
+            if let socket { try configureTLS(socket, configuration.tls, host: endpoint.host, state: tls) }
         } else {
             socket = amqp_tcp_socket_new(state)
         }
@@ -112,18 +128,39 @@ final class CConnection {
         guard openStatus == AMQP_STATUS_OK.rawValue else {
             var error = RabbitMQError.library(openStatus, "could not connect to \(endpoint)")
             if error.code != .tls { error.code = .connectFailed }
+            if let tls, openStatus == AMQP_STATUS_SSL_PEER_VERIFY_FAILED.rawValue {
+                error.message = verificationFailure(tls.pointee, endpoint: endpoint, configuration.tls)
+            }
             throw error
+        }
+        if let tls, configuration.tls.verifyHostname, tls.pointee.name_mismatch != 0 {
+            // Without peer verification rabbitmq-c ignores the result: the name check is ours.
+            throw RabbitMQError(
+                code: .tls, scope: .connection, message: verificationFailure(tls.pointee, endpoint: endpoint, configuration.tls))
         }
 
         var handshakeTimeout = timeval(configuration.handshakeTimeout)
         amqp_set_handshake_timeout(state, &handshakeTimeout)
         var properties = scratch.table(clientProperties)
         let heartbeatSeconds = Int32(configuration.heartbeat.components.seconds)
-        let reply = crmq_login_plain(
-            state, configuration.virtualHost, Int32(configuration.channelMax), Int32(configuration.frameMax),
-            heartbeatSeconds, &properties, configuration.username, configuration.password)
+        let reply: amqp_rpc_reply_t
+        switch configuration.authenticationMechanism {
+        case .plain:
+            reply = crmq_login_plain(
+                state, configuration.virtualHost, Int32(configuration.channelMax), Int32(configuration.frameMax),
+                heartbeatSeconds, &properties, configuration.username, configuration.password)
+        case .external:
+            // The broker takes the identity from the client certificate and ignores the SASL
+            // response. rabbitmq-c cannot send an empty one (it copies it with malloc(0) and
+            // takes the null for a failed allocation), so the user name goes as the
+            // authorization identity.
+            let identity = configuration.username.isEmpty ? "-" : configuration.username
+            reply = crmq_login_external(
+                state, configuration.virtualHost, Int32(configuration.channelMax), Int32(configuration.frameMax),
+                heartbeatSeconds, &properties, identity)
+        }
         scratch.recycle()
-        try checkLogin(reply, endpoint: endpoint, username: configuration.username)
+        try checkLogin(reply, endpoint: endpoint, configuration: configuration)
 
         var negotiated = ConnectionCore.Negotiated()
         negotiated.channelMax = Int(amqp_get_channel_max(state))
@@ -143,10 +180,17 @@ final class CConnection {
         return negotiated
     }
 
-    private static func configureTLS(_ socket: OpaquePointer, _ tls: RabbitMQConfiguration.TLS) throws(RabbitMQError) {
+    private static func configureTLS(
+        _ socket: OpaquePointer, _ tls: RabbitMQConfiguration.TLS, host: String, state: UnsafeMutablePointer<crmq_tls_state>
+    ) throws(RabbitMQError) {
         _ = amqp_ssl_socket_set_ssl_versions(socket, AMQP_TLSv1_2, AMQP_TLSvLATEST)
         amqp_ssl_socket_set_verify_peer(socket, tls.verifyPeer ? 1 : 0)
-        amqp_ssl_socket_set_verify_hostname(socket, tls.verifyHostname ? 1 : 0)
+        // The name check is OpenSSL's (set up by the shim), which knows IP addresses too.
+        amqp_ssl_socket_set_verify_hostname(socket, 0)
+        let expectedName = tls.verifyHostname ? (tls.serverName ?? host) : nil
+        guard crmq_tls_prepare(socket, state, expectedName) == 0 else {
+            throw RabbitMQError(code: .tls, message: "could not set up TLS verification for '\(expectedName ?? host)'")
+        }
         if let ca = tls.caCertificatePath {
             let status = amqp_ssl_socket_set_cacert(socket, ca)
             guard status == AMQP_STATUS_OK.rawValue else {
@@ -156,12 +200,29 @@ final class CConnection {
         if let certificate = tls.certificatePath, let key = tls.keyPath {
             let status = amqp_ssl_socket_set_key(socket, certificate, key)
             guard status == AMQP_STATUS_OK.rawValue else {
-                throw RabbitMQError(code: .tls, message: "could not load client certificate \(certificate)", libraryStatus: status)
+                // Paths only: never anything read from the files.
+                throw RabbitMQError(
+                    code: .tls, message: "could not load the client certificate \(certificate) with the key \(key)",
+                    libraryStatus: status)
             }
         }
     }
 
-    private static func checkLogin(_ reply: amqp_rpc_reply_t, endpoint: RabbitMQConfiguration.Endpoint, username: String) throws(RabbitMQError) {
+    /// Why the broker's certificate was refused, in OpenSSL's words.
+    private static func verificationFailure(
+        _ state: crmq_tls_state, endpoint: RabbitMQConfiguration.Endpoint, _ tls: RabbitMQConfiguration.TLS
+    ) -> String {
+        if state.name_mismatch != 0 {
+            let name = tls.serverName ?? endpoint.host
+            return "TLS verification of \(endpoint) failed: the broker's certificate does not name '\(name)'"
+        }
+        let reason = state.first_error == 0 ? "no certificate" : String(cString: crmq_tls_verify_error_string(state.first_error))
+        return "TLS verification of \(endpoint) failed: the broker's certificate was refused (\(reason))"
+    }
+
+    private static func checkLogin(
+        _ reply: amqp_rpc_reply_t, endpoint: RabbitMQConfiguration.Endpoint, configuration: RabbitMQConfiguration
+    ) throws(RabbitMQError) {
         switch reply.reply_type {
         case AMQP_RESPONSE_NORMAL:
             return
@@ -171,13 +232,24 @@ final class CConnection {
                 var error = close.error(scope: .connection)
                 if close.replyCode == 403 {
                     error.code = .authenticationFailed
-                    error.message = "login refused by \(endpoint) for user '\(username)': \(close.replyText)"
+                    switch configuration.authenticationMechanism {
+                    case .plain:
+                        error.message = "login refused by \(endpoint) for user '\(configuration.username)': \(close.replyText)"
+                    case .external:
+                        error.message = "login by client certificate (EXTERNAL) refused by \(endpoint): \(close.replyText)"
+                    }
                 }
                 throw error
             }
             throw RabbitMQError(code: .protocolError, scope: .connection, message: "unexpected reply during login")
         case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-            throw RabbitMQError.library(reply.library_error, "login to \(endpoint) failed")
+            var error = RabbitMQError.library(reply.library_error, "login to \(endpoint) failed")
+            if reply.library_error == AMQP_STATUS_BROKER_UNSUPPORTED_SASL_METHOD.rawValue,
+                configuration.authenticationMechanism == .external
+            {
+                error.message += " (EXTERNAL needs the broker's rabbitmq_auth_mechanism_ssl plugin and EXTERNAL in its auth_mechanisms)"
+            }
+            throw error
         default:
             break
         }
@@ -191,6 +263,7 @@ final class CConnection {
         _ = writer?.discard()
         if let watch { Watchdog.shared.unregister(watch) }
         amqp_destroy_connection(state)
+        tls?.deallocate()
     }
 
     // MARK: Reading
@@ -312,7 +385,7 @@ final class CConnection {
 
     // MARK: Writing
 
-    /// Sends a method (on TCP: buffers it; ``flush(publishes:)`` writes it).
+    /// Buffers a method; ``flush(publishes:)`` writes it.
     func send(_ method: OutboundMethod, channel: UInt16) throws(RabbitMQError) {
         let status: Int32 = scratch.withCMethod(method) { id, decoded in
             if let writer { return writer.appendMethod(channel: channel, id: id, decoded: decoded) }
@@ -334,7 +407,7 @@ final class CConnection {
     }
 
     enum PublishResult {
-        /// Written (TLS) or buffered (TCP).
+        /// Buffered (or written by rabbitmq-c, on a TLS connection without a writer).
         case sent
         /// Its content header cannot fit in a frame: not published.
         case tooLarge
@@ -367,7 +440,7 @@ final class CConnection {
         return .sent
     }
 
-    /// Bytes waiting for the socket to take them (TCP; TLS writes at once).
+    /// Bytes waiting for the socket to take them.
     var writeBacklog: Int { writer?.backlog ?? 0 }
 
     /// Writes what is buffered, as far as the socket takes it now. Returns whether bytes
@@ -396,7 +469,8 @@ final class CConnection {
         return milliseconds < 0 ? nil : .milliseconds(milliseconds)
     }
 
-    /// Runs a rabbitmq-c call that may block in a send (TLS), under the watchdog's eye.
+    /// Runs a rabbitmq-c call that may block in a send (TLS reads, and writes without a
+    /// writer), under the watchdog's eye.
     @inline(__always)
     private func guarded<T>(_ body: () -> T) -> T {
         if let watch { return watch.guarded(body) }

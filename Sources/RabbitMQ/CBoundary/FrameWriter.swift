@@ -1,9 +1,11 @@
 import CRabbitMQ
 import Glibc
 
-/// Every byte a plain-TCP connection sends after login: methods, publishes (basic.publish,
-/// content header and body frames) and heartbeats, encoded into one buffer and written with
-/// `sendmsg` in batches, never blocking. I/O thread only.
+/// Every byte a connection sends after login: methods, publishes (basic.publish, content
+/// header and body frames) and heartbeats, encoded into one buffer and written in batches,
+/// never blocking: with `sendmsg` on plain TCP, with `SSL_write` on the connection's SSL
+/// object on TLS (one encrypted write per stretch of the buffer, not three per message as
+/// rabbitmq-c's `amqp_basic_publish` does). I/O thread only.
 ///
 /// rabbitmq-c still reads frames, but sends nothing after login: its heartbeat timer is
 /// switched off (the I/O loop sends heartbeats through here), so no frame of rabbitmq-c can
@@ -51,8 +53,13 @@ final class FrameWriter {
     @exclusivity(unchecked) private var publishEndsHead = 0
     @exclusivity(unchecked) private var iovecs: [iovec] = []
 
-    init(socket: Int32, frameMax: Int) {
+    /// The connection's OpenSSL `SSL` (rabbitmq-c's, non-blocking, partial writes on), or nil
+    /// on plain TCP.
+    private let ssl: OpaquePointer?
+
+    init(socket: Int32, frameMax: Int, ssl: OpaquePointer? = nil) {
         socketDescriptor = socket
+        self.ssl = ssl
         self.frameMax = frameMax > 0 ? frameMax : 131_072
         capacity = 64 * 1024 + 2 * self.frameMax
         buffer = .allocate(byteCount: capacity, alignment: 16)
@@ -363,6 +370,7 @@ final class FrameWriter {
     /// Writes as much as the socket takes now, without waiting. `publishes` counts the
     /// publishes whose last byte was written by this call.
     func write(publishes: inout Int) -> WriteResult {
+        if let ssl { return writeTLS(ssl, publishes: &publishes) }
         while segmentHead < segments.count {
             iovecs.removeAll(keepingCapacity: true)
             var index = segmentHead
@@ -393,6 +401,36 @@ final class FrameWriter {
                 }
             }
             advance(by: sent, publishes: &publishes)
+        }
+        resetBuffer()
+        return .done
+    }
+
+    /// ``write(publishes:)`` through OpenSSL: each stretch (the buffer's, or a large body) in
+    /// one `SSL_write`, which OpenSSL cuts into records of up to 16 KiB. After a WANT_WRITE the
+    /// next call starts with the same stretch, no shorter (it may have grown, and moved: the
+    /// shim sets SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER), as OpenSSL requires.
+    private func writeTLS(_ ssl: OpaquePointer, publishes: inout Int) -> WriteResult {
+        while segmentHead < segments.count {
+            let segment = segments[segmentHead]
+            let result: Int
+            switch segment.source {
+            case .buffer(let start):
+                result = crmq_tls_write(ssl, buffer + start, segment.length)
+            case .body(let body, let start):
+                result = body.withUnsafeBytes { bytes in crmq_tls_write(ssl, bytes.baseAddress! + start, segment.length) }
+            }
+            if result > 0 {
+                advance(by: result, publishes: &publishes)
+                continue
+            }
+            switch result {
+            // A read the TLS layer needs first (renegotiation; not in TLS 1.3) comes with the
+            // loop's next read: it always polls for input.
+            case CRMQ_TLS_WANT_WRITE, CRMQ_TLS_WANT_READ: return .wouldBlock
+            case CRMQ_TLS_CLOSED: return .failed(AMQP_STATUS_CONNECTION_CLOSED.rawValue)
+            default: return .failed(AMQP_STATUS_SSL_ERROR.rawValue)
+            }
         }
         resetBuffer()
         return .done

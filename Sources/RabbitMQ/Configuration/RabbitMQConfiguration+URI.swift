@@ -6,8 +6,11 @@ extension RabbitMQConfiguration {
     /// User, password and virtual host are percent-decoded (`%2f` is `/`); a missing or empty
     /// path means the default virtual host `/`. Supported query keys: `heartbeat` (seconds),
     /// `connection_timeout` (milliseconds), `frame_max`, `channel_max`, `connection_name`,
-    /// and for TLS `cacertfile`, `certfile`, `keyfile`, `verify` (`verify_peer` or
-    /// `verify_none`). Any other key is an error, so a typo is not silently ignored.
+    /// `auth_mechanism` (`plain` or `external`: the client certificate; repeated, the first
+    /// one this client supports wins), and for TLS `cacertfile`, `certfile`, `keyfile`,
+    /// `verify` (`verify_peer` or `verify_none`) and `server_name_indication` (the name the
+    /// broker's certificate must carry, when not the host). Any other key is an error, so a
+    /// typo is not silently ignored.
     ///
     /// - Throws: ``RabbitMQError`` with code `invalidURI`, naming the problem; the message
     ///   never repeats the password.
@@ -18,8 +21,14 @@ extension RabbitMQConfiguration {
         username = parsed.username ?? "guest"
         password = parsed.password ?? "guest"
         virtualHost = parsed.virtualHost
+        var mechanisms: [String] = []
         for (key, value) in parsed.query {
             switch key {
+            case "auth_mechanism":
+                mechanisms.append(value.lowercased())
+            case "server_name_indication":
+                guard !value.isEmpty else { throw .invalidURI("query parameter server_name_indication is empty") }
+                tls.serverName = value
             case "heartbeat":
                 heartbeat = .seconds(try Self.integer(value, key: key, range: 0...65535))
             case "connection_timeout":
@@ -47,6 +56,14 @@ extension RabbitMQConfiguration {
             default:
                 throw .invalidURI("unsupported query parameter '\(key)'")
             }
+        }
+        if !mechanisms.isEmpty {
+            // The RabbitMQ URI spec lets the parameter repeat, in order of preference.
+            guard let supported = mechanisms.first(where: { $0 == "plain" || $0 == "external" }) else {
+                throw .invalidURI(
+                    "auth_mechanism \(mechanisms.joined(separator: ", ")) is not supported (plain or external)")
+            }
+            authenticationMechanism = supported == "external" ? .external : .plain
         }
     }
 

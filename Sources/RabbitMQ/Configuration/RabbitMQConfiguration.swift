@@ -47,27 +47,49 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
         public var keyPath: String?
         /// Verify the broker's certificate chain. Default: true.
         public var verifyPeer: Bool
-        /// Verify that the certificate names the host (DNS names only in rabbitmq-c 0.11).
-        /// Default: true.
+        /// Verify that the certificate names the host connected to (or ``serverName``): a DNS
+        /// name in its subjectAltName (or common name), or an IP address in its subjectAltName
+        /// when the host is an address. OpenSSL checks it during verification. Default: true.
         public var verifyHostname: Bool
+        /// The name the broker's certificate must carry when it is not the host connected to,
+        /// for example a broker reached by IP address whose certificate names it by DNS name
+        /// (the URI's `server_name_indication`). rabbitmq-c sends the host as the TLS server
+        /// name indication either way. Default: nil (the endpoint's host).
+        public var serverName: String?
 
         /// Creates TLS settings; the defaults verify everything.
         public init(
             caCertificatePath: String? = nil, certificatePath: String? = nil, keyPath: String? = nil,
-            verifyPeer: Bool = true, verifyHostname: Bool = true
+            verifyPeer: Bool = true, verifyHostname: Bool = true, serverName: String? = nil
         ) {
             self.caCertificatePath = caCertificatePath
             self.certificatePath = certificatePath
             self.keyPath = keyPath
             self.verifyPeer = verifyPeer
             self.verifyHostname = verifyHostname
+            self.serverName = serverName
         }
+    }
+
+    /// How the connection authenticates (the SASL mechanism of `connection.start-ok`).
+    public enum AuthenticationMechanism: Sendable, Hashable {
+        /// ``username`` and ``password``, sent inside the connection (TLS keeps them secret
+        /// on the wire).
+        case plain
+        /// The client certificate of a TLS connection; the broker takes the user name from it
+        /// (by default its common name). Needs `amqps` endpoints, ``TLS/certificatePath`` and
+        /// ``TLS/keyPath``, and on the broker the `rabbitmq_auth_mechanism_ssl` plugin with
+        /// `EXTERNAL` in `auth_mechanisms`. ``password`` is not sent; ``username`` goes as the
+        /// SASL authorization identity, which RabbitMQ ignores.
+        case external
     }
 
     /// The brokers to connect to, tried in order. Default: `amqp://127.0.0.1:5672`.
     public var endpoints: [Endpoint]
     /// The virtual host. Default: `/`.
     public var virtualHost: String
+    /// How to log in. Default: `.plain` (``username`` and ``password``).
+    public var authenticationMechanism: AuthenticationMechanism
     /// The user for PLAIN authentication. Default: `guest`.
     public var username: String
     /// The password for PLAIN authentication; never logged or printed. Default: `guest`.
@@ -125,6 +147,7 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
     ) {
         self.endpoints = [Endpoint(host: host, port: port, useTLS: useTLS)]
         self.virtualHost = virtualHost
+        self.authenticationMechanism = .plain
         self.username = username
         self.password = password
         self.heartbeat = .seconds(30)
@@ -151,6 +174,20 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
             guard !endpoint.host.isEmpty else { throw .invalidConfiguration("empty host") }
             guard (1...65535).contains(endpoint.port) else {
                 throw .invalidConfiguration("port \(endpoint.port) is outside 1...65535")
+            }
+        }
+        if (tls.certificatePath == nil) != (tls.keyPath == nil) {
+            throw .invalidConfiguration("a client certificate needs both tls.certificatePath and tls.keyPath")
+        }
+        if let serverName = tls.serverName, serverName.isEmpty || serverName.utf8.contains(0) {
+            throw .invalidConfiguration("tls.serverName must be a non-empty name without NUL bytes")
+        }
+        if authenticationMechanism == .external {
+            guard endpoints.allSatisfy(\.useTLS) else {
+                throw .invalidConfiguration("EXTERNAL authentication needs TLS (amqps) on every endpoint")
+            }
+            guard tls.certificatePath != nil else {
+                throw .invalidConfiguration("EXTERNAL authentication needs a client certificate (tls.certificatePath and tls.keyPath)")
             }
         }
         guard heartbeat >= .zero, heartbeat <= .seconds(65535) else {
