@@ -457,7 +457,7 @@ export RABBITMQ_TEST_PIDFILE='$PID_FILE'
 export RABBITMQ_TEST_CTL='$SELF'
 EOF
     if [[ "$RMQ_TLS_PORT" != 0 ]]; then
-        echo "export RABBITMQ_TLS_URL='amqps://guest:guest@127.0.0.1:$RMQ_TLS_PORT/' RABBITMQ_TEST_TLS_DIR='$TLS_DIR'"
+        echo "export RABBITMQ_TLS_URL='amqps://guest:guest@127.0.0.1:$RMQ_TLS_PORT/?cacertfile=$TLS_DIR/ca.pem' RABBITMQ_TEST_TLS_DIR='$TLS_DIR'"
     fi
     if [[ "$RMQ_VERSION" == 4 ]]; then
         # The tests run RABBITMQ_TEST_CTL with these, so that it finds this node.

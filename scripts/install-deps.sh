@@ -37,7 +37,7 @@ apt_install() {
 
 missing=()
 # procps: pgrep, which broker.sh uses to find a node that lost its pid file.
-for pkg in librabbitmq-dev pkg-config rabbitmq-server procps; do
+for pkg in librabbitmq-dev libssl-dev openssl pkg-config rabbitmq-server procps; do
     is_installed "$pkg" || missing+=("$pkg")
 done
 # A minimal Debian may lack Python altogether; Debian's python3-pip brings

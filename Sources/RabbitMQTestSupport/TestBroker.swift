@@ -34,7 +34,8 @@ public enum TestBroker {
         return !(environment["RABBITMQ_TLS_URL"] ?? "").isEmpty && !(environment["RABBITMQ_TEST_TLS_DIR"] ?? "").isEmpty
     }
 
-    /// The broker's TLS listener as an `amqps://guest:guest@127.0.0.1:PORT/` URL.
+    /// The broker's TLS listener as an `amqps://guest:guest@127.0.0.1:PORT/?cacertfile=CA`
+    /// URL: verified by the test CA (append more query parameters with `&`).
     public static var tlsURL: String {
         get throws {
             guard let url = ProcessInfo.processInfo.environment["RABBITMQ_TLS_URL"], !url.isEmpty else {
@@ -57,11 +58,11 @@ public enum TestBroker {
     public static let tlsClientName = "rmqswift-client"
 
     /// A configuration for the broker's TLS listener, verifying it by the test CA; `query`
-    /// is appended to the URI (for example `&certfile=...`).
+    /// is appended to ``tlsURL`` (for example `&certfile=...`).
     public static func tlsConfiguration(
         name: String = uniqueName("tls"), query: String = "", recovery: RabbitMQConfiguration.Recovery = fastRecovery
     ) throws -> RabbitMQConfiguration {
-        var configuration = try RabbitMQConfiguration(uri: tlsURL + "?cacertfile=\(try tlsFile("ca.pem"))" + query)
+        var configuration = try RabbitMQConfiguration(uri: tlsURL + query)
         configuration.connectionName = name
         configuration.heartbeat = .seconds(10)
         configuration.recovery = recovery

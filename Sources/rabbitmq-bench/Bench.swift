@@ -8,7 +8,8 @@ struct Bench: ParsableCommand {
         commandName: "rabbitmq-bench",
         abstract: "Measures the RabbitMQ Swift layer against the raw rabbitmq-c baseline on the same broker.",
         discussion: """
-            The broker comes from RABBITMQ_URL (default amqp://guest:guest@127.0.0.1:5672/). Each scenario \
+            The broker comes from RABBITMQ_URL (default amqp://guest:guest@127.0.0.1:5672/), the TLS \
+            scenarios' from RABBITMQ_TLS_URL (amqps://...?cacertfile=CA.pem; without it they are left out). Each scenario \
             runs once per implementation as a warm-up, then for --rounds rounds alternating C and Swift. \
             Scenarios: \(Scenario.Kind.allCases.map(\.rawValue).joined(separator: ", ")).
             """,
@@ -73,10 +74,13 @@ extension Bench {
             if !json { print(warning) }
             #endif
             let endpoint = try BenchEndpoint(uri: brokerURL())
-            let scenarios = try Scenario.selection(names: scenario, size: size, messages: messages, smoke: smoke)
+            let tlsEndpoint = try tlsBrokerURL().map { try BenchEndpoint(uri: $0) }
+            let scenarios = try Scenario.selection(
+                names: scenario, size: size, messages: messages, smoke: smoke, tls: tlsEndpoint != nil)
             let rounds = self.rounds ?? (smoke ? 1 : 5)
             let runner = Runner(
-                c: CBaseline(endpoint: endpoint), swift: SwiftScenarios(endpoint: endpoint), maxSeconds: maxSeconds)
+                c: CBaseline(endpoint: endpoint), swift: SwiftScenarios(endpoint: endpoint),
+                tls: tlsEndpoint.map { (CBaseline(endpoint: $0), SwiftScenarios(endpoint: $0)) }, maxSeconds: maxSeconds)
             let machine = MachineInfo.current()
             log("rabbitmq-bench: \(scenarios.count) scenarios, \(rounds) rounds, broker \(endpoint.host):\(endpoint.port)")
 
@@ -189,6 +193,13 @@ extension Bench {
 /// `RABBITMQ_URL`, or the broker a default RabbitMQ installation listens on.
 func brokerURL() -> String {
     Glibc.getenv("RABBITMQ_URL").map { String(cString: $0) } ?? "amqp://guest:guest@127.0.0.1:5672/"
+}
+
+/// `RABBITMQ_TLS_URL` (an `amqps://` URL, with `cacertfile` for verification), if set: the
+/// endpoint of the TLS scenarios.
+func tlsBrokerURL() -> String? {
+    guard let url = Glibc.getenv("RABBITMQ_TLS_URL").map({ String(cString: $0) }), !url.isEmpty else { return nil }
+    return url
 }
 
 /// Progress goes to standard error, so standard output holds only the table or the JSON.

@@ -11,14 +11,16 @@ struct BenchEndpoint: Sendable {
     var virtualHost: String
     var username: String
     var password: String
+    var useTLS: Bool
+    var caCertificatePath: String?
 
     init(uri: String) throws {
         var configuration = try RabbitMQConfiguration(uri: uri)
         // Connection and channel events would otherwise be printed between the results.
         configuration.logger = Logger(label: "rabbitmq-bench", factory: { _ in SwiftLogNoOpLogHandler() })
-        guard let endpoint = configuration.endpoints.first, !endpoint.useTLS else {
-            throw BenchError("RABBITMQ_URL must be a plain amqp:// URL (the C baseline speaks TCP only)")
-        }
+        guard let endpoint = configuration.endpoints.first else { throw BenchError("\(uri) names no broker") }
+        useTLS = endpoint.useTLS
+        caCertificatePath = configuration.tls.caCertificatePath
         self.configuration = configuration
         self.host = endpoint.host
         self.port = endpoint.port
@@ -33,11 +35,14 @@ struct BenchEndpoint: Sendable {
             virtualHost.withCString { vhost in
                 username.withCString { user in
                     password.withCString { password in
-                        var endpoint = crmq_bench_endpoint(
-                            host: host, port: Int32(port), vhost: vhost, user: user, password: password,
-                            channel_max: Int32(configuration.channelMax), frame_max: Int32(configuration.frameMax),
-                            heartbeat: Int32(configuration.heartbeat.components.seconds))
-                        return body(&endpoint)
+                        (caCertificatePath ?? "").withCString { ca in
+                            var endpoint = crmq_bench_endpoint(
+                                host: host, port: Int32(port), vhost: vhost, user: user, password: password,
+                                channel_max: Int32(configuration.channelMax), frame_max: Int32(configuration.frameMax),
+                                heartbeat: Int32(configuration.heartbeat.components.seconds), tls: useTLS ? 1 : 0,
+                                cacert: caCertificatePath == nil ? nil : ca)
+                            return body(&endpoint)
+                        }
                     }
                 }
             }

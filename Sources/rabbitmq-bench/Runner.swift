@@ -4,6 +4,8 @@ import Glibc
 struct Runner: Sendable {
     let c: CBaseline
     let swift: SwiftScenarios
+    /// The same on the TLS endpoint (RABBITMQ_TLS_URL), when one is configured.
+    let tls: (c: CBaseline, swift: SwiftScenarios)?
     let maxSeconds: Double
     /// Queue names carry the process id, so concurrent benchmarks on one broker do not mix.
     let prefix = "rabbitmq-bench.\(getpid())"
@@ -15,7 +17,7 @@ struct Runner: Sendable {
     /// Resets the scenario's queue; for `consume`, fills it with exactly `count` messages.
     func prepare(_ scenario: Scenario, count: Int) async throws {
         let queue = queue(for: scenario)
-        switch scenario.kind {
+        switch scenario.kind.workload {
         case .publish, .publishHeaders, .confirmStream, .confirmEach:
             try await c.resetQueue(queue, maxLength: Scenario.maxQueueLength)
         case .consume:
@@ -29,6 +31,8 @@ struct Runner: Sendable {
             break  // the echo server's queue lives as long as the server
         case .fieldTable, .envelope:
             break  // broker-free
+        case .publishTLS, .consumeTLS:
+            preconditionFailure("a workload is never a TLS kind")
         }
     }
 
@@ -36,7 +40,13 @@ struct Runner: Sendable {
         try await prepare(scenario, count: count)
         let queue = queue(for: scenario)
         let size = scenario.size
-        switch (scenario.kind, implementation) {
+        var c = self.c
+        var swift = self.swift
+        if scenario.kind.overTLS {
+            guard let tls else { throw BenchError("\(scenario.kind.rawValue) needs RABBITMQ_TLS_URL") }
+            (c, swift) = tls
+        }
+        switch (scenario.kind.workload, implementation) {
         case (.publish, .c), (.publishHeaders, .c):
             return try await c.publish(
                 queue: queue, size: size, count: count, headers: scenario.kind == .publishHeaders, maxSeconds: maxSeconds)
@@ -75,6 +85,8 @@ struct Runner: Sendable {
             throw BenchError("the envelope scenario has no C implementation")
         case (.envelope, .swift):
             return try await swift.envelope(size: size, count: count)
+        case (.publishTLS, _), (.consumeTLS, _):
+            preconditionFailure("a workload is never a TLS kind")
         }
     }
 
@@ -84,7 +96,7 @@ struct Runner: Sendable {
         let expected: UInt64
         let what: String
         var check = result.check
-        switch scenario.kind {
+        switch scenario.kind.workload {
         case .publish, .publishHeaders:
             expected = UInt64(min(count, Scenario.maxQueueLength))
             what = "messages in the queue"
@@ -113,6 +125,8 @@ struct Runner: Sendable {
         case .envelope:
             expected = UInt64(count)
             what = "decoded envelopes with the id and data encoded"
+        case .publishTLS, .consumeTLS:
+            preconditionFailure("a workload is never a TLS kind")
         }
         if result.messages != UInt64(count) { return "\(result.messages) of \(count) messages" }
         if check != expected { return "\(what): \(check), expected \(expected)" }

@@ -23,6 +23,22 @@ struct Scenario: Sendable {
         /// `rpc` with the patterns layer's RabbitMQRPCClient, against the same echo server and
         /// the same C client.
         case rpcPatterns = "rpc-patterns"
+        /// `publish` over TLS (RABBITMQ_TLS_URL), C through rabbitmq-c's OpenSSL socket.
+        case publishTLS = "publish-tls"
+        /// `consume` over TLS (the queue is filled over plain TCP).
+        case consumeTLS = "consume-tls"
+
+        /// Whether the scenario runs on the TLS endpoint.
+        var overTLS: Bool { self == .publishTLS || self == .consumeTLS }
+
+        /// What the scenario does, whatever the transport.
+        var workload: Kind {
+            switch self {
+            case .publishTLS: .publish
+            case .consumeTLS: .consume
+            default: self
+            }
+        }
 
         var hasLatency: Bool { self == .confirmEach || self == .rpc || self == .rpcPatterns }
 
@@ -36,7 +52,7 @@ struct Scenario: Sendable {
         /// Whether runs declare and use a queue of their own (reset before each run).
         var usesQueue: Bool {
             switch self {
-            case .publish, .publishHeaders, .confirmStream, .confirmEach, .consume: true
+            case .publish, .publishHeaders, .confirmStream, .confirmEach, .consume, .publishTLS, .consumeTLS: true
             case .rpc, .rpcPatterns, .fieldTable, .envelope: false
             }
         }
@@ -47,7 +63,7 @@ struct Scenario: Sendable {
         /// Body sizes run when `--size` is not given.
         var defaultSizes: [Int] {
             switch self {
-            case .publish: [16, 1024, 65536]
+            case .publish, .publishTLS: [16, 1024, 65536]
             case .fieldTable: [0]
             case .envelope: [16, 16384]
             default: [16]
@@ -57,6 +73,7 @@ struct Scenario: Sendable {
         /// Messages per run when `--messages` is not given: sized so the default set fits in
         /// about three minutes on a 2-core machine.
         func defaultMessages(size: Int, smoke: Bool) -> Int {
+            if overTLS { return workload.defaultMessages(size: size, smoke: smoke) }
             switch self {
             case .confirmEach, .rpc, .rpcPatterns: return smoke ? 50 : 3_000
             case .publish where size >= 65536: return smoke ? 100 : 6_000
@@ -66,6 +83,7 @@ struct Scenario: Sendable {
             case .fieldTable: return smoke ? 200 : 1_000_000
             case .envelope where size >= 16384: return smoke ? 20 : 10_000
             case .envelope: return smoke ? 200 : 50_000
+            case .publishTLS, .consumeTLS: return 0  // as their workload (above)
             }
         }
     }
@@ -99,7 +117,8 @@ struct Scenario: Sendable {
     }
 
     /// The scenarios to run: every kind (or the named ones) at its default sizes (or `size`).
-    static func selection(names: [String], size: Int?, messages: Int?, smoke: Bool) throws -> [Scenario] {
+    /// Without names, the TLS scenarios only when `tls` (a TLS endpoint is configured).
+    static func selection(names: [String], size: Int?, messages: Int?, smoke: Bool, tls: Bool) throws -> [Scenario] {
         var kinds: [Kind] = []
         for name in names.flatMap({ $0.split(separator: ",").map(String.init) }) {
             guard let kind = Kind(rawValue: name) else {
@@ -108,7 +127,10 @@ struct Scenario: Sendable {
             }
             if !kinds.contains(kind) { kinds.append(kind) }
         }
-        if kinds.isEmpty { kinds = Kind.allCases }
+        if kinds.isEmpty { kinds = Kind.allCases.filter { tls || !$0.overTLS } }
+        if !tls, let kind = kinds.first(where: \.overTLS) {
+            throw BenchError("scenario \(kind.rawValue) needs RABBITMQ_TLS_URL (an amqps:// URL with cacertfile)")
+        }
         return kinds.flatMap { kind in
             ((kind.usesSize ? size.map { [$0] } : nil) ?? kind.defaultSizes).map { size in
                 Scenario(kind: kind, size: size, messages: messages ?? kind.defaultMessages(size: size, smoke: smoke))

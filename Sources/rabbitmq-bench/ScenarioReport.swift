@@ -53,7 +53,7 @@ struct ScenarioReport: Sendable {
     /// The targets for this scenario as (metric, limit, whether higher is better).
     var targets: [(Metric, Double, Bool)] {
         switch scenario.kind {
-        case .publish, .publishHeaders, .consume: [(.throughput, 0.95, true), (.cpu, 1.10, false)]
+        case .publish, .publishHeaders, .consume, .publishTLS, .consumeTLS: [(.throughput, 0.95, true), (.cpu, 1.10, false)]
         case .confirmStream: [(.throughput, 0.90, true)]
         case .confirmEach: [(.throughput, 0.95, true)]
         case .rpc, .rpcPatterns: [(.p50, 1.10, false)]

@@ -28,6 +28,8 @@ typedef struct crmq_bench_endpoint {
   int channel_max; /* 0: 256, like RabbitMQConfiguration */
   int frame_max;   /* 0: 131072 */
   int heartbeat;   /* seconds; 30 like RabbitMQConfiguration */
+  int tls;            /* 1: rabbitmq-c's OpenSSL socket, verifying the broker by `cacert` */
+  const char *cacert; /* PEM file of the CA (TLS); NULL: no peer verification */
 } crmq_bench_endpoint;
 
 /* A point in time for one measurement: wall clock and the process's CPU time, the
