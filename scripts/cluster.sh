@@ -23,7 +23,9 @@
 #   ctl N ARGS...  `rabbitmqctl -n NODE_N ARGS...` (bounded to 60 s)
 #
 # N is 1, 2 or 3. Nodes are rmqc1@localhost..rmqc3@localhost with AMQP on
-# 127.0.0.1:5801..5803 and Erlang distribution on 25801..25803.
+# 127.0.0.1:5801..5803, TLS on 6801..6803 (certificates of one test CA for all
+# three, made by broker.sh in CLUSTER_DIR/tls) and Erlang distribution on
+# 25801..25803.
 #
 # Environment (all optional):
 #   CLUSTER_BASE_PORT  AMQP port of node 1; node N uses BASE+N-1 and
@@ -108,6 +110,8 @@ broker() {
     RMQ_NODE="$(node_name "$n")" \
         RMQ_PORT="$(node_port "$n")" \
         RMQ_DIST_PORT=$(($(node_port "$n") + 20000)) \
+        RMQ_TLS_PORT=$(($(node_port "$n") + 1000)) \
+        RMQ_TLS_DIR="$CLUSTER_DIR/tls" \
         RMQ_BASE="$(node_base "$n")" \
         RMQ_EXTRA_CONF="cluster_partition_handling = $CLUSTER_PARTITION_HANDLING" \
         "$BROKER" "$@"
@@ -392,13 +396,15 @@ cmd_stop_node() {
 }
 
 cmd_env() {
-    local n urls="" names=""
+    local n urls="" names="" tls_urls=""
     for n in $(all_nodes); do
         urls+="${urls:+,}amqp://guest:guest@127.0.0.1:$(node_port "$n")/"
+        tls_urls+="${tls_urls:+,}amqps://guest:guest@127.0.0.1:$(($(node_port "$n") + 1000))/?cacertfile=$HOST_DIR/tls/ca.pem"
         names+="${names:+,}$(node_name "$n")"
     done
     cat <<EOF
 export RABBITMQ_CLUSTER_URLS='$urls'
+export RABBITMQ_CLUSTER_TLS_URLS='$tls_urls'
 export RABBITMQ_CLUSTER_NODES='$names'
 export RABBITMQ_CLUSTER_CTL='$SELF'
 EOF

@@ -16,7 +16,9 @@
 #   6. swift test --filter "BrokerWideTests|FaultTests" (tests that change
 #      broker-wide state: memory alarms, SIGSTOP, kill -9 and restart of the
 #      broker, a node killed in a three-node cluster that scripts/cluster.sh
-#      starts for them; run alone, serially)
+#      starts for them, over TCP and TLS; run alone, serially)
+#   6b. the same against a RabbitMQ 4.0 node and a three-node 4.0 cluster
+#      (skipped, and said so, as 4b is)
 #   7. the benchmark's smoke run, and a 2-minute soak (scripts/soak.sh: some
 #      200,000 messages through periodic faults, 0 lost)
 # Prints a summary ending in "tests: N passed, N failed, N skipped" and exits
@@ -33,6 +35,7 @@ FAILED=0
 STARTED_BROKER=0
 STARTED_CLUSTER=0
 STARTED_BROKER4=0
+STARTED_CLUSTER4=0
 RAN_TESTS=0
 ST_XML=()  # the xUnit files written by Swift Testing (see run_tests)
 
@@ -96,6 +99,9 @@ finish() {
     fi
     if [[ $STARTED_CLUSTER -eq 1 ]]; then
         scripts/cluster.sh stop >/dev/null 2>&1 || echo "test.sh: could not stop the cluster" >&2
+    fi
+    if [[ $STARTED_CLUSTER4 -eq 1 ]]; then
+        cluster4 stop >/dev/null 2>&1 || echo "test.sh: could not stop the RabbitMQ 4 cluster" >&2
     fi
     if [[ $FAILED -eq 1 && $rc -eq 0 ]]; then rc=1; fi
     echo
@@ -243,6 +249,51 @@ if [[ $((xct_wide + st_wide)) -gt 0 ]]; then
     # they must not overlap each other either.
     step "swift test ($BROKER_WIDE)" run_tests broker-wide "$xct_wide" "$st_wide" \
         --no-parallel --filter "$BROKER_WIDE" || true
+fi
+# RabbitMQ 4: the broker-wide and fault tests again, against a 4.0 node and a three-node 4.0
+# cluster (the 3.10 cluster is stopped first: two idle clusters cost the tests CPU).
+cluster4() {
+    env -u CLUSTER_BASE_PORT -u CLUSTER_PREFIX -u CLUSTER_DIR -u RMQ_EPMD_PORT RMQ_VERSION=4 scripts/cluster.sh "$@"
+}
+rabbitmq4_wide_tests() {
+    local rc=0
+    [[ "$(id -u)" -eq 0 ]] || return 4
+    scripts/rabbitmq4-root.sh || return $?
+    if [[ $STARTED_CLUSTER -eq 1 ]]; then
+        scripts/cluster.sh stop >/dev/null 2>&1 || true
+        STARTED_CLUSTER=0
+    fi
+    STARTED_BROKER4=1
+    broker4 start || return 1
+    STARTED_CLUSTER4=1
+    cluster4 start || return 1
+    (
+        eval "$(broker4 env)"
+        eval "$(cluster4 env)"
+        run_tests rabbitmq4-broker-wide "$xct_wide" "$st_wide" --no-parallel --filter "$BROKER_WIDE"
+    ) || rc=$?
+    RAN_TESTS=1
+    if [[ $st_wide -gt 0 && $xct_wide -gt 0 ]]; then ST_XML+=("$RESULTS_DIR/rabbitmq4-broker-wide-swift-testing.xml")
+    elif [[ $st_wide -gt 0 ]]; then ST_XML+=("$RESULTS_DIR/rabbitmq4-broker-wide.xml"); fi
+    cluster4 stop >/dev/null 2>&1 && STARTED_CLUSTER4=0
+    stop_broker4 >/dev/null 2>&1 || true
+    return $rc
+}
+if [[ $# -eq 0 && $STARTED_BROKER -eq 1 && $((xct_wide + st_wide)) -gt 0 ]]; then
+    name="swift test ($BROKER_WIDE) against RabbitMQ 4.0 and a 4.0 cluster"
+    t0=$SECONDS
+    echo "==> $name"
+    rc=0
+    rabbitmq4_wide_tests || rc=$?
+    case $rc in
+        0) SUMMARY+=("PASS  $name ($((SECONDS - t0))s)") ;;
+        3) SUMMARY+=("SKIP  $name: no Debian mirror reachable to make its root") ;;
+        4) SUMMARY+=("SKIP  $name: needs root (chroot, mount)") ;;
+        *)
+            SUMMARY+=("FAIL  $name (exit $rc, $((SECONDS - t0))s)")
+            FAILED=1
+            ;;
+    esac
 fi
 # The benchmark keeps building and working: every scenario with tiny counts, against the
 # test broker, reusing this debug build; it measures nothing and asserts no timing.

@@ -64,7 +64,11 @@ struct BrokerRestartTests {
     /// declares it again. The owner reaches the broker through a proxy that turns it away until
     /// the reader has reconnected: the reader's consumer can then only come back by waiting
     /// for the queue, which is what this tests (whatever order the two would otherwise take).
-    @Test func aConsumerWaitsForItsQueueToBeRedeclaredByAnotherConnection() async throws {
+    /// Not on RabbitMQ 4 (this suite's 4.0 node denies what 4.3 denies): a transient queue
+    /// that is not exclusive, the only kind a restart loses while another connection consumes
+    /// from it, is refused there.
+    @Test(.disabled(if: ProcessInfo.processInfo.environment["RMQ_VERSION"] == "4", "RabbitMQ 4.3 refuses transient non-exclusive queues"))
+    func aConsumerWaitsForItsQueueToBeRedeclaredByAnotherConnection() async throws {
         let proxy = try TestBroker.proxy()
         let owner = try await RabbitMQConnection.connect(configuration: TestBroker.configuration(through: proxy, name: TestBroker.uniqueName("fault-owner")))
         let consuming = try await TestBroker.connect(name: TestBroker.uniqueName("fault-reader"))
@@ -107,7 +111,7 @@ struct BrokerRestartTests {
         let connection = try await TestBroker.connect(name: TestBroker.uniqueName("fault-pause"), heartbeat: .seconds(2))
         let events = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
-        let queue = try await channel.queueDeclare(TestBroker.uniqueName("pause-q"))
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("pause-q"), durable: true)
         let consumer = try await channel.consume(queue: queue.name)
         var iterator = consumer.makeAsyncIterator()
 

@@ -7,8 +7,10 @@ import Testing
 /// Failover across the nodes of a three-node cluster (scripts/cluster.sh).
 @Suite("FaultTests: cluster failover", .serialized, .timeLimit(.minutes(6)))
 struct ClusterFailoverTests {
-    @Test func killingTheConnectedNodeFailsOverWithoutLosingConfirmedMessages() async throws {
-        let urls = try TestCluster.urls
+    /// Over plain TCP, and over TLS (every node's certificate from the same test CA).
+    @Test(arguments: [false, true])
+    func killingTheConnectedNodeFailsOverWithoutLosingConfirmedMessages(overTLS: Bool) async throws {
+        let urls = try overTLS ? TestCluster.tlsURLs : TestCluster.urls
         @Sendable func configuration(_ name: String) throws -> RabbitMQConfiguration {
             var configuration = try RabbitMQConfiguration(uris: urls)
             configuration.connectionName = TestBroker.uniqueName(name)
@@ -19,7 +21,8 @@ struct ClusterFailoverTests {
         }
         let publisherConnection = try await RabbitMQConnection.connect(configuration: configuration("cluster-pub"))
         let consumerConnection = try await RabbitMQConnection.connect(configuration: configuration("cluster-con"))
-        #expect(publisherConnection.endpoint?.port == 5801, "connected to node 1 first")
+        let firstNode = try #require(try RabbitMQConfiguration(uris: urls).endpoints.first)
+        #expect(publisherConnection.endpoint == firstNode, "connected to node 1 first")
         let publisherEvents = ConnectionEventLog(publisherConnection)
         let consumerEvents = ConnectionEventLog(consumerConnection)
 
@@ -43,8 +46,9 @@ struct ClusterFailoverTests {
         let consumerRecovered = try await consumerEvents.recovered("consumer failover", after: consumerBefore)
         try await withTimeout(.seconds(180), "the publisher to finish") { try await publishing.value }
 
-        #expect(publisherConnection.endpoint?.port != 5801, "failed over to another node")
-        #expect(consumerConnection.endpoint?.port != 5801)
+        #expect(publisherConnection.endpoint != firstNode, "failed over to another node")
+        #expect(consumerConnection.endpoint != firstNode)
+        #expect(publisherConnection.endpoint?.useTLS == overTLS && consumerConnection.endpoint?.useTLS == overTLS)
         let report = try await workload.verify {
             var configuration = try configuration("cluster-drain")
             configuration.recovery = .disabled
@@ -53,7 +57,7 @@ struct ClusterFailoverTests {
         consuming.cancel()
         _ = await consuming.result
         print("""
-            fault b: \(report); loss to failover complete: publisher \((publisherRecovered.at - publisherLost.at).milliseconds) ms, \
+            fault b\(overTLS ? " (TLS)" : ""): \(report); loss to failover complete: publisher \((publisherRecovered.at - publisherLost.at).milliseconds) ms, \
             consumer \((consumerRecovered.at - consumerLost.at).milliseconds) ms \
             (publisher now on \(publisherConnection.endpoint.map(\.description) ?? "?"))
             """)

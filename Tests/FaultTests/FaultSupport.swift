@@ -60,6 +60,16 @@ enum TestCluster {
         }
     }
 
+    /// The nodes' TLS listeners, verified by the cluster's test CA (`cacertfile` in each URL).
+    static var tlsURLs: [String] {
+        get throws {
+            guard let value = ProcessInfo.processInfo.environment["RABBITMQ_CLUSTER_TLS_URLS"], !value.isEmpty else {
+                throw TestSupportError("RABBITMQ_CLUSTER_TLS_URLS is not set: run the tests through scripts/test.sh")
+            }
+            return value.split(separator: ",").map(String.init)
+        }
+    }
+
     @discardableResult
     static func control(_ arguments: String...) async throws -> String {
         guard let script = ProcessInfo.processInfo.environment["RABBITMQ_CLUSTER_CTL"] else {
