@@ -107,5 +107,11 @@ struct RetryDecisionTests {
             try RabbitMQRetryQueue.Configuration(delays: [.microseconds(10)]).validate()
         }
         #expect(throws: RabbitMQPatternsError.self) { try RabbitMQRetryQueue.Configuration(concurrency: 0).validate() }
+        #expect(RabbitMQRetryQueue.Configuration().quorum == false)
+        #expect(throws: Never.self) { try RabbitMQRetryQueue.Configuration(quorum: true, deliveryLimit: 5).validate() }
+        #expect(throws: RabbitMQPatternsError.self) {
+            try RabbitMQRetryQueue.Configuration(durable: false, quorum: true).validate()
+        }
+        #expect(throws: RabbitMQPatternsError.self) { try RabbitMQRetryQueue.Configuration(deliveryLimit: 5).validate() }
     }
 }

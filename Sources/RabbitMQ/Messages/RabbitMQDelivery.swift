@@ -55,8 +55,9 @@ public struct RabbitMQDelivery: Sendable {
 
     /// How many times a quorum queue delivered this message before (its `x-delivery-count`
     /// header): nil for other queue types and on a first delivery (RabbitMQ 3.10 says 0 for
-    /// a first `basic.get`). RabbitMQ 3.10 to 4.2 count every return: a nack or reject with
-    /// requeue, and a consumer or channel gone with the message unacknowledged. A quorum
+    /// a first `basic.get`). RabbitMQ 3.10 and 4.0 count every return: a nack or reject with
+    /// requeue, and a consumer or channel gone with the message unacknowledged (4.3 changed
+    /// what counts). A quorum
     /// queue's delivery limit is checked against it
     /// (``RabbitMQQueueType/quorum(deliveryLimit:initialGroupSize:)``).
     public var deliveryCount: Int? {
