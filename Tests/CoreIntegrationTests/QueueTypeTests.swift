@@ -250,6 +250,46 @@ struct QueueTypeTests {
         }
     }
 
+    /// After a recovery a stream consumer goes on after the last message it handed out:
+    /// neither from its first offset again nor skipping what it had received but not handed
+    /// out (those deliveries of the lost connection are dropped).
+    @Test func aRecoveredStreamConsumerGoesOnWhereItStopped() async throws {
+        let publisher = try await TestBroker.connect()
+        let channel = try await publisher.openChannel()
+        let stream = TestBroker.uniqueName("stream-recovered")
+        try await channel.queueDeclare(stream, type: .stream)
+        try await channel.confirmSelect()
+        var confirmations: [RabbitMQConfirmation] = []
+        for index in 0..<1_000 {
+            confirmations.append(try await channel.publishWithConfirm(Array("\(index)".utf8), routingKey: stream))
+        }
+        for confirmation in confirmations { #expect(try await confirmation.outcome() == .acked) }
+
+        let name = TestBroker.uniqueName("stream-reader")
+        let connection = try await TestBroker.connect(name: name)
+        let log = ConnectionEventLog(connection)
+        let consumer = try await connection.openChannel().consume(stream: stream, offset: .first, prefetch: 50)
+        var iterator = consumer.makeAsyncIterator()
+        var seen: [String] = []
+        while seen.count < 300, let delivery = try await iterator.next() {
+            seen.append(delivery.bodyString)
+            try delivery.ack()
+        }
+        try await TestBroker.closeConnection(named: name, reason: "stream recovery test")
+        try await log.recovered()
+        while seen.last != "999", let delivery = try await iterator.next() {
+            seen.append(delivery.bodyString)
+            // A settlement of a delivery of the lost connection is dropped, not an error.
+            try delivery.ack()
+        }
+        #expect(seen.count == 1_000)
+        #expect(seen == (0..<1_000).map(String.init), "in order, none twice, none skipped")
+        try await consumer.cancel()
+        try await connection.close()
+        try await channel.queueDelete(stream)
+        try await publisher.close()
+    }
+
     @Test func streamConsumersWithoutPrefetchOrWithAutoAckAreRefusedBeforeSending() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()

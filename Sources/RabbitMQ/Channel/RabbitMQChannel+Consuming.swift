@@ -39,7 +39,7 @@ extension RabbitMQChannel {
         let request = ConsumeRequest(
             queue: queue, consumerTag: tag, noAck: autoAck, exclusive: exclusive, arguments: arguments)
         try request.check(frameMax: shared.frameMax)
-        let buffer = DeliveryBuffer()
+        let buffer = DeliveryBuffer(tracksStreamOffset: arguments[StreamConsumeCheck.offsetArgument] != nil)
         let sink = ConsumerSink(buffer: buffer, noAck: autoAck, handler: handler)
         let shared = self.shared
         _ = try await shared.core.call({ .consume(shared, request, sink, $0) }, refused: { buffer.finish(throwing: $0) })
@@ -64,9 +64,10 @@ extension RabbitMQChannel {
     /// }
     /// ```
     ///
-    /// After a connection recovery the consumer starts again from `offset`, not from where
-    /// it stopped: `.next` skips what was published meanwhile, `.first` and `.offset(_:)`
-    /// read again. Track ``RabbitMQDelivery/streamOffset`` to skip what was seen.
+    /// After a connection recovery the consumer goes on after the last delivery the iterator
+    /// handed out (deliveries of the lost connection not handed out yet are dropped, as for
+    /// any consumer, and read again). One that had handed out nothing starts from `offset`
+    /// again: with `.next`, what was published during the outage is skipped.
     ///
     /// - Parameters:
     ///   - stream: The stream (a queue declared with ``RabbitMQQueueType/stream``).
