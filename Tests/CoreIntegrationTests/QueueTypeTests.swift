@@ -127,6 +127,25 @@ struct QueueTypeTests {
         try await connection.close()
     }
 
+    /// `.unlimited` turns RabbitMQ 4.0's default limit off (-1), and on 3.x, which would
+    /// take -1 as "drop at the first return", is left out (no limit there by default).
+    @Test func anUnlimitedDeliveryLimitNeverGivesUp() async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let queue = TestBroker.uniqueName("quorum-unlimited")
+        try await channel.queueDeclare(queue, type: .quorum(deliveryLimit: .unlimited))
+        try await channel.confirmSelect()
+        #expect(try await channel.publishAndWaitForConfirm(Array("again".utf8), routingKey: queue) == .acked)
+        var returns = 0
+        while returns < 25, let delivery = try await channel.get(queue: queue) {
+            try delivery.nack(requeue: true)
+            returns += 1
+        }
+        #expect(returns == 25, "past RabbitMQ 4.0's default limit")
+        try await channel.queueDelete(queue)
+        try await connection.close()
+    }
+
     /// What a consumer that goes away without acknowledging does to the count: RabbitMQ 3.10
     /// and 4.0 count it as a delivery (4.3 stops counting it).
     @Test func aConsumerGoneWithAnUnacknowledgedMessageCountsAsADelivery() async throws {

@@ -32,6 +32,24 @@ struct QueueTypeTests {
         #expect(try arguments(.quorum(deliveryLimit: .limit(0)))["x-delivery-limit"] == .int64(0))
     }
 
+    /// RabbitMQ 3.x has no default delivery limit but takes -1 as "drop at the first
+    /// return": an unlimited limit is left out there.
+    @Test func anUnlimitedDeliveryLimitIsLeftOutForRabbitMQ3() throws {
+        func limit(_ version: String?) throws -> RabbitMQFieldValue? {
+            try RabbitMQQueueType.quorum(deliveryLimit: .unlimited).declarationArguments(
+                durable: true, exclusive: false, autoDelete: false, arguments: [:], brokerVersion: version)["x-delivery-limit"]
+        }
+        #expect(try limit("3.10.8") == nil)
+        #expect(try limit("3.13.7") == nil)
+        #expect(try limit("4.0.5") == .int64(-1))
+        #expect(try limit("4.3.0-beta.1") == .int64(-1))
+        #expect(try limit(nil) == .int64(-1))
+        #expect(try limit("unknown") == .int64(-1))
+        let five = try RabbitMQQueueType.quorum(deliveryLimit: 5).declarationArguments(
+            durable: true, exclusive: false, autoDelete: false, arguments: [:], brokerVersion: "3.10.8")
+        #expect(five["x-delivery-limit"] == .int64(5))
+    }
+
     @Test func streamArgumentsHaveTheirAMQPTypes() throws {
         #expect(try arguments(.stream) == ["x-queue-type": "stream"])
         let table = try arguments(.stream(maxLengthBytes: 1 << 30, maxSegmentSizeBytes: 1 << 20, maxAge: .seconds(3600)))

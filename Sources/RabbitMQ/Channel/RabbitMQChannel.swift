@@ -145,7 +145,8 @@ public final class RabbitMQChannel: Sendable {
         autoDelete: Bool = false, arguments: RabbitMQFieldTable = [:]
     ) async throws -> RabbitMQQueueDeclareResult {
         let arguments = try type.declarationArguments(
-            durable: durable, exclusive: exclusive, autoDelete: autoDelete, arguments: arguments)
+            durable: durable, exclusive: exclusive, autoDelete: autoDelete, arguments: arguments,
+            brokerVersion: connection.serverProperties["version"]?.stringValue)
         return try await queueDeclare(
             name, durable: durable, exclusive: exclusive, autoDelete: autoDelete, arguments: arguments)
     }

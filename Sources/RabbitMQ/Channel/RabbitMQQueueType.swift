@@ -20,8 +20,10 @@ public struct RabbitMQQueueType: Sendable, Hashable, CustomStringConvertible {
 
         /// At most `count` returns; 0 dead-letters (or drops) a message at its first return.
         public static func limit(_ count: Int) -> DeliveryLimit { DeliveryLimit(value: Int64(count)) }
-        /// No limit (`x-delivery-limit: -1`). RabbitMQ 4.0 and later only: 3.x refuses a
-        /// negative limit (406); there, leave the limit out, which means no limit.
+        /// No limit: `x-delivery-limit: -1` for RabbitMQ 4.0 and later, and no argument at
+        /// all for 3.x, which has no default limit but would take -1 as "drop the message at
+        /// its first return". ``RabbitMQChannel/queueDeclare(_:type:durable:exclusive:autoDelete:arguments:)``
+        /// asks the broker's version.
         public static let unlimited = DeliveryLimit(value: -1)
 
         public init(integerLiteral value: Int) { self.value = Int64(value) }
@@ -104,6 +106,23 @@ public struct RabbitMQQueueType: Sendable, Hashable, CustomStringConvertible {
     public func declarationArguments(
         durable: Bool, exclusive: Bool, autoDelete: Bool, arguments: RabbitMQFieldTable = [:]
     ) throws(RabbitMQError) -> RabbitMQFieldTable {
+        try declarationArguments(
+            durable: durable, exclusive: exclusive, autoDelete: autoDelete, arguments: arguments, brokerVersion: nil)
+    }
+
+    /// Whether a broker of this `version` (its `version` server property) takes
+    /// `x-delivery-limit: -1` for no limit: RabbitMQ 4.0 and later. 3.x drops a message at
+    /// its first return under that limit. An unknown version is taken as a current one.
+    static func understandsUnlimitedDeliveryLimit(brokerVersion version: String?) -> Bool {
+        guard let version, let major = Int(version.prefix { $0 != "." }) else { return true }
+        return major >= 4
+    }
+
+    /// ``declarationArguments(durable:exclusive:autoDelete:arguments:)`` for a broker of
+    /// `brokerVersion`: an unlimited delivery limit is left out for RabbitMQ 3.x.
+    func declarationArguments(
+        durable: Bool, exclusive: Bool, autoDelete: Bool, arguments: RabbitMQFieldTable, brokerVersion: String?
+    ) throws(RabbitMQError) -> RabbitMQFieldTable {
         var own: RabbitMQFieldTable = ["x-queue-type": .string(name)]
         switch kind {
         case .classic:
@@ -114,7 +133,9 @@ public struct RabbitMQQueueType: Sendable, Hashable, CustomStringConvertible {
                 guard deliveryLimit.value >= -1 else {
                     throw .invalidConfiguration("a quorum queue's delivery limit must not be negative (use .unlimited)")
                 }
-                own["x-delivery-limit"] = .int64(deliveryLimit.value)
+                if deliveryLimit != .unlimited || Self.understandsUnlimitedDeliveryLimit(brokerVersion: brokerVersion) {
+                    own["x-delivery-limit"] = .int64(deliveryLimit.value)
+                }
             }
             if let initialGroupSize {
                 guard initialGroupSize >= 1 else {
