@@ -10,6 +10,44 @@ struct ReadmeTests {
         let received = try await quickStart(uri: TestBroker.url)
         #expect(received == "hello")
     }
+
+    /// The names are the README's, so the test deletes them before and after.
+    @Test func queueTypesExampleRuns() async throws {
+        let connection = try await TestBroker.connect()
+        func clean() async throws {
+            let channel = try await connection.openChannel()
+            for queue in ["invoices", "ledger"] { try await channel.queueDelete(queue) }
+            try await channel.close()
+        }
+        try await clean()
+        let read = try await queueTypesExample(channel: connection.openChannel())
+        #expect(read == ["credited", "debited"])
+        try await clean()
+        try await connection.close()
+    }
+}
+
+/// The README's quorum queue and stream example: keep the body identical to its code block,
+/// apart from the lines that hand values back to the test.
+private func queueTypesExample(channel: RabbitMQChannel) async throws -> [String] {
+    var read: [String] = []
+    // Replicated work; a message returned 5 times goes to the dead-letter exchange (here none: dropped).
+    try await channel.queueDeclare("invoices", type: .quorum(deliveryLimit: 5))
+
+    // An append-only log trimmed to 1 GB; reading does not remove anything.
+    try await channel.queueDeclare("ledger", type: .stream(maxLengthBytes: 1_000_000_000))
+    try await channel.confirmSelect()
+    for entry in ["opened", "credited", "debited"] {
+        try await channel.publishAndWaitForConfirm(Array(entry.utf8), routingKey: "ledger")
+    }
+    let consumer = try await channel.consume(stream: "ledger", offset: .offset(1), prefetch: 100)
+    for try await delivery in consumer {
+        print(delivery.streamOffset ?? 0, delivery.bodyString)  // 1 credited, then 2 debited
+        read.append(delivery.bodyString)
+        try delivery.ack()  // moves the prefetch window; the message stays in the stream
+        if delivery.streamOffset == 2 { break }
+    }
+    return read
 }
 
 private func quickStart(uri: String) async throws -> String {

@@ -69,6 +69,18 @@ struct RetryDecisionTests {
         #expect(decision.headers.map(\.key).sorted() == ["trace", "x-first-failure-at", "x-last-error", "x-retry-count"])
     }
 
+    /// A quorum queue's count belongs to the copy it delivered: carried over to the
+    /// republished copy, it would claim redeliveries that copy never had (the broker sets
+    /// the header only on a redelivery, so a stale one would survive a first delivery).
+    @Test func theQuorumDeliveryCountIsNotRepublished() {
+        let headers: RabbitMQFieldTable = ["x-delivery-count": .int64(3), "trace": "t-1"]
+        for failure in [RetryDecision.Failure.transient("e"), .permanent("p"), .invalidEnvelope("i")] {
+            let decision = RetryDecision.decide(headers: headers, failure: failure, delayCount: 3, now: Self.now)
+            #expect(decision.headers["x-delivery-count"] == nil, "\(failure)")
+            #expect(decision.headers["trace"] == "t-1")
+        }
+    }
+
     @Test func aCorruptCounterCountsAsZero() {
         #expect(RetryDecision.retryCount(["x-retry-count": "three"]) == 0)
         #expect(RetryDecision.retryCount(["x-retry-count": .int64(-4)]) == 0)
@@ -95,5 +107,11 @@ struct RetryDecisionTests {
             try RabbitMQRetryQueue.Configuration(delays: [.microseconds(10)]).validate()
         }
         #expect(throws: RabbitMQPatternsError.self) { try RabbitMQRetryQueue.Configuration(concurrency: 0).validate() }
+        #expect(RabbitMQRetryQueue.Configuration().quorum == false)
+        #expect(throws: Never.self) { try RabbitMQRetryQueue.Configuration(quorum: true, deliveryLimit: 5).validate() }
+        #expect(throws: RabbitMQPatternsError.self) {
+            try RabbitMQRetryQueue.Configuration(durable: false, quorum: true).validate()
+        }
+        #expect(throws: RabbitMQPatternsError.self) { try RabbitMQRetryQueue.Configuration(deliveryLimit: 5).validate() }
     }
 }

@@ -7,6 +7,9 @@ final class ChannelShared: Sendable {
         /// The confirm window: capacity 0 until `confirmSelect` succeeded.
         var confirms = PermitPool(capacity: 0)
         var publishesSinceYield = 0
+        /// The per-consumer prefetch the broker last accepted (0: none), which a stream
+        /// consumer needs.
+        var perConsumerPrefetch: UInt16 = 0
     }
 
     /// A publisher that never has to wait (there is room) never suspends, and would keep a
@@ -25,6 +28,10 @@ final class ChannelShared: Sendable {
     }
 
     var closeReason: RabbitMQError? { state.withLock { $0.closeReason } }
+
+    var perConsumerPrefetch: UInt16 { state.withLock { $0.perConsumerPrefetch } }
+
+    func setPerConsumerPrefetch(_ count: UInt16) { state.withLock { $0.perConsumerPrefetch = count } }
 
     /// The connection's negotiated frame_max (the default 128 KiB until it is known): what a
     /// request or a content header must fit in.

@@ -117,6 +117,40 @@ public final class RabbitMQChannel: Sendable {
         return result
     }
 
+    /// Declares a queue of a given type (classic, quorum or stream) and returns its name and
+    /// counts. The type's arguments (`x-queue-type`, `x-delivery-limit`, `x-max-length-bytes`,
+    /// ...) are added to `arguments`.
+    ///
+    /// ```swift
+    /// try await channel.queueDeclare("orders", type: .quorum(deliveryLimit: 5))
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - name: The queue name; empty asks the broker to choose one (returned in the result).
+    ///   - type: ``RabbitMQQueueType/classic``, ``RabbitMQQueueType/quorum(deliveryLimit:initialGroupSize:)``
+    ///     or ``RabbitMQQueueType/stream(maxLengthBytes:maxSegmentSizeBytes:maxAge:)``.
+    ///   - durable: Survive a broker restart. Default: true (quorum queues and streams are
+    ///     always durable).
+    ///   - exclusive: Used only by this connection and deleted when it closes (classic only).
+    ///     Default: false.
+    ///   - autoDelete: Deleted when its last consumer is cancelled (classic only). Default: false.
+    ///   - arguments: Further arguments, for example `x-dead-letter-exchange`.
+    /// - Throws: ``RabbitMQError``: ``RabbitMQError/Code-swift.struct/invalidConfiguration``,
+    ///   before anything is sent, for a quorum queue or stream that is not durable, exclusive
+    ///   or auto-delete, a limit out of range, or `arguments` that contradict the type; 406
+    ///   when the queue exists with another type or other arguments.
+    @discardableResult
+    public func queueDeclare(
+        _ name: String, type: RabbitMQQueueType, durable: Bool = true, exclusive: Bool = false,
+        autoDelete: Bool = false, arguments: RabbitMQFieldTable = [:]
+    ) async throws -> RabbitMQQueueDeclareResult {
+        let arguments = try type.declarationArguments(
+            durable: durable, exclusive: exclusive, autoDelete: autoDelete, arguments: arguments,
+            brokerVersion: connection.serverProperties["version"]?.stringValue)
+        return try await queueDeclare(
+            name, durable: durable, exclusive: exclusive, autoDelete: autoDelete, arguments: arguments)
+    }
+
     /// Binds a queue to an exchange with a routing key (or pattern, for topic exchanges).
     public func queueBind(
         queue: String, exchange: String, routingKey: String = "", arguments: RabbitMQFieldTable = [:]
@@ -155,6 +189,7 @@ public final class RabbitMQChannel: Sendable {
     /// `global` per channel. 0 means no limit. Call it before ``consume(queue:consumerTag:autoAck:exclusive:arguments:)``.
     public func qos(prefetchCount: UInt16, global: Bool = false) async throws {
         _ = try await request(.basicQos(prefetchCount: prefetchCount, global: global))
+        if !global { shared.setPerConsumerPrefetch(prefetchCount) }
     }
 
     // MARK: Polling

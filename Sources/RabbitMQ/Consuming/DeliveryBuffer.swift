@@ -48,6 +48,10 @@ final class DeliveryBuffer: Sendable {
     private let state = LockedValue(State())
     /// Deliveries (to settle) from connection epochs before this one are stale.
     private let staleBefore = Atomic<UInt64>(0)
+    /// A stream consumer's: the iterator notes the offset of each delivery it hands out.
+    let tracksStreamOffset: Bool
+    /// One more than the offset of the last delivery handed out; 0 before the first.
+    private let nextStreamOffset = Atomic<UInt64>(0)
     static let secondIterator = RabbitMQError(
         code: .invalidConfiguration, scope: .none,
         message: "the consumer is already being iterated by another task: iterate a consumer from one task at a time")
@@ -55,7 +59,22 @@ final class DeliveryBuffer: Sendable {
     /// A larger emptied batch is dropped instead of kept (32 KiB of references).
     static let maxSpareCapacity = 4096
 
-    init() {}
+    init(tracksStreamOffset: Bool = false) {
+        self.tracksStreamOffset = tracksStreamOffset
+    }
+
+    /// Iterator: a stream consumer's delivery goes to the application.
+    func handedOut(_ delivery: RabbitMQDelivery) {
+        if let offset = delivery.streamOffset { nextStreamOffset.store(offset + 1, ordering: .relaxed) }
+    }
+
+    /// Where a stream consumer goes on after a recovery: after the last delivery it handed
+    /// out (the lost connection's others are dropped, see ``dropStale(before:)``); nil before
+    /// the first, when it starts again from the offset it was created with.
+    var streamResumeOffset: UInt64? {
+        let next = nextStreamOffset.load(ordering: .relaxed)
+        return next == 0 ? nil : next
+    }
 
     // MARK: I/O thread
 
@@ -294,6 +313,7 @@ final class DeliveryIteratorState {
             let delivery = batch[index]
             index += 1
             if lifetime.buffer.isStale(delivery) { continue }
+            if lifetime.buffer.tracksStreamOffset { lifetime.buffer.handedOut(delivery) }
             return delivery
         }
     }

@@ -53,6 +53,25 @@ public struct RabbitMQDelivery: Sendable {
         set { unique().messageCount = newValue }
     }
 
+    /// How many times a quorum queue delivered this message before (its `x-delivery-count`
+    /// header): nil for other queue types and on a first delivery (RabbitMQ 3.10 says 0 for
+    /// a first `basic.get`). RabbitMQ 3.10 and 4.0 count every return: a nack or reject with
+    /// requeue, and a consumer or channel gone with the message unacknowledged (4.3 changed
+    /// what counts). A quorum
+    /// queue's delivery limit is checked against it
+    /// (``RabbitMQQueueType/quorum(deliveryLimit:initialGroupSize:)``).
+    public var deliveryCount: Int? {
+        guard let value = storage.properties.headers?["x-delivery-count"]?.int64Value, value >= 0 else { return nil }
+        return Int(clamping: value)
+    }
+
+    /// The offset of a message read from a stream (its `x-stream-offset` header); nil for
+    /// other queues.
+    public var streamOffset: UInt64? {
+        guard let value = storage.properties.headers?["x-stream-offset"]?.int64Value, value >= 0 else { return nil }
+        return UInt64(value)
+    }
+
     var channel: ChannelShared? { storage.channel }
     /// The connection epoch it arrived in: after a recovery, settlements of older deliveries
     /// are dropped (the broker requeued them; a stale tag would close the channel with 406).

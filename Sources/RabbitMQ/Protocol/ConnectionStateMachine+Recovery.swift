@@ -278,9 +278,17 @@ extension ConnectionStateMachine {
                     error: RabbitMQError(code: .consumerCancelled, message: "consumer \(tag) was not recovered (filtered out)"))
                 return false
             }
-            channel.updateConsumer(tag) { $0.state = .registering(nil) }
+            var request = consumer.request
+            if consumer.sink.buffer.tracksStreamOffset, let next = consumer.sink.buffer.streamResumeOffset {
+                // A stream consumer goes on where the application stopped reading, not from its first offset.
+                request.arguments[StreamConsumeCheck.offsetArgument] = .int64(Int64(clamping: next))
+            }
+            channel.updateConsumer(tag) {
+                $0.state = .registering(nil)
+                $0.request = request
+            }
             channel.enqueue(.consume(tag: tag), expecting: (.basicConsumeOk, .basicConsumeOk), deadline: deadline, isRecovery: true)
-            emit(.send(number, .basicConsume(consumer.request)))
+            emit(.send(number, .basicConsume(request)))
             return true
         case .closeInternal:
             if let number = restore.internalChannel, let channel = channels[number], channel.isOpen {

@@ -34,6 +34,14 @@ public struct RabbitMQRetryAttempt<Payload: Codable & Sendable>: Sendable {
     /// The payload, ``RabbitMQEnvelope/data``.
     public var data: Payload { envelope.data }
 
+    /// How many times a quorum work queue handed out this message before without it being
+    /// settled (a consumer that crashed or stopped while handling it): nil or 0 otherwise.
+    /// Failed attempts do not count; see ``RabbitMQRetryQueue``.
+    public var deliveryCount: Int? {
+        guard let value = properties.headers?["x-delivery-count"]?.int64Value, value >= 0 else { return nil }
+        return Int(clamping: value)
+    }
+
     /// Whether a failure now parks the message instead of retrying it.
     public var isLastAttempt: Bool { attempt >= maxAttempts }
 }

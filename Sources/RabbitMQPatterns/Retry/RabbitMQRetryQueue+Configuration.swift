@@ -1,3 +1,5 @@
+import RabbitMQ
+
 extension RabbitMQRetryQueue {
     /// The retry ladder and how the consumer takes messages.
     public struct Configuration: Sendable, Hashable {
@@ -12,17 +14,30 @@ extension RabbitMQRetryQueue {
         /// How many messages the consumer handles at once; also its prefetch count.
         /// Default: 1.
         public var concurrency: UInt16
+        /// Declare every queue as a quorum queue (replicated; needs ``durable``). The work
+        /// queue then also dead-letters into the dead-letter queue what the broker gives up
+        /// on (see ``RabbitMQRetryQueue`` on delivery limits). Queues that exist with the
+        /// other type make ``RabbitMQRetryQueue/declare(_:on:configuration:)`` fail with 406.
+        /// Default: false (classic queues).
+        public var quorum: Bool
+        /// With ``quorum``: how many times the work queue hands out a message that comes back
+        /// unsettled (its consumer stopped or crashed while handling it) before it parks it.
+        /// Nil: the broker's default, 20 from RabbitMQ 4.0, none on 3.x. Default: nil.
+        public var deliveryLimit: RabbitMQQueueType.DeliveryLimit?
 
         /// Creates a configuration; see each property for its default.
         public init(
-            delays: [Duration] = [.seconds(1), .seconds(5), .seconds(25)], durable: Bool = true, concurrency: UInt16 = 1
+            delays: [Duration] = [.seconds(1), .seconds(5), .seconds(25)], durable: Bool = true, concurrency: UInt16 = 1,
+            quorum: Bool = false, deliveryLimit: RabbitMQQueueType.DeliveryLimit? = nil
         ) {
             self.delays = delays
             self.durable = durable
             self.concurrency = concurrency
+            self.quorum = quorum
+            self.deliveryLimit = deliveryLimit
         }
 
-        /// Checks the delays and concurrency.
+        /// Checks the delays, concurrency and queue type.
         ///
         /// - Throws: ``RabbitMQPatternsError`` (`invalidConfiguration`).
         public func validate() throws(RabbitMQPatternsError) {
@@ -30,6 +45,11 @@ extension RabbitMQRetryQueue {
                 throw .invalidConfiguration("retry delays must be at least 1 ms")
             }
             guard concurrency > 0 else { throw .invalidConfiguration("concurrency must be at least 1") }
+            if quorum {
+                guard durable else { throw .invalidConfiguration("quorum queues are always durable") }
+            } else {
+                guard deliveryLimit == nil else { throw .invalidConfiguration("a delivery limit needs quorum queues") }
+            }
         }
     }
 }

@@ -24,6 +24,19 @@ import RabbitMQ
 /// in between can duplicate a message but never lose one. If a republish fails, ``run(_:handler:)``
 /// stops with the error and the unacknowledged message returns to the work queue.
 ///
+/// With ``Configuration/quorum`` every queue is a quorum queue. A quorum queue counts how
+/// often it hands out a message (`x-delivery-count`, ``RabbitMQDelivery/deliveryCount``)
+/// and gives up on it at its delivery limit: 20 by default from RabbitMQ 4.0, none on 3.x
+/// unless ``Configuration/deliveryLimit`` sets one. The retry ladder does not use up that
+/// limit: a failed attempt is republished as a new message (without the count) and the
+/// original acknowledged, so every attempt is a first delivery. What the count does catch
+/// is a message that keeps coming back unsettled: its consumer crashed, its channel or
+/// connection was lost, ``run(_:handler:)`` was cancelled or stopped by a failed republish
+/// while handling it (RabbitMQ 3.10 and 4.0 count each of those; 4.3 changed what counts).
+/// At the limit the work queue dead-letters it into `N.dead-letter` with the broker's
+/// `x-death` reason `delivery_limit` and our headers as they were (no
+/// ``deadLetterReasonHeader``); a classic work queue would hand it out forever.
+///
 /// ```swift
 /// let emails = try await RabbitMQRetryQueue.declare("emails", on: connection)
 /// try await emails.publish(RabbitMQEnvelope(type: "email.send", data: email))
@@ -73,19 +86,39 @@ public struct RabbitMQRetryQueue: Sendable {
     private func declareTopology() async throws {
         let durable = configuration.durable
         try await channel.exchangeDeclare(workExchange, type: .direct, durable: durable)
-        try await channel.queueDeclare(workQueue, durable: durable)
+        // A quorum work queue dead-letters what its delivery limit gives up on into the
+        // parking queue (through the default exchange), rather than dropping it.
+        try await declareQueue(
+            workQueue,
+            quorumArguments: ["x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(deadLetterQueue)],
+            deliveryLimit: configuration.deliveryLimit)
         try await channel.queueBind(queue: workQueue, exchange: workExchange, routingKey: name)
         var declared = Set<String>()
         for (queue, delay) in zip(delayQueues, configuration.delays) where declared.insert(queue).inserted {
-            try await channel.queueDeclare(
-                queue, durable: durable,
+            try await declareQueue(
+                queue,
                 arguments: [
                     "x-message-ttl": .int64(delay.wholeMilliseconds),
                     "x-dead-letter-exchange": .string(workExchange),
                     "x-dead-letter-routing-key": .string(name),
                 ])
         }
-        try await channel.queueDeclare(deadLetterQueue, durable: durable)
+        try await declareQueue(deadLetterQueue)
+    }
+
+    private func declareQueue(
+        _ queue: String, arguments: RabbitMQFieldTable = [:], quorumArguments: RabbitMQFieldTable = [:],
+        deliveryLimit: RabbitMQQueueType.DeliveryLimit? = nil
+    ) async throws {
+        if configuration.quorum {
+            var arguments = arguments
+            for entry in quorumArguments { arguments[entry.key] = entry.value }
+            try await channel.queueDeclare(queue, type: .quorum(deliveryLimit: deliveryLimit), arguments: arguments)
+        } else {
+            // No x-queue-type, as before quorum queues were an option: an existing queue
+            // keeps its declaration.
+            try await channel.queueDeclare(queue, durable: configuration.durable, arguments: arguments)
+        }
     }
 
     /// Publishes an envelope to the work queue and waits for the broker's confirmation.

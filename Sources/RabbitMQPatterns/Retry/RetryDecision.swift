@@ -65,13 +65,16 @@ struct RetryDecision: Equatable {
         return Int(clamping: value)
     }
 
-    /// The headers without what the broker adds on dead-lettering: republishing `x-death`
-    /// would make the broker's own bookkeeping grow, and we never read it.
+    /// The headers without what the broker adds: republishing `x-death` (dead-lettering)
+    /// would make the broker's own bookkeeping grow, and we never read it; a quorum queue's
+    /// `x-delivery-count` counts the deliveries of the copy being settled, and the broker
+    /// sets it only on a redelivery, so on the republished copy it would claim redeliveries
+    /// that never happened.
     static func strippedOfBrokerHeaders(_ headers: RabbitMQFieldTable?) -> RabbitMQFieldTable {
         RabbitMQFieldTable(
             (headers ?? [:]).entries
                 .filter { entry in
-                    entry.key != "x-death" && !entry.key.hasPrefix("x-first-death-")
+                    entry.key != "x-death" && entry.key != "x-delivery-count" && !entry.key.hasPrefix("x-first-death-")
                         && !entry.key.hasPrefix("x-last-death-")
                 }
                 .map { ($0.key, $0.value) })

@@ -159,6 +159,36 @@ struct RecoveryProtocolTests {
         #expect(h.machine.channel(1)?.consumers["c1"] != nil)
     }
 
+    /// A stream consumer is registered again after the last delivery its iterator handed
+    /// out; one that handed out nothing, from the offset it was created with.
+    @Test func aStreamConsumerIsRecoveredAfterTheLastDeliveryHandedOut() {
+        for handedOut in [nil, UInt64(41)] {
+            var h = MachineHarness()
+            h.connect()
+            let shared = h.openChannel()
+            let buffer = DeliveryBuffer(tracksStreamOffset: true)
+            let request = ConsumeRequest(
+                queue: "s", consumerTag: "c1", noAck: false, exclusive: false,
+                arguments: ["x-stream-offset": "first", "x-priority": 1])
+            let waiter = h.waiter()
+            h.machine.consume(shared, request, sink: ConsumerSink(buffer: buffer, noAck: false, handler: nil), waiter: .probe(waiter), now: h.now)
+            h.machine.channelMethod(1, .basicConsumeOk(consumerTag: "c1"), now: h.now)
+            h.take()
+            if let handedOut {
+                buffer.handedOut(
+                    RabbitMQDelivery(
+                        body: [], properties: RabbitMQProperties(headers: ["x-stream-offset": .int64(Int64(handedOut))]),
+                        exchange: "", routingKey: "s", redelivered: false, deliveryTag: 1, consumerTag: "c1",
+                        messageCount: nil, channel: nil, epoch: h.machine.epoch))
+            }
+            h.loseAndReachConnect(Self.reset)
+            Self.reconnectUpToTheConsume(&h, queue: "s")
+            var expected = request
+            if let handedOut { expected.arguments["x-stream-offset"] = .int64(Int64(handedOut) + 1) }
+            #expect(h.take().sends.first?.method == .basicConsume(expected))
+        }
+    }
+
     @Test func anExclusiveQueueLockedByTheDeadConnectionIsRetriedUntilTheBrokerLetsGo() {
         var h = MachineHarness()
         h.connect(heartbeat: .seconds(2))
