@@ -71,9 +71,14 @@ bind() { # bind SOURCE TARGET [ro]
 bind "$TOOLCHAIN" "$ROOT$TOOLCHAIN" ro
 bind "$REPO" "$ROOT$REPO"
 
+# HOME and TMPDIR in the scratch path too: SwiftPM's caches, locks and temporary files stay
+# out of the root's /tmp, which its brokers use.
+rm -rf "${REPO:?}/$SCRATCH/tmp"
+mkdir -p "$REPO/$SCRATCH/home" "$REPO/$SCRATCH/tmp"
 in_root() {
     chroot "$ROOT" env -i PATH="$TOOLCHAIN/bin:/usr/bin:/bin" HOME="$REPO/$SCRATCH/home" \
-        LANG=C.UTF-8 TERM="${TERM:-dumb}" bash -c 'cd "$1" && shift && "$@"' in_root "$REPO" "$@"
+        TMPDIR="$REPO/$SCRATCH/tmp" LANG=C.UTF-8 TERM="${TERM:-dumb}" \
+        bash -c 'cd "$1" && shift && "$@"' in_root "$REPO" "$@"
 }
 
 echo "test-rabbitmq-c-015.sh: rabbitmq-c $(in_root pkg-config --modversion librabbitmq)," \
