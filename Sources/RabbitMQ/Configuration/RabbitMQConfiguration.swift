@@ -38,8 +38,9 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
 
     /// TLS settings for `amqps` endpoints.
     public struct TLS: Sendable, Hashable {
-        /// PEM file of the certificate authorities to trust. rabbitmq-c 0.11 loads no system
-        /// trust store, so peer verification needs this. Default: nil.
+        /// PEM file of the certificate authorities to trust. The system trust store is not
+        /// loaded (rabbitmq-c 0.11 has no call for it; 0.14's is not made yet), so peer
+        /// verification needs this. Default: nil.
         public var caCertificatePath: String?
         /// PEM client certificate for mutual TLS. Default: nil.
         public var certificatePath: String?
@@ -47,8 +48,10 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
         public var keyPath: String?
         /// Verify the broker's certificate chain. Default: true.
         public var verifyPeer: Bool
-        /// Verify that the certificate names the host (DNS names only in rabbitmq-c 0.11).
-        /// Default: true.
+        /// Verify that the certificate names the host. rabbitmq-c (0.11 and 0.15 alike) matches
+        /// DNS names, never IP addresses: to connect by address, the certificate must carry it
+        /// as a DNS name (or as the common name of a certificate without DNS names in 0.12 and
+        /// later, without any subjectAltName in 0.11). Default: true.
         public var verifyHostname: Bool
 
         /// Creates TLS settings; the defaults verify everything.
