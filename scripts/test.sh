@@ -13,6 +13,9 @@
 #      can be reached to make it)
 #   5. the broker-free tests and the core integration tests again, built with
 #      ThreadSanitizer (.build-tsan); any report fails the step
+#   5b. the build (warnings as errors) and the broker-free tests against rabbitmq-c
+#      0.15, in the same Debian 13 root (scripts/test-rabbitmq-c-015.sh, .build-c015;
+#      skipped, and said so, like 4b)
 #   6. swift test --filter "BrokerWideTests|FaultTests" (tests that change
 #      broker-wide state: memory alarms, SIGSTOP, kill -9 and restart of the
 #      broker, a node killed in a three-node cluster that scripts/cluster.sh
@@ -236,6 +239,34 @@ tsan_tests() {
 }
 if [[ $# -eq 0 ]]; then
     step "ThreadSanitizer (broker-free + core integration tests)" tsan_tests || true
+fi
+# rabbitmq-c 0.15: the package built (warnings as errors) and its broker-free tests run in the
+# Debian 13 root, against its librabbitmq-dev (the rabbitmq-c/ header layout), glibc and
+# OpenSSL, with this machine's toolchain, in .build-c015 (scripts/test-rabbitmq-c-015.sh).
+rabbitmq_c_015_tests() {
+    local rc=0
+    RAN_TESTS=1
+    ST_XML+=("$RESULTS_DIR/rabbitmq-c-015.xml")
+    # The script's own status (3 and 4 mean skipped), not tee's.
+    stdbuf -oL -eL scripts/test-rabbitmq-c-015.sh --xunit-output "$RESULTS_DIR/rabbitmq-c-015.xml" 2>&1 \
+        | tee "$RESULTS_DIR/rabbitmq-c-015.log" || rc=${PIPESTATUS[0]}
+    return $rc
+}
+if [[ $# -eq 0 ]]; then
+    name="rabbitmq-c 0.15 in the Debian 13 root (build, broker-free tests)"
+    t0=$SECONDS
+    echo "==> $name"
+    rc=0
+    rabbitmq_c_015_tests || rc=$?
+    case $rc in
+        0) SUMMARY+=("PASS  $name ($((SECONDS - t0))s)") ;;
+        3) SUMMARY+=("SKIP  $name: no Debian mirror reachable to make or complete its root") ;;
+        4) SUMMARY+=("SKIP  $name: needs root (chroot, mount)") ;;
+        *)
+            SUMMARY+=("FAIL  $name (exit $rc, $((SECONDS - t0))s)")
+            FAILED=1
+            ;;
+    esac
 fi
 if [[ $((xct_wide + st_wide)) -gt 0 && -z "${RABBITMQ_CLUSTER_URLS:-}" ]]; then
     # The failover tests need a three-node cluster on this machine.

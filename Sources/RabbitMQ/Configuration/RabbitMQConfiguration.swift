@@ -38,8 +38,9 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
 
     /// TLS settings for `amqps` endpoints.
     public struct TLS: Sendable, Hashable {
-        /// PEM file of the certificate authorities to trust. rabbitmq-c 0.11 loads no system
-        /// trust store, so peer verification needs this. Default: nil.
+        /// PEM file of the certificate authorities to trust. The system trust store is not
+        /// loaded (rabbitmq-c 0.11 has no call for it; 0.14's is not made yet), so peer
+        /// verification needs this. Default: nil.
         public var caCertificatePath: String?
         /// PEM client certificate for mutual TLS. Default: nil.
         public var certificatePath: String?
