@@ -387,6 +387,11 @@ final class CConnection {
 
     /// Buffers a method; ``flush(publishes:)`` writes it.
     func send(_ method: OutboundMethod, channel: UInt16) throws(RabbitMQError) {
+        if case .connectionUpdateSecret(let secret, let reason) = method {
+            // Only sent when there is a writer (see `canUpdateSecret`).
+            writer?.appendUpdateSecret(secret: secret, reason: reason)
+            return
+        }
         let status: Int32 = scratch.withCMethod(method) { id, decoded in
             if let writer { return writer.appendMethod(channel: channel, id: id, decoded: decoded) }
             return guarded { amqp_send_method(state, channel, id, decoded) }
@@ -439,6 +444,14 @@ final class CConnection {
         guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "publishing failed") }
         return .sent
     }
+
+    /// Whether `connection.update-secret` can be sent: its answer, update-secret-ok, is
+    /// unknown to rabbitmq-c before 0.12, which then fails every later read on the connection;
+    /// and it is encoded by the frame writer.
+    var canUpdateSecret: Bool { writer != nil && Self.libraryReadsUpdateSecretOk }
+
+    /// rabbitmq-c 0.12 or later (its version number: major << 24 | minor << 16 | patch << 8).
+    static let libraryReadsUpdateSecretOk = amqp_version_number() >= 0x000C_0000
 
     /// Bytes waiting for the socket to take them.
     var writeBacklog: Int { writer?.backlog ?? 0 }

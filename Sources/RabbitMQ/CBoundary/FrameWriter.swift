@@ -162,6 +162,27 @@ final class FrameWriter {
         return AMQP_STATUS_OK.rawValue
     }
 
+    /// Appends `connection.update-secret` (rabbitmq-c 0.11 has no encoder for it): a long
+    /// string and a short string. The caller checked that it fits in a frame.
+    func appendUpdateSecret(secret: String, reason: String) {
+        var secret = secret
+        secret.withUTF8 { bytes in
+            reserve(bytes.count + 300)
+            let start = count
+            put(UInt8(AMQP_FRAME_METHOD))
+            put(UInt16(0))
+            put(UInt32(0))  // the payload size, patched below
+            put(AMQPMethodID.connectionUpdateSecret.rawValue)
+            put(UInt32(bytes.count))
+            if bytes.count > 0 { (buffer + count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+            count += bytes.count
+            putShortString(reason)
+            patchSize(frameStart: start)
+            put(UInt8(AMQP_FRAME_END))
+            commitLocal(from: start)
+        }
+    }
+
     func appendHeartbeat() {
         reserve(8)
         let start = count

@@ -62,6 +62,8 @@ extension IOLoop {
             machine.peerSilence(silence, now: clock.now)
         case .connect(let attempt):
             connectAttempt(attempt)
+        case .storeSecret(let secret):
+            configuration.password = secret
         case .closeSocket:
             dropConnection()
         case .terminate(let error):

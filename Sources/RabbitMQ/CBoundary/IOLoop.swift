@@ -15,7 +15,8 @@ final class IOLoop {
     typealias Machine = ConnectionStateMachine
 
     let core: ConnectionCore
-    let configuration: RabbitMQConfiguration
+    /// The settings connect attempts use; its password changes with ``RabbitMQConnection/updateSecret(_:reason:)``.
+    @exclusivity(unchecked) var configuration: RabbitMQConfiguration
     var logger: Logger
     let machine: Machine
     /// The connection to the broker; nil while recovery waits between attempts.
@@ -332,6 +333,8 @@ final class IOLoop {
                 machine.closeChannel(shared, waiter: waiter, now: now)
             case .close(let waiter):
                 machine.close(waiter: waiter, now: now)
+            case .updateSecret(let secret, let reason, let waiter):
+                machine.updateSecret(secret, reason: reason, wire: connection?.canUpdateSecret ?? false, waiter: waiter)
             }
             if !machine.actions.isEmpty { executeActions() }
             // The terminate action may have handed back commands still queued in the core.

@@ -23,6 +23,9 @@ extension ScratchPool {
             return pass(.connectionClose, amqp_connection_close_t(reply_code: code, reply_text: bytes(text), class_id: 0, method_id: 0))
         case .connectionCloseOk:
             return pass(.connectionCloseOk, amqp_connection_close_ok_t(dummy: 0))
+        case .connectionUpdateSecret:
+            // rabbitmq-c 0.11 has no encoder for it: CConnection.send encodes it by hand.
+            preconditionFailure("connection.update-secret is encoded by the frame writer")
         case .basicConsume(let request):
             return pass(
                 .basicConsume,
@@ -125,6 +128,7 @@ extension InboundMethod {
         case .connectionCloseOk: self = .connectionCloseOk
         case .connectionBlocked: self = .connectionBlocked(reason: String(amqpBytes: field(amqp_connection_blocked_t.self).reason))
         case .connectionUnblocked: self = .connectionUnblocked
+        case .connectionUpdateSecretOk: self = .connectionUpdateSecretOk
         case .channelOpenOk: self = .channelOpenOk
         case .channelClose: self = .channelClose(close(field(amqp_channel_close_t.self)))
         case .channelCloseOk: self = .channelCloseOk

@@ -14,6 +14,7 @@ enum Command: Sendable {
     case cancelConsumer(ChannelShared, consumerTag: String, Waiter?)
     case closeChannel(ChannelShared, Waiter)
     case close(Waiter?)
+    case updateSecret(String, reason: String, Waiter)
 }
 
 extension Command {

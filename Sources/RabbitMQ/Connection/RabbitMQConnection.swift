@@ -113,6 +113,44 @@ public final class RabbitMQConnection: Sendable {
         return RabbitMQChannel(connection: self, shared: shared)
     }
 
+    /// Refreshes the secret (password, or OAuth2 token) the connection logs in with, without
+    /// reconnecting: the broker re-authenticates the open connection (`connection.update-secret`),
+    /// and every later login, recovery's included, uses the new secret.
+    ///
+    /// With rabbitmq-c before 0.12 (Debian 12 ships 0.11), which cannot read the broker's
+    /// answer, nothing is sent: the secret is kept for the next login and the result says so
+    /// (a broker that closes the connection when the old token expires is then answered by a
+    /// recovery with the new one). The same while the connection is recovering.
+    ///
+    /// - Parameters:
+    ///   - secret: The new password or token; never logged.
+    ///   - reason: Why, for the broker's log (at most 255 bytes).
+    /// - Returns: `.applied` once the broker took it on the open connection, `.nextLogin` when
+    ///   it was only kept for the next login (including when the connection was lost before
+    ///   the broker answered).
+    /// - Throws: ``RabbitMQError``: `invalidConfiguration` for a secret that cannot be sent
+    ///   (with NUL bytes, too large for a frame, or with EXTERNAL authentication, which has
+    ///   none); the broker's error when it refuses the secret (it closes the connection, and
+    ///   recovery logs in with the new secret); `closed` once the connection is closed.
+    @discardableResult
+    public func updateSecret(_ secret: String, reason: String) async throws -> RabbitMQSecretUpdate {
+        guard core.configuration.authenticationMechanism == .plain else {
+            throw RabbitMQError.invalidConfiguration("EXTERNAL authentication has no secret to update")
+        }
+        guard !secret.utf8.contains(0) else { throw RabbitMQError.invalidConfiguration("the secret cannot contain NUL bytes") }
+        guard reason.utf8.count <= 255 else {
+            throw RabbitMQError.invalidConfiguration("the reason is \(reason.utf8.count) bytes long; AMQP allows at most 255")
+        }
+        // Frame header and end, method id, the two lengths: 20 bytes around the strings.
+        guard secret.utf8.count + reason.utf8.count + 20 <= (negotiatedFrameMax > 0 ? negotiatedFrameMax : core.configuration.frameMax) else {
+            throw RabbitMQError.invalidConfiguration("the secret does not fit in one frame (frame_max \(negotiatedFrameMax))")
+        }
+        guard case .secretUpdate(let update) = try await core.call({ .updateSecret(secret, reason: reason, $0) }) else {
+            throw RabbitMQError(code: .protocolError, scope: .connection, message: "unexpected answer to an update of the secret")
+        }
+        return update
+    }
+
     /// Closes the connection gracefully: sends queued publishes, waits (up to
     /// ``RabbitMQConfiguration/closeTimeout``) for outstanding confirms and the broker's
     /// `close-ok`, ends every consumer sequence, and stops the I/O thread.

@@ -24,3 +24,13 @@ public enum RabbitMQConnectionEvent: Sendable, Hashable {
     /// The connection closed for good: with nil after ``RabbitMQConnection/close()``, else the error.
     case closed(RabbitMQError?)
 }
+
+/// What ``RabbitMQConnection/updateSecret(_:reason:)`` did with a new secret.
+public enum RabbitMQSecretUpdate: Sendable, Hashable {
+    /// The broker took it on the open connection (`connection.update-secret-ok`); later
+    /// logins use it too.
+    case applied
+    /// Kept for the next login only (recovery's): the connection was recovering or was lost
+    /// before the broker answered, or rabbitmq-c (before 0.12) cannot read the answer.
+    case nextLogin
+}

@@ -6,6 +6,9 @@ enum AMQPMethodID: UInt32, Sendable {
     case connectionCloseOk = 0x000A_0033
     case connectionBlocked = 0x000A_003C
     case connectionUnblocked = 0x000A_003D
+    /// Not in rabbitmq-c 0.11's tables (0.12 added them): encoded by the frame writer itself.
+    case connectionUpdateSecret = 0x000A_0046
+    case connectionUpdateSecretOk = 0x000A_0047
     case channelOpen = 0x0014_000A
     case channelOpenOk = 0x0014_000B
     case channelClose = 0x0014_0028
@@ -69,6 +72,7 @@ enum InboundMethod: Sendable, Equatable {
     case connectionCloseOk
     case connectionBlocked(reason: String)
     case connectionUnblocked
+    case connectionUpdateSecretOk
     case channelOpenOk
     case channelClose(ServerClose)
     case channelCloseOk
@@ -99,6 +103,7 @@ enum InboundMethod: Sendable, Equatable {
         case .connectionCloseOk: .connectionCloseOk
         case .connectionBlocked: .connectionBlocked
         case .connectionUnblocked: .connectionUnblocked
+        case .connectionUpdateSecretOk: .connectionUpdateSecretOk
         case .channelOpenOk: .channelOpenOk
         case .channelClose: .channelClose
         case .channelCloseOk: .channelCloseOk
@@ -143,6 +148,8 @@ enum OutboundMethod: Sendable, Equatable {
     case channelCloseOk
     case connectionClose(replyCode: UInt16, replyText: String)
     case connectionCloseOk
+    /// OAuth2 token refresh: the new secret for the open connection. Never logged.
+    case connectionUpdateSecret(secret: String, reason: String)
     case request(ChannelRequest)
     case basicConsume(ConsumeRequest)
     case basicCancel(consumerTag: String)

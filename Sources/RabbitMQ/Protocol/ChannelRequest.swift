@@ -21,6 +21,7 @@ enum ChannelReply: Sendable {
     case messageCount(UInt32)
     case consumerTag(String)
     case delivery(RabbitMQDelivery?)
+    case secretUpdate(RabbitMQSecretUpdate)
 }
 
 struct ConsumeRequest: Sendable, Equatable {

@@ -36,6 +36,8 @@ enum ConnectionAction {
     case checkPeerSilence
     /// Open a socket to an endpoint and log in, then report `connected` or `connectFailed`.
     case connect(attempt: Int)
+    /// Log in with this secret (password or token) from now on: recovery's next login uses it.
+    case storeSecret(String)
     /// Drop the socket (the connection is lost, or closed).
     case closeSocket
     /// The connection is over: nil after a close the application asked for. New commands

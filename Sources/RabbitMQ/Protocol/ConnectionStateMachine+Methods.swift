@@ -20,6 +20,8 @@ extension ConnectionStateMachine {
             blocked(reason: reason, now: now)
         case .connectionUnblocked:
             unblocked(now: now)
+        case .connectionUpdateSecretOk:
+            secretUpdated()
         default:
             connectionLost(
                 RabbitMQError(code: .protocolError, scope: .connection, message: "unexpected method \(Self.name(method)) on channel 0"),

@@ -49,6 +49,7 @@ extension ConnectionStateMachine {
     /// consumer is not brought back (nobody owns it).
     private func suspend(after error: RabbitMQError) {
         bumpEpoch()
+        secretUpdatesCarriedOver()
         let lost = RabbitMQError(
             code: error.code, scope: .connection,
             message: "the connection was lost and is recovering (\(error.message))",

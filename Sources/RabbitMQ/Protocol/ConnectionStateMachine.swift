@@ -97,6 +97,9 @@ final class ConnectionStateMachine {
     /// Why the connection closed, once it has.
     private(set) var terminalError: RabbitMQError?
     @exclusivity(unchecked) private var heldHead = 0
+    /// Callers of `connection.update-secret` sent, in order: the broker answers them in order,
+    /// with nothing to tell the answers apart.
+    private(set) var secretWaiters: [Waiter] = []
     @exclusivity(unchecked) var heartbeat = HeartbeatState()
     /// What to do next, in order; the loop takes them with ``takeActions(into:)``.
     @exclusivity(unchecked) private(set) var actions: [ConnectionAction] = []
@@ -652,6 +655,51 @@ final class ConnectionStateMachine {
     @inline(never)
     private var isBlockedWhileRecovering: Bool { blocked != nil }
 
+    // MARK: Secret
+
+    /// A new secret (an OAuth2 token refreshed): every later login uses it, and an open
+    /// connection sends it to the broker (`connection.update-secret`) when `wire`, the
+    /// broker's answer readable. Answered `.applied` when the broker took it, `.nextLogin`
+    /// when it was only kept (recovering, not `wire`, or the connection lost before the
+    /// broker answered: recovery logs in with it).
+    func updateSecret(_ secret: String, reason: String, wire: Bool, waiter: Waiter) {
+        switch phase {
+        case .open, .blocked:
+            break
+        case .recovering:
+            // A restoring connection is logged in with the old secret: tell the broker too.
+            if isRestoring && wire { break }
+            emit(.storeSecret(secret))
+            emit(.succeed(waiter, .secretUpdate(.nextLogin)))
+            return
+        case .connecting, .closingOpen, .closingBlocked, .closingSent, .closed:
+            emit(.fail(waiter, requestRefusal ?? .connectionClosed("the connection is closing")))
+            return
+        }
+        emit(.storeSecret(secret))
+        guard wire else {
+            emit(.succeed(waiter, .secretUpdate(.nextLogin)))
+            return
+        }
+        emit(.send(0, .connectionUpdateSecret(secret: secret, reason: reason)))
+        secretWaiters.append(waiter)
+    }
+
+    /// `connection.update-secret-ok`: the oldest update sent is applied.
+    func secretUpdated() {
+        guard !secretWaiters.isEmpty else {
+            emit(.log(.debug, "connection.update-secret-ok with no update pending", [:]))
+            return
+        }
+        emit(.succeed(secretWaiters.removeFirst(), .secretUpdate(.applied)))
+    }
+
+    /// The connection the updates were sent on is gone: the secret stays for the next login.
+    func secretUpdatesCarriedOver() {
+        for waiter in secretWaiters { emit(.succeed(waiter, .secretUpdate(.nextLogin))) }
+        secretWaiters.removeAll()
+    }
+
     // MARK: Teardown
 
     /// The connection is over for good: other threads learn it first (so whoever is
@@ -673,6 +721,8 @@ final class ConnectionStateMachine {
         emit(.emit(.closed(error)))
         emit(.finishEvents)
         if error == nil { emit(.log(.info, "closed", [:])) }
+        for waiter in secretWaiters { emit(.fail(waiter, failure)) }
+        secretWaiters.removeAll()
         for waiter in closingWaiters { emit(.succeed(waiter, .ok)) }
     }
 }
