@@ -97,3 +97,18 @@ linked="$(in_root sh -c 'ldd "$1" | awk "/librabbitmq/ {print \$3}"' sh "$tests_
 echo "test-rabbitmq-c-015.sh: the tests use $(in_root readlink -f "$linked")"
 
 in_root swift test --skip-build --scratch-path "$SCRATCH" --disable-xctest --filter "$FILTER" "$@"
+
+# With a broker (scripts/test.sh passes its 3.10 node's URLs): the tests that need nothing but
+# its URLs and test certificates, for what 0.15 changes on the wire: update-secret-ok read,
+# TLS verified through OpenSSL's name checks. (Tests that run rabbitmqctl cannot: the root's
+# CLI is 4.0's, with another Erlang cookie.)
+if [[ -n "${RABBITMQ_URL:-}" && -n "${RABBITMQ_TLS_URL:-}" && -d "${RABBITMQ_TEST_TLS_DIR:-}" ]]; then
+    bind "$RABBITMQ_TEST_TLS_DIR" "$ROOT$RABBITMQ_TEST_TLS_DIR" ro
+    WIRE_FILTER='SecretUpdateTests/theBrokerTakesTheSecret|TLSTests/(verifiedByDNSName|anUnrelatedCA|aCertificateForAnotherName|theNameItCarries|failoverOverTLS)'
+    chroot "$ROOT" env -i PATH="$TOOLCHAIN/bin:/usr/bin:/bin" HOME="$REPO/$SCRATCH/home" \
+        TMPDIR="$REPO/$SCRATCH/tmp" LANG=C.UTF-8 RABBITMQ_URL="$RABBITMQ_URL" RABBITMQ_TLS_URL="$RABBITMQ_TLS_URL" \
+        RABBITMQ_TEST_TLS_DIR="$RABBITMQ_TEST_TLS_DIR" \
+        bash -c 'cd "$1" && shift && "$@"' in_root "$REPO" \
+        swift test --skip-build --scratch-path "$SCRATCH" --disable-xctest --filter "$WIRE_FILTER" \
+        ${C015_WIRE_XUNIT:+--xunit-output "$C015_WIRE_XUNIT"}
+fi

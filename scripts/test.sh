@@ -246,14 +246,15 @@ fi
 rabbitmq_c_015_tests() {
     local rc=0
     RAN_TESTS=1
-    ST_XML+=("$RESULTS_DIR/rabbitmq-c-015.xml")
-    # The script's own status (3 and 4 mean skipped), not tee's.
-    stdbuf -oL -eL scripts/test-rabbitmq-c-015.sh --xunit-output "$RESULTS_DIR/rabbitmq-c-015.xml" 2>&1 \
+    ST_XML+=("$RESULTS_DIR/rabbitmq-c-015.xml" "$RESULTS_DIR/rabbitmq-c-015-wire.xml")
+    # The script's own status (3 and 4 mean skipped), not tee's. With the 3.10 broker's URLs
+    # it also runs the tests that need only those against it (update-secret, TLS checks).
+    C015_WIRE_XUNIT="$PWD/$RESULTS_DIR/rabbitmq-c-015-wire.xml" stdbuf -oL -eL scripts/test-rabbitmq-c-015.sh --xunit-output "$RESULTS_DIR/rabbitmq-c-015.xml" 2>&1 \
         | tee "$RESULTS_DIR/rabbitmq-c-015.log" || rc=${PIPESTATUS[0]}
     return $rc
 }
 if [[ $# -eq 0 ]]; then
-    name="rabbitmq-c 0.15 in the Debian 13 root (build, broker-free tests)"
+    name="rabbitmq-c 0.15 in the Debian 13 root (build, broker-free tests, update-secret and TLS against the broker)"
     t0=$SECONDS
     echo "==> $name"
     rc=0

@@ -24,6 +24,23 @@ struct SecretUpdateTests {
         return try await RabbitMQConnection.connect(configuration: configuration)
     }
 
+    /// Needs only the broker's URL (scripts/test-rabbitmq-c-015.sh runs it with rabbitmq-c
+    /// 0.15, which reads update-secret-ok): the broker's answer is read and the connection
+    /// goes on.
+    @Test func theBrokerTakesTheSecretOnTheOpenConnection() async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare("", exclusive: true)
+        let password = try TestBroker.configuration().password
+        for round in 1...3 {
+            let update = try await connection.updateSecret(password, reason: "refresh \(round)")
+            #expect(update == (CConnection.libraryReadsUpdateSecretOk ? .applied : .nextLogin))
+            try await channel.publish("round \(round)", routingKey: queue.name)
+            #expect(try await channel.get(queue: queue.name, autoAck: true)?.bodyString == "round \(round)")
+        }
+        try await connection.close()
+    }
+
     @Test func recoveryLogsInWithTheUpdatedSecretAndWithoutItGivesUp() async throws {
         let oldSecret = "old-\(UUID())"
         let newSecret = "new-\(UUID())"
