@@ -57,6 +57,16 @@ public enum TestBroker {
     /// The common name of the test client certificate (the user EXTERNAL logs in as).
     public static let tlsClientName = "rmqswift-client"
 
+    /// Makes the user the test client certificate logs in as with EXTERNAL (no password),
+    /// allowed everything on `/`; idempotent, and safe when tests race to do it.
+    public static func ensureTLSClientUser() async throws {
+        if !(try await ctl("list_users", "--silent")).contains(tlsClientName) {
+            _ = try? await ctl("add_user", tlsClientName, UUID().uuidString)
+            try await ctl("clear_password", tlsClientName)
+        }
+        try await ctl("set_permissions", "-p", "/", tlsClientName, ".*", ".*", ".*")
+    }
+
     /// A configuration for the broker's TLS listener, verifying it by the test CA; `query`
     /// is appended to ``tlsURL`` (for example `&certfile=...`).
     public static func tlsConfiguration(

@@ -11,6 +11,16 @@ struct ReadmeTests {
         #expect(received == "hello")
     }
 
+    @Test(.enabled(if: TestBroker.hasTLS)) func certificateLoginExampleRuns() async throws {
+        try await TestBroker.ensureTLSClientUser()
+        let connection = try await connectByCertificate(
+            url: TestBroker.tlsURL, ca: TestBroker.tlsFile("ca.pem"), certificate: TestBroker.tlsFile("client.pem"),
+            key: TestBroker.tlsFile("client.key"))
+        #expect(connection.endpoint?.useTLS == true)
+        try await connection.openChannel().queueDeclare("", exclusive: true)
+        try await connection.close()
+    }
+
     /// The names are the README's, so the test deletes them before and after.
     @Test func queueTypesExampleRuns() async throws {
         let connection = try await TestBroker.connect()
@@ -25,6 +35,16 @@ struct ReadmeTests {
         try await clean()
         try await connection.close()
     }
+}
+
+/// The README's TLS example: keep it identical to its code block.
+private func connectByCertificate(url: String, ca: String, certificate: String, key: String) async throws -> RabbitMQConnection {
+    var configuration = try RabbitMQConfiguration(uri: url)  // amqps://broker:5671/
+    configuration.tls.caCertificatePath = ca
+    configuration.tls.certificatePath = certificate
+    configuration.tls.keyPath = key
+    configuration.authenticationMechanism = .external  // no password: the certificate is the login
+    return try await RabbitMQConnection.connect(configuration: configuration)
 }
 
 /// The README's quorum queue and stream example: keep the body identical to its code block,

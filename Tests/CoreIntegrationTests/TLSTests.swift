@@ -132,11 +132,7 @@ struct TLSTests {
     @Test func externalAuthenticationLogsInByTheCertificatesName() async throws {
         // The user named by the client certificate's common name, with no password at all.
         let user = TestBroker.tlsClientName
-        if !(try await TestBroker.ctl("list_users", "--silent")).contains(user) {
-            _ = try? await TestBroker.ctl("add_user", user, UUID().uuidString)
-            try await TestBroker.ctl("clear_password", user)
-        }
-        try await TestBroker.ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+        try await TestBroker.ensureTLSClientUser()
 
         let name = TestBroker.uniqueName("external")
         let query = "&certfile=\(try TestBroker.tlsFile("client.pem"))&keyfile=\(try TestBroker.tlsFile("client.key"))"
