@@ -283,14 +283,22 @@ EOF
     : >"$ENV_CONF_FILE"
 }
 
-# The test certificates (see RMQ_TLS_PORT above), made once per directory; a
-# lock, because a cluster's nodes may share one directory.
+# The test certificates (see RMQ_TLS_PORT above), made once per directory and again when
+# they are incomplete (an interrupted start) or expire within a day; in a directory of
+# their own that is renamed into place, so a half-made set is never taken for a whole one.
+# A lock, because a cluster's nodes share one directory.
 make_certificates() {
-    mkdir -p "$TLS_DIR"
+    mkdir -p "$(dirname "$TLS_DIR")"
     (
         flock 9
-        [[ -s "$TLS_DIR/client.key" ]] && exit 0
-        d="$TLS_DIR"
+        if [[ -e "$TLS_DIR/.complete" ]] \
+            && openssl x509 -checkend 86400 -noout -in "$TLS_DIR/server.pem" >/dev/null 2>&1 \
+            && openssl x509 -checkend 86400 -noout -in "$TLS_DIR/client.pem" >/dev/null 2>&1; then
+            exit 0
+        fi
+        d="$TLS_DIR.new"
+        rm -rf "$d"
+        mkdir -p "$d"
         key=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
         openssl req -x509 "${key[@]}" -keyout "$d/ca.key" -out "$d/ca.pem" -days 30 \
             -subj "/CN=rmqswift test CA" -addext "basicConstraints=critical,CA:TRUE" \
@@ -310,7 +318,12 @@ make_certificates() {
             rm -f "$d/$name.csr"
         done
         rm -f "$d/ca.key" "$d/ca.srl"
-    ) 9>"$TLS_DIR/.lock" || die "could not make the TLS certificates in $TLS_DIR"
+        # A throwaway test key: readable by whoever runs the tests (not only root).
+        chmod 0644 "$d/client.key"
+        touch "$d/.complete"
+        rm -rf "$TLS_DIR"
+        mv "$d" "$TLS_DIR"
+    ) 9>"$TLS_DIR.lock" || die "could not make the TLS certificates in $TLS_DIR"
     if [[ -n "$ROOT" ]]; then
         chroot "$ROOT" chown -R rabbitmq:rabbitmq "$RMQ_TLS_DIR"
     elif id -u rabbitmq >/dev/null 2>&1; then

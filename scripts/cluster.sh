@@ -326,11 +326,11 @@ cmd_stop() {
         wait "${pids[n - 1]}" || { rc=1; echo "cluster.sh: could not stop $(node_name "$n")" >&2; }
     done
     if [[ -d "$HOST_DIR" ]]; then
-        # Delete only what looks like ours (node dirs and start logs).
+        # Delete only what looks like ours (node dirs, start logs, the test certificates).
         for f in "$HOST_DIR"/* "$HOST_DIR"/.[!.]*; do
             [[ -e "$f" ]] || continue
             case "$(basename "$f")" in
-                "$CLUSTER_PREFIX"[0-9]* | start-*.log) ;;
+                "$CLUSTER_PREFIX"[0-9]* | start-*.log | tls | tls.lock | tls.new) ;;
                 *) die "$HOST_DIR holds $f, which is not ours; not deleting it" ;;
             esac
         done

@@ -183,8 +183,12 @@ extension Bench {
         @Option(name: .long, help: "How many messages.")
         var messages: Int
 
+        @Flag(name: .long, help: "Fill the queue on RABBITMQ_TLS_URL's broker.")
+        var tls = false
+
         func run() async throws {
-            let c = CBaseline(endpoint: try BenchEndpoint(uri: brokerURL()))
+            guard let url = tls ? tlsBrokerURL() : brokerURL() else { throw BenchError("--tls needs RABBITMQ_TLS_URL") }
+            let c = CBaseline(endpoint: try BenchEndpoint(uri: url))
             try await c.fill(queue, size: size, count: messages)
         }
     }

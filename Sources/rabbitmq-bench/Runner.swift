@@ -17,6 +17,8 @@ struct Runner: Sendable {
     /// Resets the scenario's queue; for `consume`, fills it with exactly `count` messages.
     func prepare(_ scenario: Scenario, count: Int) async throws {
         let queue = queue(for: scenario)
+        // A TLS scenario's queue lives on the TLS endpoint's broker (with broker.sh, the same node).
+        let c = try baseline(for: scenario)
         switch scenario.kind.workload {
         case .publish, .publishHeaders, .confirmStream, .confirmEach:
             try await c.resetQueue(queue, maxLength: Scenario.maxQueueLength)
@@ -24,7 +26,8 @@ struct Runner: Sendable {
             try await c.resetQueue(queue, maxLength: 0)
             // In a child process: filling costs about as much as the run itself.
             let fill = try ChildProcess.spawn(
-                ["fill", "--queue", queue, "--size", "\(scenario.size)", "--messages", "\(count)"])
+                ["fill", "--queue", queue, "--size", "\(scenario.size)", "--messages", "\(count)"]
+                    + (scenario.kind.overTLS ? ["--tls"] : []))
             let status = try await fill.wait(seconds: maxSeconds)
             guard status == 0 else { throw BenchError("filling \(queue) failed (exit status \(status))") }
         case .rpc, .rpcPatterns:
@@ -105,7 +108,7 @@ struct Runner: Sendable {
             // mailbox (RabbitMQ prioritises it), so its count can lag: give it a moment.
             for _ in 0..<40 where check != expected {
                 try await Task.sleep(for: .milliseconds(50))
-                check = UInt64(try await c.counts(queue(for: scenario)).messages)
+                check = UInt64(try await baseline(for: scenario).counts(queue(for: scenario)).messages)
             }
         case .confirmStream, .confirmEach:
             expected = 0
@@ -136,7 +139,14 @@ struct Runner: Sendable {
     /// Deletes the queues of the scenarios that ran (a broker-free run touches no broker).
     func cleanUp(_ kinds: [Scenario.Kind]) async {
         for kind in Scenario.Kind.allCases where kind.usesQueue && kinds.contains(kind) {
-            try? await c.deleteQueue("\(prefix).\(kind.rawValue)")
+            try? await (kind.overTLS ? tls?.c ?? c : c).deleteQueue("\(prefix).\(kind.rawValue)")
         }
+    }
+
+    /// The C baseline on the scenario's endpoint.
+    func baseline(for scenario: Scenario) throws -> CBaseline {
+        guard scenario.kind.overTLS else { return c }
+        guard let tls else { throw BenchError("\(scenario.kind.rawValue) needs RABBITMQ_TLS_URL") }
+        return tls.c
     }
 }

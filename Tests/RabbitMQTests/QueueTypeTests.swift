@@ -100,6 +100,12 @@ struct QueueTypeTests {
         #expect(limit?.code == .invalidConfiguration)
         // The same value twice is no contradiction.
         #expect(try arguments(.quorum(deliveryLimit: 5), ["x-queue-type": "quorum", "x-delivery-limit": 5]).count == 2)
+        // Found in review: nor is the same number in another integer width.
+        #expect(try arguments(.quorum(deliveryLimit: 5), ["x-delivery-limit": .int32(5)]).count == 2)
+        let wider = refusal { () throws(RabbitMQError) in
+            _ = try arguments(.quorum(deliveryLimit: 5), ["x-delivery-limit": .int16(6)])
+        }
+        #expect(wider?.code == .invalidConfiguration)
     }
 
     @Test func streamOffsetsBecomeTheirAMQPValues() {

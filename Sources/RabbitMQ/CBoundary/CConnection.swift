@@ -463,7 +463,7 @@ final class CConnection {
         writtenDirectly = 0
         guard let writer, !writer.isEmpty else { return false }
         switch writer.write(publishes: &publishes) {
-        case .done: return false
+        case .done, .needsInput: return false
         case .wouldBlock: return true
         case .failed(let status): throw .library(status, "sending to the broker failed")
         }

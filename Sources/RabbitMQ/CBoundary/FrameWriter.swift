@@ -384,6 +384,9 @@ final class FrameWriter {
         case done
         /// The socket is full: wait for it to become writable.
         case wouldBlock
+        /// TLS must read first (a renegotiation): try again after the next read, without
+        /// polling for writability, which would be ready at once and spin.
+        case needsInput
         /// The socket failed (a rabbitmq-c status).
         case failed(Int32)
     }
@@ -446,9 +449,10 @@ final class FrameWriter {
                 continue
             }
             switch result {
-            // A read the TLS layer needs first (renegotiation; not in TLS 1.3) comes with the
-            // loop's next read: it always polls for input.
-            case CRMQ_TLS_WANT_WRITE, CRMQ_TLS_WANT_READ: return .wouldBlock
+            case CRMQ_TLS_WANT_WRITE: return .wouldBlock
+            // A read the TLS layer needs first (renegotiation; not in TLS 1.3): the loop
+            // reads, then flushes again.
+            case CRMQ_TLS_WANT_READ: return .needsInput
             case CRMQ_TLS_CLOSED: return .failed(AMQP_STATUS_CONNECTION_CLOSED.rawValue)
             default: return .failed(AMQP_STATUS_SSL_ERROR.rawValue)
             }

@@ -334,7 +334,8 @@ final class IOLoop {
             case .close(let waiter):
                 machine.close(waiter: waiter, now: now)
             case .updateSecret(let secret, let reason, let waiter):
-                machine.updateSecret(secret, reason: reason, wire: connection?.canUpdateSecret ?? false, waiter: waiter)
+                machine.updateSecret(
+                    secret, reason: reason, wire: connection?.canUpdateSecret ?? false, waiter: waiter, now: now)
             }
             if !machine.actions.isEmpty { executeActions() }
             // The terminate action may have handed back commands still queued in the core.

@@ -67,7 +67,8 @@ extension RabbitMQChannel {
     /// After a connection recovery the consumer goes on after the last delivery the iterator
     /// handed out (deliveries of the lost connection not handed out yet are dropped, as for
     /// any consumer, and read again). One that had handed out nothing starts from `offset`
-    /// again: with `.next`, what was published during the outage is skipped.
+    /// again: with `.next`, what was published during the outage is skipped. A delivery the
+    /// iterator hands out at the very moment the connection recovers can come once more.
     ///
     /// - Parameters:
     ///   - stream: The stream (a queue declared with ``RabbitMQQueueType/stream``).

@@ -168,7 +168,10 @@ public struct RabbitMQQueueType: Sendable, Hashable, CustomStringConvertible {
         }
         var result = arguments
         for entry in own {
-            if let given = arguments[entry.key], given != entry.value {
+            // The same number in another integer width (an explicit `.int32(5)`) agrees.
+            if let given = arguments[entry.key], given != entry.value,
+                given.int64Value == nil || given.int64Value != entry.value.int64Value
+            {
                 throw .invalidConfiguration(
                     "the arguments set \(entry.key) to \(given), but the queue type \(name) sets it to \(entry.value)")
             }

@@ -130,8 +130,10 @@ public final class RabbitMQConnection: Sendable {
     ///   the broker answered).
     /// - Throws: ``RabbitMQError``: `invalidConfiguration` for a secret that cannot be sent
     ///   (with NUL bytes, too large for a frame, or with EXTERNAL authentication, which has
-    ///   none); the broker's error when it refuses the secret (it closes the connection, and
-    ///   recovery logs in with the new secret); `closed` once the connection is closed.
+    ///   none); `timeout` when the broker does not answer within the request timeout (the
+    ///   secret is kept for the next login all the same); the broker's error when it refuses
+    ///   the secret (530 NOT_ALLOWED: it closes the connection, for good, as for any refused
+    ///   login); `closed` once the connection is closed.
     @discardableResult
     public func updateSecret(_ secret: String, reason: String) async throws -> RabbitMQSecretUpdate {
         guard core.configuration.authenticationMechanism == .plain else {

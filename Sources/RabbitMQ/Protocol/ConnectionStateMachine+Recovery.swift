@@ -457,7 +457,10 @@ extension ConnectionStateMachine {
         case .open, .blocked, .closingOpen, .closingBlocked, .closingSent:
             break
         }
-        if !isBlocked { expireRequests(now: now) }
+        if !isBlocked {
+            expireRequests(now: now)
+            if !secretUpdates.isEmpty { expireSecretUpdates(now: now) }
+        }
         if phase == .closingOpen || phase == .closingBlocked || phase == .closingSent, closeDeadlinePassed(now: now) { return }
         sendConnectionCloseIfDrained(now: now)
         guard isConnected, !isClosed else { return }
@@ -570,6 +573,10 @@ extension ConnectionStateMachine {
             }
         }
         if !isBlocked {
+            if !secretUpdates.isEmpty, let deadline = secretDeadline, !found || deadline < soonest {
+                soonest = deadline
+                found = true
+            }
             for channel in channels.values where channel.hasPending {
                 let deadline = channel.earliestPendingDeadline
                 if !found || deadline < soonest {

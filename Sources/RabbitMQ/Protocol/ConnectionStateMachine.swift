@@ -97,9 +97,15 @@ final class ConnectionStateMachine {
     /// Why the connection closed, once it has.
     private(set) var terminalError: RabbitMQError?
     @exclusivity(unchecked) private var heldHead = 0
-    /// Callers of `connection.update-secret` sent, in order: the broker answers them in order,
-    /// with nothing to tell the answers apart.
-    private(set) var secretWaiters: [Waiter] = []
+    /// `connection.update-secret`s sent, in order: the broker answers them in order, with
+    /// nothing to tell the answers apart. One whose caller timed out stays, without its
+    /// waiter, until its answer comes, so that the answer is not taken for the next one's.
+    private(set) var secretUpdates: [SecretUpdate] = []
+
+    struct SecretUpdate {
+        var waiter: Waiter?
+        var deadline: ContinuousClock.Instant
+    }
     @exclusivity(unchecked) var heartbeat = HeartbeatState()
     /// What to do next, in order; the loop takes them with ``takeActions(into:)``.
     @exclusivity(unchecked) private(set) var actions: [ConnectionAction] = []
@@ -602,6 +608,7 @@ final class ConnectionStateMachine {
         let delay = blocked.since.duration(to: now)
         guard delay > .zero else { return }
         for channel in channels.values { channel.postponeDeadlines(by: delay) }
+        for index in secretUpdates.indices { secretUpdates[index].deadline += delay }
     }
 
     func unblocked(now: ContinuousClock.Instant) {
@@ -662,7 +669,7 @@ final class ConnectionStateMachine {
     /// broker's answer readable. Answered `.applied` when the broker took it, `.nextLogin`
     /// when it was only kept (recovering, not `wire`, or the connection lost before the
     /// broker answered: recovery logs in with it).
-    func updateSecret(_ secret: String, reason: String, wire: Bool, waiter: Waiter) {
+    func updateSecret(_ secret: String, reason: String, wire: Bool, waiter: Waiter, now: ContinuousClock.Instant) {
         switch phase {
         case .open, .blocked:
             break
@@ -682,22 +689,45 @@ final class ConnectionStateMachine {
             return
         }
         emit(.send(0, .connectionUpdateSecret(secret: secret, reason: reason)))
-        secretWaiters.append(waiter)
+        secretUpdates.append(SecretUpdate(waiter: waiter, deadline: deadline(now)))
     }
 
     /// `connection.update-secret-ok`: the oldest update sent is applied.
     func secretUpdated() {
-        guard !secretWaiters.isEmpty else {
+        guard !secretUpdates.isEmpty else {
             emit(.log(.debug, "connection.update-secret-ok with no update pending", [:]))
             return
         }
-        emit(.succeed(secretWaiters.removeFirst(), .secretUpdate(.applied)))
+        if let waiter = secretUpdates.removeFirst().waiter { emit(.succeed(waiter, .secretUpdate(.applied))) }
     }
 
     /// The connection the updates were sent on is gone: the secret stays for the next login.
     func secretUpdatesCarriedOver() {
-        for waiter in secretWaiters { emit(.succeed(waiter, .secretUpdate(.nextLogin))) }
-        secretWaiters.removeAll()
+        for update in secretUpdates {
+            if let waiter = update.waiter { emit(.succeed(waiter, .secretUpdate(.nextLogin))) }
+        }
+        secretUpdates.removeAll()
+    }
+
+    /// The earliest deadline of an update whose caller still waits.
+    var secretDeadline: ContinuousClock.Instant? {
+        var earliest: ContinuousClock.Instant?
+        for update in secretUpdates where update.waiter != nil {
+            if earliest.map({ update.deadline < $0 }) ?? true { earliest = update.deadline }
+        }
+        return earliest
+    }
+
+    /// Fails the callers whose update the broker has not answered in time (the secret is
+    /// kept for later logins all the same); their places stay for the late answers.
+    func expireSecretUpdates(now: ContinuousClock.Instant) {
+        for index in secretUpdates.indices {
+            guard let waiter = secretUpdates[index].waiter, !(now < secretUpdates[index].deadline) else { continue }
+            secretUpdates[index].waiter = nil
+            emit(.fail(waiter, RabbitMQError(
+                code: .timeout, scope: .none,
+                message: "the broker did not answer connection.update-secret within \(settings.requestTimeout); the secret is kept for the next login")))
+        }
     }
 
     // MARK: Teardown
@@ -721,8 +751,10 @@ final class ConnectionStateMachine {
         emit(.emit(.closed(error)))
         emit(.finishEvents)
         if error == nil { emit(.log(.info, "closed", [:])) }
-        for waiter in secretWaiters { emit(.fail(waiter, failure)) }
-        secretWaiters.removeAll()
+        for update in secretUpdates {
+            if let waiter = update.waiter { emit(.fail(waiter, failure)) }
+        }
+        secretUpdates.removeAll()
         for waiter in closingWaiters { emit(.succeed(waiter, .ok)) }
     }
 }

@@ -21,7 +21,11 @@ import RabbitMQ
 ///   not a valid envelope: park it at once, with the reason in ``lastErrorHeader``.
 ///
 /// Each republish is confirmed by the broker before the original is acknowledged, so a crash
-/// in between can duplicate a message but never lose one. If a republish fails, ``run(_:handler:)``
+/// in between can duplicate a message but never lose one. The broker's own hop from a delay
+/// queue back to the work queue is dead-lettering, which RabbitMQ does at most once: a message
+/// whose delay ends while the work queue cannot take it (a quorum queue without a leader
+/// during a failover, a full queue) can be dropped there, with classic and quorum queues
+/// alike. If a republish fails, ``run(_:handler:)``
 /// stops with the error and the unacknowledged message returns to the work queue.
 ///
 /// With ``Configuration/quorum`` every queue is a quorum queue. A quorum queue counts how
