@@ -2,8 +2,9 @@ import CRabbitMQ
 import Glibc
 import Synchronization
 
-/// Unsticks I/O threads that rabbitmq-c 0.11 leaves blocked inside a send (TLS connections;
-/// plain TCP ones never send through rabbitmq-c after login).
+/// Unsticks I/O threads that rabbitmq-c 0.11 leaves blocked inside a send: on TLS, a read
+/// through OpenSSL that has to write (a key update) when the socket is full. No connection
+/// sends through rabbitmq-c after login (the frame writer does), so only TLS reads are watched.
 ///
 /// rabbitmq-c before 0.14 can block forever in `amqp_basic_publish` (or any send) when the
 /// peer goes silent and the socket buffer is full (upstream #780): no heartbeat check runs
