@@ -291,4 +291,47 @@ struct CBoundaryTests {
         let request = ChannelRequest.queueDeclare(name: "q", passive: false, durable: false, exclusive: false, autoDelete: false, arguments: table)
         #expect(throws: RabbitMQError.self) { try request.check(frameMax: 131_072) }
     }
+
+    // MARK: Frames from a hostile broker
+
+    /// `bytes` read by rabbitmq-c's frame reader (as `amqp_simple_wait_frame` does); `body`
+    /// sees each frame it accepts, in its pool.
+    static func readFrames(_ bytes: [UInt8], _ body: (amqp_frame_t) -> Void) {
+        let state = amqp_new_connection()!
+        defer { amqp_destroy_connection(state) }
+        bytes.withUnsafeBytes { raw in
+            var remaining = raw
+            while !remaining.isEmpty {
+                var frame = amqp_frame_t()
+                let consumed = amqp_handle_input(
+                    state, amqp_bytes_t(len: remaining.count, bytes: UnsafeMutableRawPointer(mutating: remaining.baseAddress)), &frame)
+                guard consumed > 0 else { return }
+                remaining = UnsafeRawBufferPointer(rebasing: remaining[Int(consumed)...])
+                if frame.frame_type != 0 { body(frame) }
+            }
+        }
+    }
+
+    /// Defect (found by scripts/fuzz.sh): rabbitmq-c decodes a content header of another
+    /// class than basic into that class's 8-byte structure; read as basic properties, its
+    /// flags sent the conversion after pointers past it, and the client crashed.
+    @Test func aContentHeaderOfAnotherClassIsRefusedNotReadAsBasicProperties() {
+        // Channel 1, class 10 (connection), no body, the content-type flag and its string.
+        let payload: [UInt8] = [0, 10, 0, 0] + [UInt8](repeating: 0, count: 8) + [0x80, 0x00, 10] + Array("text/plain".utf8)
+        let frame: [UInt8] = [2, 0, 1] + [0, 0, 0, UInt8(payload.count)] + payload + [0xCE]
+        var outcomes: [Result<RabbitMQProperties?, ContentHeaderError>] = []
+        Self.readFrames(frame) { frame in
+            let header = frame.payload.properties
+            var cached = RabbitMQProperties()
+            var flags: amqp_flags_t = 0
+            outcomes.append(Result { () throws(ContentHeaderError) in
+                try RabbitMQProperties.contentHeader(classID: header.class_id, decoded: header.decoded, cached: &cached, flags: &flags)
+            })
+        }
+        #expect(outcomes.count == 1)
+        guard case .failure(.notBasic(classID: 10)) = outcomes.first else {
+            Issue.record("got \(outcomes)")
+            return
+        }
+    }
 }

@@ -206,7 +206,13 @@ final class IOLoop {
         case .header:
             guard let channel = machine.channel(number) else { return }
             var undecodable = false
-            let properties = connection.properties(undecodable: &undecodable)
+            let properties: RabbitMQProperties?
+            do {
+                properties = try connection.properties(undecodable: &undecodable)
+            } catch {
+                lost(error)
+                return
+            }
             progress(channel, channel.contentHeader(bodySize: connection.bodySize, properties: properties, undecodable: undecodable))
             return
         case .deliver:
