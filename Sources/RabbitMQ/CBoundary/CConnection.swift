@@ -266,7 +266,7 @@ final class CConnection {
     }
 
     /// The body size the content header read last announces.
-    var bodySize: Int { Int(frame.payload.properties.body_size) }
+    var bodySize: UInt64 { frame.payload.properties.body_size }
 
     /// The properties of the content header read last: nil when it has none; `undecodable`
     /// when they could not be decoded (a field table nested too deep). Throws for a header
