@@ -334,4 +334,23 @@ struct CBoundaryTests {
             return
         }
     }
+
+    /// A broker may propose any frame_max in its tune, and rabbitmq-c before 0.16 takes it;
+    /// below AMQP's 4096 the frame writer's arithmetic (two body frames at most per copied
+    /// body, a method in frame_max - 12 bytes) no longer holds: the connection is refused.
+    @Test func aFrameMaxBelowAMQPsMinimumIsRefused() {
+        for frameMax in [0, 1, 12, 100, 4095] {
+            #expect(throws: RabbitMQError.self, "\(frameMax)") {
+                try ConnectionCore.Negotiated.checkFrameMax(frameMax, endpoint: "broker")
+            }
+            do {
+                try ConnectionCore.Negotiated.checkFrameMax(frameMax, endpoint: "broker")
+            } catch {
+                #expect(error.code == .protocolError && error.message.contains("frame_max of \(frameMax)"))
+            }
+        }
+        for frameMax in [4096, 8192, 131_072, Int(Int32.max)] {
+            #expect(throws: Never.self) { try ConnectionCore.Negotiated.checkFrameMax(frameMax, endpoint: "broker") }
+        }
+    }
 }

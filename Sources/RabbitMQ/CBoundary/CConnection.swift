@@ -128,6 +128,7 @@ final class CConnection {
         var negotiated = ConnectionCore.Negotiated()
         negotiated.channelMax = Int(amqp_get_channel_max(state))
         negotiated.frameMax = Int(amqp_get_frame_max(state))
+        try ConnectionCore.Negotiated.checkFrameMax(negotiated.frameMax, endpoint: "\(endpoint)")
         negotiated.heartbeat = Int(amqp_get_heartbeat(state))
         if let server = amqp_get_server_properties(state) {
             negotiated.serverProperties = (try? RabbitMQFieldTable(cTable: server.pointee)) ?? [:]
