@@ -353,4 +353,55 @@ struct CBoundaryTests {
             #expect(throws: Never.self) { try ConnectionCore.Negotiated.checkFrameMax(frameMax, endpoint: "broker") }
         }
     }
+
+    /// rabbitmq-c before 0.14 decodes nested tables and arrays by recursion without a limit,
+    /// before our depth check sees them: the deepest table a frame of the default frame_max
+    /// can carry (some 26,000 nested arrays) must decode on the I/O thread's stack, then be
+    /// refused as too deep. (0.11 overflows a 2 MiB stack on it.)
+    @Test func theDeepestTableAFrameCanCarryDecodesOnTheIOThreadsStack() throws {
+        let frameMax = 131_072
+        // { "a": A[A[A[...]]] }: 4 + 2 bytes, then 5 a level, in a method frame's room.
+        let levels = (frameMax - 8 - 4 - 6) / 5
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(6 + 5 * levels)
+        func u32(_ value: Int) { bytes += withUnsafeBytes(of: UInt32(value).bigEndian, Array.init) }
+        u32(2 + 5 * levels)
+        bytes += [1, UInt8(ascii: "a")]
+        for level in 0..<levels {
+            bytes.append(UInt8(ascii: "A"))
+            u32(5 * (levels - 1 - level))
+        }
+        final class Run: @unchecked Sendable {
+            // Written by the thread before it ends, read after pthread_join: no overlap.
+            let bytes: [UInt8]
+            var status: Int32 = 1
+            var tooDeep = false
+            init(_ bytes: [UInt8]) { self.bytes = bytes }
+        }
+        let run = Run(bytes)
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setstacksize(&attributes, IOLoop.stackSize(frameMax: frameMax))
+        var thread = pthread_t()
+        let created = pthread_create(&thread, &attributes, { argument in
+            let run = Unmanaged<Run>.fromOpaque(argument!).takeUnretainedValue()
+            let pool = ScratchPool()
+            var table = amqp_table_t()
+            var offset = 0
+            run.status = run.bytes.withUnsafeBytes { raw in
+                amqp_decode_table(
+                    amqp_bytes_t(len: raw.count, bytes: UnsafeMutableRawPointer(mutating: raw.baseAddress)), pool.pool, &table, &offset)
+            }
+            if run.status == AMQP_STATUS_OK.rawValue {
+                do { _ = try RabbitMQFieldTable(cTable: table) } catch { run.tooDeep = true }
+            }
+            return nil
+        }, Unmanaged.passUnretained(run).toOpaque())
+        try #require(created == 0)
+        pthread_join(thread, nil)
+        #expect(run.status == AMQP_STATUS_OK.rawValue)
+        #expect(run.tooDeep)
+        #expect(IOLoop.stackSize(frameMax: frameMax) >= 8 << 20)
+    }
 }
