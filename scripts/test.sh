@@ -13,6 +13,9 @@
 #      can be reached to make it)
 #   5. the broker-free tests and the core integration tests again, built with
 #      ThreadSanitizer (.build-tsan); any report fails the step
+#   5b. scripts/fuzz.sh --seconds 60: the C boundary under libFuzzer and
+#      AddressSanitizer (.build-fuzz); any crash, broken round trip or report
+#      fails the step
 #   6. swift test --filter "BrokerWideTests|FaultTests" (tests that change
 #      broker-wide state: memory alarms, SIGSTOP, kill -9 and restart of the
 #      broker, a node killed in a three-node cluster that scripts/cluster.sh
@@ -230,6 +233,7 @@ tsan_tests() {
 }
 if [[ $# -eq 0 ]]; then
     step "ThreadSanitizer (broker-free + core integration tests)" tsan_tests || true
+    step "fuzz the C boundary, 60 s (scripts/fuzz.sh --seconds 60)" scripts/fuzz.sh --seconds 60 || true
 fi
 if [[ $((xct_wide + st_wide)) -gt 0 && -z "${RABBITMQ_CLUSTER_URLS:-}" ]]; then
     # The failover tests need a three-node cluster on this machine.
