@@ -354,6 +354,29 @@ struct CBoundaryTests {
         }
     }
 
+    /// rabbitmq-c keeps a pool for every channel number it reads a frame on, until the
+    /// connection closes: a frame above the negotiated channel_max is refused (the number of
+    /// pools is then bounded by what we agreed to), one at or below it is not.
+    @Test func aFrameAboveTheNegotiatedChannelMaxIsRefused() {
+        var negotiated = ConnectionCore.Negotiated()
+        negotiated.channelMax = 256
+        for channel: UInt16 in [0, 1, 256] {
+            #expect(throws: Never.self, "\(channel)") { try negotiated.checkFrameChannel(channel) }
+        }
+        for channel: UInt16 in [257, 65_535] {
+            #expect(throws: RabbitMQError.self, "\(channel)") { try negotiated.checkFrameChannel(channel) }
+        }
+        // What 65,535 such frames, one per channel, leave rabbitmq-c holding: a pool each.
+        let state = amqp_new_connection()!
+        defer { amqp_destroy_connection(state) }
+        var frame = amqp_frame_t()
+        let bytes: [UInt8] = [3, 0xFF, 0xFF, 0, 0, 0, 1, 0x78, 0xCE]
+        let consumed = bytes.withUnsafeBytes { raw in
+            amqp_handle_input(state, amqp_bytes_t(len: raw.count, bytes: UnsafeMutableRawPointer(mutating: raw.baseAddress)), &frame)
+        }
+        #expect(consumed > 0 && frame.channel == 65_535, "rabbitmq-c reads a frame on any channel")
+    }
+
     /// rabbitmq-c before 0.14 decodes nested tables and arrays by recursion without a limit,
     /// before our depth check sees them: the deepest table a frame of the default frame_max
     /// can carry (some 26,000 nested arrays) must decode on the I/O thread's stack, then be

@@ -214,6 +214,7 @@ final class CConnection {
         if status == AMQP_STATUS_TIMEOUT.rawValue { return nil }
         guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "reading from the broker failed") }
         unreleasedChannel = frame.channel
+        try negotiated.checkFrameChannel(frame.channel)
         switch Int32(frame.frame_type) {
         case AMQP_FRAME_METHOD:
             switch frame.payload.method.id {

@@ -50,6 +50,17 @@ final class ConnectionCore: Sendable {
                 code: .protocolError, scope: .connection,
                 message: "\(endpoint) negotiated a frame_max of \(frameMax) bytes; AMQP's minimum is \(minimumFrameMax)")
         }
+
+        /// Refuses a frame on a channel number above the negotiated channel_max: the broker
+        /// agreed to it, and rabbitmq-c keeps a memory pool of up to frame_max bytes for every
+        /// channel number it has read a frame on, until the connection closes (65,535 frames
+        /// of 9 bytes, one per channel, made 0.11 hold 3 GB).
+        func checkFrameChannel(_ channel: UInt16) throws(RabbitMQError) {
+            guard Int(channel) > channelMax else { return }
+            throw RabbitMQError(
+                code: .protocolError, scope: .connection,
+                message: "the broker sent a frame on channel \(channel), above the negotiated channel_max of \(channelMax)")
+        }
     }
 
     let configuration: RabbitMQConfiguration
