@@ -159,6 +159,13 @@ SEEDS["publish-small"] = b"\x04\x00\x00" + b"\x01\x00\x00\x0atext/plain" + b"\x0
 SEEDS["publish-mandatory-headers"] = b"\x04\x01\x01" + b"\x00\x01\x02\x00\x01a\x07" + b"\x01" * 8 + b"\x00" * 30 + b"\x10\x00" + b"b" * 64
 SEEDS["publish-large-body"] = b"\x04\x00\x00" + b"\x00" * 24 + b"\x2e\xe0" + bytes(range(256)) * 47
 
+# path 5: requests (frame_max choice, kind, three names, an arguments table).
+SEEDS["request-queue-declare-quorum"] = (b"\x05\x00\x02" + b"\x00\x00\x06orders" + b"\x00\x00\x00" * 2 + b"\x02"
+                                         + b"\x00\x00\x0cx-queue-type\x0b\x00\x06quorum"
+                                         + b"\x00\x00\x0cx-max-length\x07" + struct.pack(">q", 10000))
+SEEDS["request-exchange-bind-headers"] = (b"\x05\x01\x01" + b"\x00\x00\x01d" + b"\x00\x00\x01s" + b"\x00\x00\x03k.#" + b"\x02"
+                                          + b"\x00\x00\x07x-match\x0b\x00\x03all" + b"\x00\x00\x06format\x0b\x00\x04json")
+
 
 def main():
     directory = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "Tests", "FuzzCorpus")

@@ -9,12 +9,14 @@
 /// - 3: a Swift field table built from the bytes, encoded and decoded back.
 /// - 4: a publish built from the bytes (properties, body, frame_max), encoded by the frame
 ///   writer, sent through a socket pair and read back by rabbitmq-c.
+/// - 5: a request with names and an arguments table built from the bytes, checked, encoded
+///   by the frame writer and read back by rabbitmq-c.
 ///
 /// Returns nil, or what went wrong.
 func fuzzOne(_ data: UnsafeRawBufferPointer) -> String? {
     guard let selector = data.first else { return nil }
     var input = FuzzInput(UnsafeRawBufferPointer(rebasing: data.dropFirst()))
-    switch selector % 5 {
+    switch selector % 6 {
     case 0:
         return RabbitMQFuzzSupport.decodeTable(input.remaining)
     case 1:
@@ -24,6 +26,11 @@ func fuzzOne(_ data: UnsafeRawBufferPointer) -> String? {
         return RabbitMQFuzzSupport.decodeFrames(input.remaining, chunking: chunking)
     case 3:
         return RabbitMQFuzzSupport.roundTrip(input.table())
+    case 5:
+        let frameMax = [4096, 8192, 131_072][Int(input.byte() % 3)]
+        let kind = input.byte()
+        let names = [input.shortString(), input.shortString(), input.shortString()]
+        return RabbitMQFuzzSupport.request(kind: kind, names: names, arguments: input.table(), frameMax: frameMax)
     default:
         let frameMax = [4096, 8192, 131_072][Int(input.byte() % 3)]
         let mandatory = input.bool()

@@ -150,34 +150,112 @@ public enum RabbitMQFuzzSupport {
         } catch {
             return error.code == .invalidConfiguration ? nil : "a message was refused with \(error)"
         }
+        let scratch = ScratchPool()
+        var status = AMQP_STATUS_OK.rawValue
+        let written = throughSocket(frameMax: frameMax, publishes: 1) { writer in
+            status = writer.appendPublish(channel: 1, message: message, returnTag: mandatory ? 1 << 40 : nil, holdsRoom: true, scratch: scratch)
+            return status == AMQP_STATUS_OK.rawValue
+        }
+        guard status == AMQP_STATUS_OK.rawValue else { return "a validated publish was not encoded: status \(status)" }
+        switch written {
+        case .failure(let problem): return problem.description
+        case .success(let received):
+            return received.withUnsafeBytes { readPublish($0, properties: properties, body: body, returnTag: mandatory, frameMax: frameMax) }
+        }
+    }
+
+    /// A request carrying `names` and `arguments` (`kind` picks exchange.declare,
+    /// exchange.bind, queue.declare, queue.bind or queue.unbind): refused with a typed error
+    /// when AMQP cannot carry it in a frame of `frameMax` bytes, else encoded by the frame
+    /// writer and read back by rabbitmq-c, arguments and all.
+    public static func request(kind: UInt8, names: [String], arguments: RabbitMQFieldTable, frameMax: Int) -> String? {
+        func name(_ index: Int) -> String { index < names.count ? names[index] : "" }
+        let request: ChannelRequest
+        switch kind % 5 {
+        case 0:
+            request = .exchangeDeclare(
+                name: name(0), type: name(1), passive: false, durable: true, autoDelete: false, internal: false, arguments: arguments)
+        case 1: request = .exchangeBind(destination: name(0), source: name(1), routingKey: name(2), arguments: arguments)
+        case 2: request = .queueDeclare(name: name(0), passive: false, durable: true, exclusive: false, autoDelete: false, arguments: arguments)
+        case 3: request = .queueBind(queue: name(0), exchange: name(1), routingKey: name(2), arguments: arguments)
+        default: request = .queueUnbind(queue: name(0), exchange: name(1), routingKey: name(2), arguments: arguments)
+        }
+        do {
+            try request.check(frameMax: frameMax)
+        } catch {
+            return error.code == .invalidConfiguration ? nil : "a request was refused with \(error)"
+        }
+        let scratch = ScratchPool()
+        var status = AMQP_STATUS_OK.rawValue
+        let written = throughSocket(frameMax: frameMax, publishes: 0) { writer in
+            status = scratch.withCMethod(.request(request)) { id, decoded in writer.appendMethod(channel: 1, id: id, decoded: decoded) }
+            return status == AMQP_STATUS_OK.rawValue
+        }
+        guard status == AMQP_STATUS_OK.rawValue else { return "a checked request was not encoded: status \(status)" }
+        let received: [UInt8]
+        switch written {
+        case .failure(let problem): return problem.description
+        case .success(let bytes): received = bytes
+        }
+        guard let state = amqp_new_connection() else { return "amqp_new_connection failed" }
+        defer { amqp_destroy_connection(state) }
+        var frame = amqp_frame_t()
+        let consumed = received.withUnsafeBytes { raw in
+            amqp_handle_input(state, amqp_bytes_t(len: raw.count, bytes: UnsafeMutableRawPointer(mutating: raw.baseAddress)), &frame)
+        }
+        guard consumed == received.count, Int32(frame.frame_type) == AMQP_FRAME_METHOD, received.count <= frameMax else {
+            return "a request of \(received.count) bytes read back as \(consumed) bytes of frame type \(frame.frame_type)"
+        }
+        let method = frame.payload.method
+        let table: amqp_table_t
+        switch method.id {
+        case AMQP_EXCHANGE_DECLARE_METHOD: table = method.decoded!.assumingMemoryBound(to: amqp_exchange_declare_t.self).pointee.arguments
+        case AMQP_EXCHANGE_BIND_METHOD: table = method.decoded!.assumingMemoryBound(to: amqp_exchange_bind_t.self).pointee.arguments
+        case AMQP_QUEUE_DECLARE_METHOD: table = method.decoded!.assumingMemoryBound(to: amqp_queue_declare_t.self).pointee.arguments
+        case AMQP_QUEUE_BIND_METHOD: table = method.decoded!.assumingMemoryBound(to: amqp_queue_bind_t.self).pointee.arguments
+        case AMQP_QUEUE_UNBIND_METHOD: table = method.decoded!.assumingMemoryBound(to: amqp_queue_unbind_t.self).pointee.arguments
+        default: return "a request read back as method \(method.id)"
+        }
+        guard let again = try? RabbitMQFieldTable(cTable: table) else { return "a request's arguments read back too deep" }
+        return identical(arguments, again).map { "a request's arguments came back different: \($0)" }
+    }
+
+    private struct Problem: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// A frame writer for `frameMax` on one end of a socket pair: `append` fills it (false:
+    /// it refused), then everything it wrote is read from the other end. `publishes`: how
+    /// many the writer must count written.
+    private static func throughSocket(
+        frameMax: Int, publishes expected: Int, _ append: (FrameWriter) -> Bool
+    ) -> Result<[UInt8], Problem> {
         var descriptors: [Int32] = [0, 0]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &descriptors) == 0 else { return "socketpair failed" }
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &descriptors) == 0 else { return .failure(Problem(description: "socketpair failed")) }
         defer {
             close(descriptors[0])
             close(descriptors[1])
         }
         for descriptor in descriptors { _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK) }
         let writer = FrameWriter(socket: descriptors[0], frameMax: frameMax)
-        let scratch = ScratchPool()
-        let status = writer.appendPublish(channel: 1, message: message, returnTag: mandatory ? 1 << 40 : nil, holdsRoom: true, scratch: scratch)
-        guard status == AMQP_STATUS_OK.rawValue else { return "a validated publish was not encoded: status \(status)" }
+        guard append(writer) else { return .success([]) }
         var received: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         var publishes = 0
         var rounds = 0
         while true {
             rounds += 1
-            guard rounds < 10_000 else { return "the writer made no progress" }
+            guard rounds < 10_000 else { return .failure(Problem(description: "the writer made no progress")) }
             switch writer.write(publishes: &publishes) {
-            case .failed(let status): return "writing failed: \(status)"
+            case .failed(let status): return .failure(Problem(description: "writing failed: \(status)"))
             case .done, .wouldBlock: break
             }
             let count = chunk.withUnsafeMutableBytes { recv(descriptors[1], $0.baseAddress, $0.count, 0) }
             if count > 0 { received += chunk[..<count] }
             if writer.isEmpty, count <= 0 { break }
         }
-        guard publishes == 1 else { return "\(publishes) publishes counted written" }
-        return received.withUnsafeBytes { readPublish($0, properties: properties, body: body, returnTag: mandatory, frameMax: frameMax) }
+        guard publishes == expected else { return .failure(Problem(description: "\(publishes) publishes counted written")) }
+        return .success(received)
     }
 
     private static func readPublish(
