@@ -78,6 +78,13 @@ let package = Package(
             dependencies: ["RabbitMQ"],
             swiftSettings: strictSettings
         ),
+        // libFuzzer target for the C boundary (scripts/fuzz.sh); built normally, it runs the
+        // corpus in Tests/FuzzCorpus once.
+        .executableTarget(
+            name: "rabbitmq-fuzz",
+            dependencies: ["RabbitMQ"],
+            swiftSettings: strictSettings
+        ),
 
         // Tests
         .testTarget(

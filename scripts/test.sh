@@ -16,6 +16,9 @@
 #   5b. the build (warnings as errors) and the broker-free tests against rabbitmq-c
 #      0.15, in the same Debian 13 root (scripts/test-rabbitmq-c-015.sh, .build-c015;
 #      skipped, and said so, like 4b)
+#   5c. scripts/fuzz.sh --seconds 60: the C boundary under libFuzzer and
+#      AddressSanitizer (.build-fuzz); any crash, broken round trip or report
+#      fails the step
 #   6. swift test --filter "BrokerWideTests|FaultTests" (tests that change
 #      broker-wide state: memory alarms, SIGSTOP, kill -9 and restart of the
 #      broker, a node killed in a three-node cluster that scripts/cluster.sh
@@ -239,6 +242,7 @@ tsan_tests() {
 }
 if [[ $# -eq 0 ]]; then
     step "ThreadSanitizer (broker-free + core integration tests)" tsan_tests || true
+    step "fuzz the C boundary, 60 s (scripts/fuzz.sh --seconds 60)" scripts/fuzz.sh --seconds 60 || true
 fi
 # rabbitmq-c 0.15: the package built (warnings as errors) and its broker-free tests run in the
 # Debian 13 root, against its librabbitmq-dev (the rabbitmq-c/ header layout), glibc and

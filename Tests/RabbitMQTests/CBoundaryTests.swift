@@ -291,4 +291,140 @@ struct CBoundaryTests {
         let request = ChannelRequest.queueDeclare(name: "q", passive: false, durable: false, exclusive: false, autoDelete: false, arguments: table)
         #expect(throws: RabbitMQError.self) { try request.check(frameMax: 131_072) }
     }
+
+    // MARK: Frames from a hostile broker
+
+    /// `bytes` read by rabbitmq-c's frame reader (as `amqp_simple_wait_frame` does); `body`
+    /// sees each frame it accepts, in its pool.
+    static func readFrames(_ bytes: [UInt8], _ body: (amqp_frame_t) -> Void) {
+        let state = amqp_new_connection()!
+        defer { amqp_destroy_connection(state) }
+        bytes.withUnsafeBytes { raw in
+            var remaining = raw
+            while !remaining.isEmpty {
+                var frame = amqp_frame_t()
+                let consumed = amqp_handle_input(
+                    state, amqp_bytes_t(len: remaining.count, bytes: UnsafeMutableRawPointer(mutating: remaining.baseAddress)), &frame)
+                guard consumed > 0 else { return }
+                remaining = UnsafeRawBufferPointer(rebasing: remaining[Int(consumed)...])
+                if frame.frame_type != 0 { body(frame) }
+            }
+        }
+    }
+
+    /// Defect (found by scripts/fuzz.sh): rabbitmq-c decodes a content header of another
+    /// class than basic into that class's 8-byte structure; read as basic properties, its
+    /// flags sent the conversion after pointers past it, and the client crashed.
+    @Test func aContentHeaderOfAnotherClassIsRefusedNotReadAsBasicProperties() {
+        // Channel 1, class 10 (connection), no body, the content-type flag and its string.
+        let payload: [UInt8] = [0, 10, 0, 0] + [UInt8](repeating: 0, count: 8) + [0x80, 0x00, 10] + Array("text/plain".utf8)
+        let frame: [UInt8] = [2, 0, 1] + [0, 0, 0, UInt8(payload.count)] + payload + [0xCE]
+        var outcomes: [Result<RabbitMQProperties?, ContentHeaderError>] = []
+        Self.readFrames(frame) { frame in
+            let header = frame.payload.properties
+            var cached = RabbitMQProperties()
+            var flags: amqp_flags_t = 0
+            outcomes.append(Result { () throws(ContentHeaderError) in
+                try RabbitMQProperties.contentHeader(classID: header.class_id, decoded: header.decoded, cached: &cached, flags: &flags)
+            })
+        }
+        #expect(outcomes.count == 1)
+        guard case .failure(.notBasic(classID: 10)) = outcomes.first else {
+            Issue.record("got \(outcomes)")
+            return
+        }
+    }
+
+    /// A broker may propose any frame_max in its tune, and rabbitmq-c before 0.16 takes it;
+    /// below AMQP's 4096 the frame writer's arithmetic (two body frames at most per copied
+    /// body, a method in frame_max - 12 bytes) no longer holds: the connection is refused.
+    @Test func aFrameMaxBelowAMQPsMinimumIsRefused() {
+        for frameMax in [0, 1, 12, 100, 4095] {
+            #expect(throws: RabbitMQError.self, "\(frameMax)") {
+                try ConnectionCore.Negotiated.checkFrameMax(frameMax, endpoint: "broker")
+            }
+            do {
+                try ConnectionCore.Negotiated.checkFrameMax(frameMax, endpoint: "broker")
+            } catch {
+                #expect(error.code == .protocolError && error.message.contains("frame_max of \(frameMax)"))
+            }
+        }
+        for frameMax in [4096, 8192, 131_072, Int(Int32.max)] {
+            #expect(throws: Never.self) { try ConnectionCore.Negotiated.checkFrameMax(frameMax, endpoint: "broker") }
+        }
+    }
+
+    /// rabbitmq-c keeps a pool for every channel number it reads a frame on, until the
+    /// connection closes: a frame above the negotiated channel_max is refused (the number of
+    /// pools is then bounded by what we agreed to), one at or below it is not.
+    @Test func aFrameAboveTheNegotiatedChannelMaxIsRefused() {
+        var negotiated = ConnectionCore.Negotiated()
+        negotiated.channelMax = 256
+        for channel: UInt16 in [0, 1, 256] {
+            #expect(throws: Never.self, "\(channel)") { try negotiated.checkFrameChannel(channel) }
+        }
+        for channel: UInt16 in [257, 65_535] {
+            #expect(throws: RabbitMQError.self, "\(channel)") { try negotiated.checkFrameChannel(channel) }
+        }
+        // What 65,535 such frames, one per channel, leave rabbitmq-c holding: a pool each.
+        let state = amqp_new_connection()!
+        defer { amqp_destroy_connection(state) }
+        var frame = amqp_frame_t()
+        let bytes: [UInt8] = [3, 0xFF, 0xFF, 0, 0, 0, 1, 0x78, 0xCE]
+        let consumed = bytes.withUnsafeBytes { raw in
+            amqp_handle_input(state, amqp_bytes_t(len: raw.count, bytes: UnsafeMutableRawPointer(mutating: raw.baseAddress)), &frame)
+        }
+        #expect(consumed > 0 && frame.channel == 65_535, "rabbitmq-c reads a frame on any channel")
+    }
+
+    /// rabbitmq-c before 0.14 decodes nested tables and arrays by recursion without a limit,
+    /// before our depth check sees them: the deepest table a frame of the default frame_max
+    /// can carry (some 26,000 nested arrays) must decode on the I/O thread's stack, then be
+    /// refused as too deep. (0.11 overflows a 2 MiB stack on it.)
+    @Test func theDeepestTableAFrameCanCarryDecodesOnTheIOThreadsStack() throws {
+        let frameMax = 131_072
+        // { "a": A[A[A[...]]] }: 4 + 2 bytes, then 5 a level, in a method frame's room.
+        let levels = (frameMax - 8 - 4 - 6) / 5
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(6 + 5 * levels)
+        func u32(_ value: Int) { bytes += withUnsafeBytes(of: UInt32(value).bigEndian, Array.init) }
+        u32(2 + 5 * levels)
+        bytes += [1, UInt8(ascii: "a")]
+        for level in 0..<levels {
+            bytes.append(UInt8(ascii: "A"))
+            u32(5 * (levels - 1 - level))
+        }
+        final class Run: @unchecked Sendable {
+            // Written by the thread before it ends, read after pthread_join: no overlap.
+            let bytes: [UInt8]
+            var status: Int32 = 1
+            var tooDeep = false
+            init(_ bytes: [UInt8]) { self.bytes = bytes }
+        }
+        let run = Run(bytes)
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setstacksize(&attributes, IOLoop.stackSize(frameMax: frameMax))
+        var thread = pthread_t()
+        let created = pthread_create(&thread, &attributes, { argument in
+            let run = Unmanaged<Run>.fromOpaque(argument!).takeUnretainedValue()
+            let pool = ScratchPool()
+            var table = amqp_table_t()
+            var offset = 0
+            run.status = run.bytes.withUnsafeBytes { raw in
+                amqp_decode_table(
+                    amqp_bytes_t(len: raw.count, bytes: UnsafeMutableRawPointer(mutating: raw.baseAddress)), pool.pool, &table, &offset)
+            }
+            if run.status == AMQP_STATUS_OK.rawValue {
+                do { _ = try RabbitMQFieldTable(cTable: table) } catch { run.tooDeep = true }
+            }
+            return nil
+        }, Unmanaged.passUnretained(run).toOpaque())
+        try #require(created == 0)
+        pthread_join(thread, nil)
+        #expect(run.status == AMQP_STATUS_OK.rawValue)
+        #expect(run.tooDeep)
+        #expect(IOLoop.stackSize(frameMax: frameMax) >= 8 << 20)
+    }
 }

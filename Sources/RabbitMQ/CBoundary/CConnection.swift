@@ -165,6 +165,7 @@ final class CConnection {
         var negotiated = ConnectionCore.Negotiated()
         negotiated.channelMax = Int(amqp_get_channel_max(state))
         negotiated.frameMax = Int(amqp_get_frame_max(state))
+        try ConnectionCore.Negotiated.checkFrameMax(negotiated.frameMax, endpoint: "\(endpoint)")
         negotiated.heartbeat = Int(amqp_get_heartbeat(state))
         if let server = amqp_get_server_properties(state) {
             negotiated.serverProperties = (try? RabbitMQFieldTable(cTable: server.pointee)) ?? [:]
@@ -286,6 +287,7 @@ final class CConnection {
         if status == AMQP_STATUS_TIMEOUT.rawValue { return nil }
         guard status == AMQP_STATUS_OK.rawValue else { throw .library(status, "reading from the broker failed") }
         unreleasedChannel = frame.channel
+        try negotiated.checkFrameChannel(frame.channel)
         switch Int32(frame.frame_type) {
         case AMQP_FRAME_METHOD:
             switch frame.payload.method.id {
@@ -339,21 +341,28 @@ final class CConnection {
     }
 
     /// The body size the content header read last announces.
-    var bodySize: Int { Int(frame.payload.properties.body_size) }
+    var bodySize: UInt64 { frame.payload.properties.body_size }
 
     /// The properties of the content header read last: nil when it has none; `undecodable`
-    /// when they could not be decoded (a field table nested too deep).
+    /// when they could not be decoded (a field table nested too deep). Throws for a header
+    /// that is not of the basic class (a protocol error).
     @inline(__always)
-    func properties(undecodable: inout Bool) -> RabbitMQProperties? {
-        guard let decoded = frame.payload.properties.decoded else { return nil }
-        let properties = decoded.assumingMemoryBound(to: amqp_basic_properties_t.self)
-        guard properties.pointee._flags != 0 else { return nil }
+    func properties(undecodable: inout Bool) throws(RabbitMQError) -> RabbitMQProperties? {
+        let header = frame.payload.properties
         let cache = cache(for: frame.channel)
         do {
-            return try RabbitMQProperties.reusing(&cache.properties, flags: &cache.propertiesFlags, for: properties.pointee)
+            return try RabbitMQProperties.contentHeader(
+                classID: header.class_id, decoded: header.decoded, cached: &cache.properties, flags: &cache.propertiesFlags)
         } catch {
-            undecodable = true
-            return nil
+            switch error {
+            case .tooDeep:
+                undecodable = true
+                return nil
+            case .notBasic(let classID):
+                throw RabbitMQError(
+                    code: .protocolError, scope: .connection,
+                    message: "the broker sent a content header of class \(classID) on channel \(frame.channel); only basic (60) has content")
+            }
         }
     }
 

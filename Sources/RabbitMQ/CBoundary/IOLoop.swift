@@ -67,13 +67,27 @@ final class IOLoop {
     static func start(core: ConnectionCore, onConnect: CheckedContinuation<Void, any Error>) {
         let box = Unmanaged.passRetained(StartBox(core: core, onConnect: onConnect)).toOpaque()
         var thread = pthread_t()
-        let status = pthread_create(&thread, nil, ioThreadMain, box)
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setstacksize(&attributes, stackSize(frameMax: core.configuration.frameMax))
+        let status = pthread_create(&thread, &attributes, ioThreadMain, box)
         if status != 0 {
             Unmanaged<StartBox>.fromOpaque(box).release()
             onConnect.resume(throwing: RabbitMQError(code: .library, message: "pthread_create failed: \(status)"))
             return
         }
         pthread_detach(thread)
+    }
+
+    /// The I/O thread's stack, set rather than inherited from `ulimit -s`. rabbitmq-c before
+    /// 0.14 decodes nested tables and arrays by recursion without a limit, before our
+    /// ``RabbitMQFieldTable/maxDepth`` check sees them: a level costs a frame 5 bytes and
+    /// the decoder about 100 bytes of stack (0.11 overflowed 2 MiB at some 22,000 levels), so
+    /// a broker's frame of frame_max bytes may need 26 times as much. 8 MiB for the rest,
+    /// at most 256 MiB of address space in all (pages are only used when touched).
+    static func stackSize(frameMax: Int) -> Int {
+        min(8 << 20 + 26 * max(frameMax, 0), 256 << 20)
     }
 
     fileprivate final class StartBox: Sendable {
@@ -207,7 +221,13 @@ final class IOLoop {
         case .header:
             guard let channel = machine.channel(number) else { return }
             var undecodable = false
-            let properties = connection.properties(undecodable: &undecodable)
+            let properties: RabbitMQProperties?
+            do {
+                properties = try connection.properties(undecodable: &undecodable)
+            } catch {
+                lost(error)
+                return
+            }
             progress(channel, channel.contentHeader(bodySize: connection.bodySize, properties: properties, undecodable: undecodable))
             return
         case .deliver:

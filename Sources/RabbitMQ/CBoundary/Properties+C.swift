@@ -69,6 +69,36 @@ extension RabbitMQProperties {
     }
 }
 
+extension RabbitMQProperties {
+    /// The properties of a content header frame decoded by rabbitmq-c (`decoded` points into
+    /// its pool), through the channel's decode cache (see ``reusing(_:flags:for:)``); nil
+    /// when the frame carries none. A header of another class than basic is refused.
+    static func contentHeader(
+        classID: UInt16, decoded: UnsafeMutableRawPointer?, cached: inout RabbitMQProperties, flags: inout amqp_flags_t
+    ) throws(ContentHeaderError) -> RabbitMQProperties? {
+        // rabbitmq-c decodes a header of any class into that class's structure; only basic's
+        // holds properties (the others are 8 bytes: reading them as basic reads past them).
+        guard classID == UInt16(AMQP_BASIC_CLASS) else { throw .notBasic(classID: classID) }
+        guard let decoded else { return nil }
+        let properties = decoded.assumingMemoryBound(to: amqp_basic_properties_t.self)
+        guard properties.pointee._flags != 0 else { return nil }
+        do {
+            return try reusing(&cached, flags: &flags, for: properties.pointee)
+        } catch {
+            throw .tooDeep
+        }
+    }
+}
+
+/// Why the properties of a content header could not be read.
+enum ContentHeaderError: Error, Equatable {
+    /// Its headers nest tables deeper than ``RabbitMQFieldTable/maxDepth``: the message is
+    /// undecodable, the connection fine.
+    case tooDeep
+    /// The header is of another class than basic: a protocol error.
+    case notBasic(classID: UInt16)
+}
+
 extension RabbitMQProperties.Storage {
     /// Whether the fields hold exactly the values of `c`, given fields decoded from C
     /// properties with the same flags (so the same fields are present; headers never are).

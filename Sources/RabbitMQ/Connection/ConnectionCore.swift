@@ -35,6 +35,32 @@ final class ConnectionCore: Sendable {
         var heartbeat = 0
         var serverProperties = RabbitMQFieldTable()
         var endpoint: RabbitMQConfiguration.Endpoint?
+
+        /// AMQP's smallest frame_max. We propose at least 8192, so a smaller value was the
+        /// broker's: rabbitmq-c before 0.16 takes any value a broker's tune proposes (0.16
+        /// raises it to 4096), and the frame writer and the size checks of requests and
+        /// headers rely on frames of 4096 bytes.
+        static let minimumFrameMax = 4096
+
+        /// Refuses a connection whose negotiated frame_max is below AMQP's minimum (a broker
+        /// that is broken or hostile), before anything is encoded for it.
+        static func checkFrameMax(_ frameMax: Int, endpoint: String) throws(RabbitMQError) {
+            guard frameMax < minimumFrameMax else { return }
+            throw RabbitMQError(
+                code: .protocolError, scope: .connection,
+                message: "\(endpoint) negotiated a frame_max of \(frameMax) bytes; AMQP's minimum is \(minimumFrameMax)")
+        }
+
+        /// Refuses a frame on a channel number above the negotiated channel_max: the broker
+        /// agreed to it, and rabbitmq-c keeps a memory pool of up to frame_max bytes for every
+        /// channel number it has read a frame on, until the connection closes (65,535 frames
+        /// of 9 bytes, one per channel, made 0.11 hold 3 GB).
+        func checkFrameChannel(_ channel: UInt16) throws(RabbitMQError) {
+            guard Int(channel) > channelMax else { return }
+            throw RabbitMQError(
+                code: .protocolError, scope: .connection,
+                message: "the broker sent a frame on channel \(channel), above the negotiated channel_max of \(channelMax)")
+        }
     }
 
     let configuration: RabbitMQConfiguration

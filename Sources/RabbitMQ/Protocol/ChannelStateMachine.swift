@@ -279,18 +279,27 @@ final class ChannelStateMachine {
     }
 
     /// The content header: `properties` is nil when the frame had none (or when discarding);
-    /// `undecodable` when they could not be decoded. Changed in place: the delivery stays
+    /// `undecodable` when they could not be decoded. A body larger than RabbitMQ ever sends
+    /// (``ContentAssembly/maxBodySize``) is a protocol error. Changed in place: the delivery stays
     /// uniquely referenced, so the body is appended to it without a copy.
     @inline(__always)
-    func contentHeader(bodySize: Int, properties: RabbitMQProperties?, undecodable: Bool = false) -> ContentProgress {
+    func contentHeader(bodySize announced: UInt64, properties: RabbitMQProperties?, undecodable: Bool = false) -> ContentProgress {
         guard content?.bodySize == -1 else { return .protocolError("unexpected content header on channel \(number)") }
+        // The size is the broker's word: refuse what RabbitMQ never sends before it is
+        // converted or reserved.
+        guard announced <= UInt64(ContentAssembly.maxBodySize) else {
+            return .protocolError(
+                "a content header on channel \(number) announces a body of \(announced) bytes; RabbitMQ sends at most \(ContentAssembly.maxBodySize)")
+        }
+        let bodySize = Int(announced)
         if let properties { content!.message.properties = properties }
         if undecodable { content!.undecodable = true }
         if bodySize == 0 { return .complete }
         content!.bodySize = bodySize
-        // Reserved once, for the whole body (the generic array initialisers cost a metadata
-        // lookup of a few hundred instructions per message).
-        if !content!.isDiscarding { content!.message.body.reserveCapacity(bodySize) }
+        // Reserved once, for the whole body up to 1 MiB (the generic array initialisers cost
+        // a metadata lookup of a few hundred instructions per message); a larger one grows as
+        // it arrives, so a header alone cannot make the client reserve more.
+        if !content!.isDiscarding { content!.message.body.reserveCapacity(Swift.min(bodySize, ContentAssembly.maxReservation)) }
         return .incomplete
     }
 

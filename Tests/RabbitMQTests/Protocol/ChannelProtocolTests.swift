@@ -118,6 +118,42 @@ struct ChannelProtocolTests {
         h.checkEveryWaiterAnsweredOnce()
     }
 
+    /// Defect: a content header announcing a body of 2^63 bytes or more trapped converting
+    /// it, and one of a few exabytes made the delivery reserve that much and crash: a
+    /// hostile broker could end the process with one frame.
+    @Test func aBodyLargerThanRabbitMQEverSendsIsAProtocolError() {
+        for size in [UInt64.max, UInt64(Int.max), UInt64(ContentAssembly.maxBodySize) + 1] {
+            var h = MachineHarness()
+            h.connect()
+            let shared = h.openChannel()
+            _ = h.consume("q", tag: "c1", on: shared)
+            let channel = h.machine.channel(1)!
+            let delivery = RabbitMQDelivery(
+                body: [], properties: .init(), exchange: "", routingKey: "q", redelivered: false, deliveryTag: 1, consumerTag: "c1",
+                messageCount: nil, channel: nil, epoch: h.machine.epoch)
+            _ = channel.beginContent(.deliver, delivery)
+            guard case .protocolError = channel.contentHeader(bodySize: size, properties: nil) else {
+                Issue.record("a body of \(size) bytes was accepted")
+                return
+            }
+        }
+        // The largest RabbitMQ allows is fine.
+        var h = MachineHarness()
+        h.connect()
+        let shared = h.openChannel()
+        _ = h.consume("q", tag: "c1", on: shared)
+        let channel = h.machine.channel(1)!
+        _ = channel.beginContent(
+            .discard,
+            RabbitMQDelivery(
+                body: [], properties: .init(), exchange: "", routingKey: "q", redelivered: false, deliveryTag: 1, consumerTag: "c1",
+                messageCount: nil, channel: nil, epoch: h.machine.epoch))
+        guard case .incomplete = channel.contentHeader(bodySize: UInt64(ContentAssembly.maxBodySize), properties: nil) else {
+            Issue.record("a body of RabbitMQ's largest size was refused")
+            return
+        }
+    }
+
     @Test func aContentHeaderWithoutAMethodIsAProtocolError() {
         var h = MachineHarness()
         h.connect()

@@ -156,7 +156,7 @@ struct MachineHarness {
     /// Sends header and body frames for a content whose method arrived.
     mutating func complete(_ body: String, on channel: Machine.ChannelMachine, properties: RabbitMQProperties? = nil) -> ContentOutcome? {
         let bytes = Array(body.utf8)
-        switch channel.contentHeader(bodySize: bytes.count, properties: properties) {
+        switch channel.contentHeader(bodySize: UInt64(bytes.count), properties: properties) {
         case .complete: return machine.contentComplete(channel)
         case .protocolError(let message):
             Issue.record("protocol error: \(message)")
