@@ -61,6 +61,25 @@ step() {
     return $rc
 }
 
+# Like step, for a step that needs the Debian 13 root: its function returns 3 when no Debian
+# mirror can be reached to make (or complete) the root and 4 when not run as root, which
+# are SKIPs, said so in the summary, not failures.
+skippable_step() {
+    local name="$1" t0=$SECONDS rc=0
+    shift
+    echo "==> $name"
+    "$@" || rc=$?
+    case $rc in
+        0) SUMMARY+=("PASS  $name ($((SECONDS - t0))s)") ;;
+        3) SUMMARY+=("SKIP  $name: no Debian mirror reachable to make or complete its root") ;;
+        4) SUMMARY+=("SKIP  $name: needs root (chroot, mount)") ;;
+        *)
+            SUMMARY+=("FAIL  $name (exit $rc, $((SECONDS - t0))s)")
+            FAILED=1
+            ;;
+    esac
+}
+
 # Count test results over both frameworks. XCTest on Linux writes xUnit only
 # in --parallel mode, so its per-test lines in our logs are the source;
 # Swift Testing's come from its xUnit files.
@@ -208,20 +227,7 @@ rabbitmq4_tests() {
     return $rc
 }
 if [[ $# -eq 0 && $STARTED_BROKER -eq 1 && $((xct_other + st_other)) -gt 0 ]]; then
-    name="swift test against RabbitMQ 4.0 with 4.3's denials (unit + integration)"
-    t0=$SECONDS
-    echo "==> $name"
-    rc=0
-    rabbitmq4_tests || rc=$?
-    case $rc in
-        0) SUMMARY+=("PASS  $name ($((SECONDS - t0))s)") ;;
-        3) SUMMARY+=("SKIP  $name: no Debian mirror reachable to make its root") ;;
-        4) SUMMARY+=("SKIP  $name: needs root (chroot, mount)") ;;
-        *)
-            SUMMARY+=("FAIL  $name (exit $rc, $((SECONDS - t0))s)")
-            FAILED=1
-            ;;
-    esac
+    skippable_step "swift test against RabbitMQ 4.0 with 4.3's denials (unit + integration)" rabbitmq4_tests
 fi
 # ThreadSanitizer: the broker-free tests and the core integration suites, in a build of
 # their own. A report fails the step even when every test passed.
@@ -258,20 +264,8 @@ rabbitmq_c_015_tests() {
     return $rc
 }
 if [[ $# -eq 0 ]]; then
-    name="rabbitmq-c 0.15 in the Debian 13 root (build, broker-free tests, update-secret and TLS against the broker)"
-    t0=$SECONDS
-    echo "==> $name"
-    rc=0
-    rabbitmq_c_015_tests || rc=$?
-    case $rc in
-        0) SUMMARY+=("PASS  $name ($((SECONDS - t0))s)") ;;
-        3) SUMMARY+=("SKIP  $name: no Debian mirror reachable to make or complete its root") ;;
-        4) SUMMARY+=("SKIP  $name: needs root (chroot, mount)") ;;
-        *)
-            SUMMARY+=("FAIL  $name (exit $rc, $((SECONDS - t0))s)")
-            FAILED=1
-            ;;
-    esac
+    skippable_step "rabbitmq-c 0.15 in the Debian 13 root (build, broker-free tests, update-secret and TLS against the broker)" \
+        rabbitmq_c_015_tests
 fi
 if [[ $((xct_wide + st_wide)) -gt 0 && -z "${RABBITMQ_CLUSTER_URLS:-}" ]]; then
     # The failover tests need a three-node cluster on this machine.
@@ -316,20 +310,7 @@ rabbitmq4_wide_tests() {
     return $rc
 }
 if [[ $# -eq 0 && $STARTED_BROKER -eq 1 && $((xct_wide + st_wide)) -gt 0 ]]; then
-    name="swift test ($BROKER_WIDE) against RabbitMQ 4.0 and a 4.0 cluster"
-    t0=$SECONDS
-    echo "==> $name"
-    rc=0
-    rabbitmq4_wide_tests || rc=$?
-    case $rc in
-        0) SUMMARY+=("PASS  $name ($((SECONDS - t0))s)") ;;
-        3) SUMMARY+=("SKIP  $name: no Debian mirror reachable to make its root") ;;
-        4) SUMMARY+=("SKIP  $name: needs root (chroot, mount)") ;;
-        *)
-            SUMMARY+=("FAIL  $name (exit $rc, $((SECONDS - t0))s)")
-            FAILED=1
-            ;;
-    esac
+    skippable_step "swift test ($BROKER_WIDE) against RabbitMQ 4.0 and a 4.0 cluster" rabbitmq4_wide_tests
 fi
 # The benchmark keeps building and working: every scenario with tiny counts, against the
 # test broker, reusing this debug build; it measures nothing and asserts no timing.

@@ -62,17 +62,25 @@ struct QueueTypeTests {
 
     // MARK: Quorum queues
 
-    @Test func quorumRedeliveriesCountAndTheDeliveryLimitDeadLetters() async throws {
-        let connection = try await TestBroker.connect()
-        let channel = try await connection.openChannel()
-        let queue = TestBroker.uniqueName("quorum")
+    /// A quorum queue of `type` dead-lettering into a classic queue `<queue>.dead`, holding one
+    /// confirmed message `body`.
+    static func deadLetteringQuorum(
+        _ prefix: String, _ type: RabbitMQQueueType, body: String, on channel: RabbitMQChannel
+    ) async throws -> (queue: String, dead: String) {
+        let queue = TestBroker.uniqueName(prefix)
         let dead = queue + ".dead"
         try await channel.queueDeclare(dead, type: .classic)
         try await channel.queueDeclare(
-            queue, type: .quorum(deliveryLimit: 2),
-            arguments: ["x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(dead)])
+            queue, type: type, arguments: ["x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(dead)])
         try await channel.confirmSelect()
-        #expect(try await channel.publishAndWaitForConfirm(Array("poison".utf8), routingKey: queue) == .acked)
+        #expect(try await channel.publishAndWaitForConfirm(Array(body.utf8), routingKey: queue) == .acked)
+        return (queue, dead)
+    }
+
+    @Test func quorumRedeliveriesCountAndTheDeliveryLimitDeadLetters() async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let (queue, dead) = try await Self.deadLetteringQuorum("quorum", .quorum(deliveryLimit: 2), body: "poison", on: channel)
 
         var counts: [Int?] = []
         for _ in 0..<3 {
@@ -101,13 +109,7 @@ struct QueueTypeTests {
         let connection = try await TestBroker.connect()
         let major = try Self.majorVersion(connection)
         let channel = try await connection.openChannel()
-        let queue = TestBroker.uniqueName("quorum-default")
-        let dead = queue + ".dead"
-        try await channel.queueDeclare(dead, type: .classic)
-        try await channel.queueDeclare(
-            queue, type: .quorum, arguments: ["x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(dead)])
-        try await channel.confirmSelect()
-        #expect(try await channel.publishAndWaitForConfirm(Array("again".utf8), routingKey: queue) == .acked)
+        let (queue, dead) = try await Self.deadLetteringQuorum("quorum-default", .quorum, body: "again", on: channel)
 
         var returns = 0
         while returns < 25, let delivery = try await channel.get(queue: queue) {
