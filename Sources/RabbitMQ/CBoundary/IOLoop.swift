@@ -221,11 +221,10 @@ final class IOLoop {
         case .header:
             guard let channel = machine.channel(number) else { return }
             var undecodable = false
-            let properties: RabbitMQProperties?
-            do {
-                properties = try connection.properties(undecodable: &undecodable)
-            } catch {
-                lost(error)
+            var refusal: RabbitMQError?
+            let properties = connection.properties(undecodable: &undecodable, refusal: &refusal)
+            if let refusal {
+                lost(refusal)
                 return
             }
             progress(channel, channel.contentHeader(bodySize: connection.bodySize, properties: properties, undecodable: undecodable))

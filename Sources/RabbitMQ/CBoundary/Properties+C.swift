@@ -76,16 +76,33 @@ extension RabbitMQProperties {
     static func contentHeader(
         classID: UInt16, decoded: UnsafeMutableRawPointer?, cached: inout RabbitMQProperties, flags: inout amqp_flags_t
     ) throws(ContentHeaderError) -> RabbitMQProperties? {
+        var problem: ContentHeaderError?
+        let properties = contentHeader(classID: classID, decoded: decoded, cached: &cached, flags: &flags, problem: &problem)
+        if let problem { throw problem }
+        return properties
+    }
+
+    /// ``contentHeader(classID:decoded:cached:flags:)`` for the I/O loop: the problem, if
+    /// any, in `problem` (nil properties then), with no error thrown on the delivery path.
+    @inline(__always)
+    static func contentHeader(
+        classID: UInt16, decoded: UnsafeMutableRawPointer?, cached: inout RabbitMQProperties, flags: inout amqp_flags_t,
+        problem: inout ContentHeaderError?
+    ) -> RabbitMQProperties? {
         // rabbitmq-c decodes a header of any class into that class's structure; only basic's
         // holds properties (the others are 8 bytes: reading them as basic reads past them).
-        guard classID == UInt16(AMQP_BASIC_CLASS) else { throw .notBasic(classID: classID) }
+        guard classID == UInt16(AMQP_BASIC_CLASS) else {
+            problem = .notBasic(classID: classID)
+            return nil
+        }
         guard let decoded else { return nil }
         let properties = decoded.assumingMemoryBound(to: amqp_basic_properties_t.self)
         guard properties.pointee._flags != 0 else { return nil }
         do {
             return try reusing(&cached, flags: &flags, for: properties.pointee)
         } catch {
-            throw .tooDeep
+            problem = .tooDeep
+            return nil
         }
     }
 }

@@ -32,9 +32,9 @@ struct ContentAssembly {
     var awaitsHeader: Bool { bodySize < 0 }
 
     /// The largest body accepted: 512 MiB, the most RabbitMQ's `max_message_size` allows.
-    static let maxBodySize = 512 * 1024 * 1024
+    static var maxBodySize: Int { 512 * 1024 * 1024 }
     /// The most reserved for a body when its header arrives: 1 MiB.
-    static let maxReservation = 1024 * 1024
+    static var maxReservation: Int { 1024 * 1024 }
 }
 
 /// How a content frame moved its assembly on.
