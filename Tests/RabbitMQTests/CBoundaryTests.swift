@@ -423,8 +423,13 @@ struct CBoundaryTests {
         }, Unmanaged.passUnretained(run).toOpaque())
         try #require(created == 0)
         pthread_join(thread, nil)
-        #expect(run.status == AMQP_STATUS_OK.rawValue)
-        #expect(run.tooDeep)
+        if amqp_version_number() >= 0x000E_0000 {
+            // rabbitmq-c 0.14 and later bound the nesting themselves and refuse the table.
+            #expect(run.status == AMQP_STATUS_BAD_AMQP_DATA.rawValue)
+        } else {
+            #expect(run.status == AMQP_STATUS_OK.rawValue)
+            #expect(run.tooDeep)
+        }
         #expect(IOLoop.stackSize(frameMax: frameMax) >= 8 << 20)
     }
 }
