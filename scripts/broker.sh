@@ -37,6 +37,8 @@
 #                  node's base dir. The listener asks for a client certificate
 #                  (verify_peer) but does not require one, and EXTERNAL logs in
 #                  by the certificate's common name (rabbitmq_auth_mechanism_ssl).
+#                  They are made again when incomplete or expiring within a day,
+#                  unless RMQ_TLS_KEEP is set (a cluster node joining running ones).
 #   RMQ_VERSION    3 (default): this machine's RabbitMQ (3.10 on Debian 12);
 #                  4: RabbitMQ 4.0 from Debian 13, run in the root that
 #                  scripts/rabbitmq4-root.sh makes (RMQ_ROOT, default
@@ -291,10 +293,14 @@ make_certificates() {
     mkdir -p "$(dirname "$TLS_DIR")"
     (
         flock 9
-        if [[ -e "$TLS_DIR/.complete" ]] \
-            && openssl x509 -checkend 86400 -noout -in "$TLS_DIR/server.pem" >/dev/null 2>&1 \
-            && openssl x509 -checkend 86400 -noout -in "$TLS_DIR/client.pem" >/dev/null 2>&1; then
-            exit 0
+        if [[ -e "$TLS_DIR/.complete" ]]; then
+            # A node joining others that already run with these (RMQ_TLS_KEEP, from
+            # cluster.sh start-node) keeps them whatever their age: new ones would not match.
+            [[ -n "${RMQ_TLS_KEEP:-}" ]] && exit 0
+            if openssl x509 -checkend 86400 -noout -in "$TLS_DIR/server.pem" >/dev/null 2>&1 \
+                && openssl x509 -checkend 86400 -noout -in "$TLS_DIR/client.pem" >/dev/null 2>&1; then
+                exit 0
+            fi
         fi
         d="$TLS_DIR.new"
         rm -rf "$d"
@@ -319,10 +325,15 @@ make_certificates() {
         done
         rm -f "$d/ca.key" "$d/ca.srl"
         # A throwaway test key: readable by whoever runs the tests (not only root).
-        chmod 0644 "$d/client.key"
-        touch "$d/.complete"
-        rm -rf "$TLS_DIR"
-        mv "$d" "$TLS_DIR"
+        chmod 0644 "$d/client.key" || exit 1
+        # set -e does not reach in here (the subshell is the left side of ||): check the set.
+        for f in ca.pem other-ca.pem server.pem server.key client.pem client.key; do
+            [[ -s "$d/$f" ]] || { echo "broker.sh: openssl did not make $f" >&2; exit 1; }
+        done
+        touch "$d/.complete" || exit 1
+        # Owned by rabbitmq after the chown below: a non-root run deletes it as root.
+        as_root rm -rf "$TLS_DIR" || exit 1
+        mv "$d" "$TLS_DIR" || exit 1
     ) 9>"$TLS_DIR.lock" || die "could not make the TLS certificates in $TLS_DIR"
     if [[ -n "$ROOT" ]]; then
         chroot "$ROOT" chown -R rabbitmq:rabbitmq "$RMQ_TLS_DIR"

@@ -89,6 +89,17 @@ export RABBITMQ_CTL_DIST_PORT_MIN=${RABBITMQ_CTL_DIST_PORT_MIN:-$((CLUSTER_BASE_
 export RABBITMQ_CTL_DIST_PORT_MAX=${RABBITMQ_CTL_DIST_PORT_MAX:-$((RABBITMQ_CTL_DIST_PORT_MIN + 19))}
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
+
+# Run a command as root (the node dirs and certificates belong to user rabbitmq).
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -- "$@"
+    else
+        die "need root (or sudo) for: $*"
+    fi
+}
 say() { echo "cluster.sh: $*"; }
 
 node_name() { echo "$CLUSTER_PREFIX$1@localhost"; }
@@ -334,7 +345,8 @@ cmd_stop() {
                 *) die "$HOST_DIR holds $f, which is not ours; not deleting it" ;;
             esac
         done
-        rm -rf "$HOST_DIR"
+        # The certificates belong to user rabbitmq: a non-root run deletes them as root.
+        as_root rm -rf "$HOST_DIR"
     fi
     ((rc == 0)) || exit 1
     say "stopped"
@@ -365,7 +377,8 @@ cmd_status() {
 
 cmd_start_node() {
     local n=$1 t0=$SECONDS seed
-    RMQ_START_TIMEOUT=${RMQ_START_TIMEOUT:-120} broker "$n" start
+    # The other nodes run with the cluster's certificates: keep them (RMQ_TLS_KEEP).
+    RMQ_TLS_KEEP=1 RMQ_START_TIMEOUT=${RMQ_START_TIMEOUT:-120} broker "$n" start
     # Normally the node rejoins by itself from its data dir; a node with a
     # fresh dir (never clustered, or wiped) has to be joined.
     if seed="$(peer_of "$n")"; then

@@ -130,7 +130,8 @@ public final class RabbitMQConnection: Sendable {
     ///   the broker answered).
     /// - Throws: ``RabbitMQError``: `invalidConfiguration` for a secret that cannot be sent
     ///   (with NUL bytes, too large for a frame, or with EXTERNAL authentication, which has
-    ///   none); `timeout` when the broker does not answer within the request timeout (the
+    ///   none); `timeout` when the broker does not answer within the request timeout, which
+    ///   stands still while the broker blocks the connection, as for every request (the
     ///   secret is kept for the next login all the same); the broker's error when it refuses
     ///   the secret (530 NOT_ALLOWED: it closes the connection, for good, as for any refused
     ///   login); `closed` once the connection is closed.

@@ -68,9 +68,9 @@ struct SecretUpdateProtocolTests {
         h.checkEveryWaiterAnsweredOnce()
     }
 
-    /// Found in review: an update the broker never answers (a blocked connection, which it
-    /// stops reading) waited for ever. Now it times out like a request, and its answer, if it
-    /// comes late, is not taken for the next update's.
+    /// Found in review: an update the broker never answers waited for ever. Now it times out
+    /// like a request (whose deadline stands still while the broker blocks the connection),
+    /// and its answer, if it comes late, is not taken for the next update's.
     @Test func anUnansweredUpdateTimesOutAndItsLateAnswerIsNotTheNextOnes() {
         var h = MachineHarness(settings: MachineHarness.settings(requestTimeout: .seconds(5)))
         h.connect(heartbeat: .zero)
