@@ -142,16 +142,8 @@ as_rabbitmq() {
     fi
 }
 
-# Run a command as root (for chown/kill of the rabbitmq-owned VM).
-as_root() {
-    if [[ "$(id -u)" -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -- "$@"
-    else
-        die "need root (or sudo) for: $*"
-    fi
-}
+# as_root: run a command as root.
+source "$(dirname "${BASH_SOURCE[0]}")/as-root.sh"
 
 # Environment read by rabbitmq-server's own scripts. RABBITMQ_* variables win
 # over /etc/rabbitmq/rabbitmq-env.conf, and RABBITMQ_CONF_ENV_FILE points the

@@ -90,16 +90,8 @@ export RABBITMQ_CTL_DIST_PORT_MAX=${RABBITMQ_CTL_DIST_PORT_MAX:-$((RABBITMQ_CTL_
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
-# Run a command as root (the node dirs and certificates belong to user rabbitmq).
-as_root() {
-    if [[ "$(id -u)" -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -- "$@"
-    else
-        die "need root (or sudo) for: $*"
-    fi
-}
+# as_root: run a command as root.
+source "$(dirname "${BASH_SOURCE[0]}")/as-root.sh"
 say() { echo "cluster.sh: $*"; }
 
 node_name() { echo "$CLUSTER_PREFIX$1@localhost"; }
