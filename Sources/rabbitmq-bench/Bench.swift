@@ -51,6 +51,20 @@ extension Bench {
             help: "Run only this implementation (c or swift; repeatable): for profilers, not for ratios.")
         var implementation: [String] = []
 
+        @Option(
+            name: .long,
+            help: ArgumentHelp(
+                "Where the Swift loop runs: task (a nonisolated task), main (the main actor), actor (an actor of "
+                    + "the application's); repeatable or comma-separated; default all three.",
+                valueName: "caller"))
+        var caller: [String] = []
+
+        /// The callers chosen (all by default), in a fixed order.
+        var callers: [Caller] {
+            let named = caller.flatMap { $0.split(separator: ",").map(String.init) }.compactMap(Caller.init(name:))
+            return named.isEmpty ? Caller.allCases : Caller.allCases.filter(named.contains)
+        }
+
         func validate() throws {
             if let messages, messages < 1 { throw ValidationError("--messages must be at least 1") }
             if let size, size < 0 || size > 16 * 1024 * 1024 { throw ValidationError("--size must be 0...16 MiB") }
@@ -59,6 +73,9 @@ extension Bench {
             if let warmUp, warmUp < 0 { throw ValidationError("--warm-up must not be negative") }
             for name in implementation where Implementation(name: name) == nil {
                 throw ValidationError("--implementation must be c or swift, not '\(name)'")
+            }
+            for name in caller.flatMap({ $0.split(separator: ",").map(String.init) }) where Caller(name: name) == nil {
+                throw ValidationError("--caller must be task, main or actor, not '\(name)'")
             }
         }
 
@@ -96,7 +113,8 @@ extension Bench {
             do {
                 for scenario in scenarios {
                     reports.append(
-                        try await measure(scenario, rounds: rounds, implementations: implementations, runner: runner))
+                        contentsOf: try await measure(
+                            scenario, rounds: rounds, implementations: implementations, runner: runner))
                 }
             } catch {
                 failure = error
@@ -113,39 +131,60 @@ extension Bench {
             if reports.contains(where: { !$0.problems.isEmpty }) { throw ExitCode(2) }
         }
 
+        /// Runs one scenario: per round, C once and Swift once from each caller, in an order
+        /// that alternates between rounds. One report per caller, each pairing its Swift runs
+        /// with the same round's C run. A broker-free scenario's loop never awaits, so where it
+        /// is called from changes nothing: it runs once, from a task, as caller "any".
         private func measure(
             _ scenario: Scenario, rounds: Int, implementations: [Implementation], runner: Runner
-        ) async throws -> ScenarioReport {
-            var report = ScenarioReport(scenario: scenario)
+        ) async throws -> [ScenarioReport] {
             let implementations = implementations.filter { $0 == .swift || scenario.kind.hasCBaseline }
+            let callers: [Caller?] = scenario.kind.touchesBroker ? callers : [nil]
+            var reports = callers.map { ScenarioReport(scenario: scenario, caller: $0) }
             if implementations.isEmpty {
                 log("\(scenario.label): skipped (no C equivalent, and Swift was not chosen)")
-                return report
+                return []
+            }
+            // Each run: (implementation, caller) with the index of the caller's report.
+            var runs: [(Implementation, Caller?, Int)] = []
+            for implementation in implementations {
+                if implementation == .c {
+                    runs.append((.c, nil, 0))
+                } else {
+                    for (index, caller) in callers.enumerated() { runs.append((.swift, caller, index)) }
+                }
             }
             let warmUp = self.warmUp ?? min(scenario.messages, max(scenario.messages / 5, 100))
             if warmUp > 0 {
                 log("\(scenario.label): warm-up (\(warmUp) messages each)")
-                for implementation in implementations {
-                    _ = try await runner.run(scenario, implementation, count: warmUp)
+                for (implementation, caller, _) in runs {
+                    _ = try await runner.run(scenario, implementation, caller: caller ?? .task, count: warmUp)
                 }
             }
             for round in 0..<rounds {
-                // Alternate who goes first, so drift in the broker's state favours neither.
-                let order = round % 2 == 0 ? implementations : implementations.reversed()
-                for implementation in order {
-                    let result = try await runner.run(scenario, implementation, count: scenario.messages)
+                // Alternate who goes first, so drift in the broker's state favours none.
+                let order = round % 2 == 0 ? runs : runs.reversed()
+                for (implementation, caller, index) in order {
+                    let result = try await runner.run(scenario, implementation, caller: caller ?? .task, count: scenario.messages)
+                    let who = implementation == .c ? "c" : "swift (\(caller?.rawValue ?? "any"))"
                     if let problem = try await runner.problem(scenario, result, count: scenario.messages) {
-                        report.problems.append("\(implementation.rawValue) round \(round + 1): \(problem)")
+                        for report in reports.indices where implementation == .c || report == index {
+                            reports[report].problems.append("\(who) round \(round + 1): \(problem)")
+                        }
                     }
-                    if implementation == .c { report.c.append(result) } else { report.swift.append(result) }
+                    if implementation == .c {
+                        for report in reports.indices { reports[report].c.append(result) }
+                    } else {
+                        reports[index].swift.append(result)
+                    }
                     log(
-                        "\(scenario.label): round \(round + 1) \(implementation.rawValue): "
+                        "\(scenario.label): round \(round + 1) \(who): "
                             + "\(format(result.messagesPerSecond, digits: 0)) msg/s, "
                             + "\(format(result.cpuNanosecondsPerMessage / 1000, digits: 2)) µs CPU/msg"
                             + (result.p50.map { ", p50 \(format(Double($0) / 1000, digits: 1)) µs" } ?? ""))
                 }
             }
-            return report
+            return reports
         }
     }
 

@@ -13,17 +13,20 @@ struct Report: Sendable {
         lines.append(
             "Machine: \(machine.processors) cores, \(machine.cpuModel); load average \(machine.loadAverage) at the start. "
                 + "Medians of \(rounds) rounds (C and Swift alternating), Swift/C ratios as median [min-max] "
-                + "of the per-round ratios. CPU = user + system time of the client process per message.")
+                + "of the per-round ratios. CPU = user + system time of the client process per message. Caller: where the "
+                + "Swift loop runs (task: a nonisolated task; main: the main actor; actor: an actor of the "
+                + "application's; any: a broker-free loop that never awaits). C runs once per round, on a thread "
+                + "of its own, and each caller's ratios pair with it.")
         if machine.debugBuild { lines.append("WARNING: DEBUG BUILD - these numbers mean nothing.") }
         lines.append("")
         lines.append(
-            "| scenario | msgs | C msg/s | Swift msg/s | Swift/C msg/s | C CPU µs/msg | Swift CPU µs/msg | Swift/C CPU "
+            "| scenario | caller | msgs | C msg/s | Swift msg/s | Swift/C msg/s | C CPU µs/msg | Swift CPU µs/msg | Swift/C CPU "
                 + "| C p50 / p99 µs | Swift p50 / p99 µs | Swift/C p50 | targets |")
-        lines.append("|---|---:|---:|---:|---|---:|---:|---|---:|---:|---|---|")
+        lines.append("|---|---|---:|---:|---:|---|---:|---:|---|---:|---:|---|---|")
         for report in scenarios {
             // A Swift-only scenario leaves the C and ratio cells empty: nothing to compare with.
             let hasC = report.scenario.kind.hasCBaseline
-            var cells: [String] = [report.scenario.label, "\(report.scenario.messages)"]
+            var cells: [String] = [report.scenario.label, report.caller?.rawValue ?? "any", "\(report.scenario.messages)"]
             cells.append(hasC ? cell(report.summary(.c, .throughput)?.median, digits: 0) : "")
             cells.append(cell(report.summary(.swift, .throughput)?.median, digits: 0))
             cells.append(hasC ? ratioCell(report.ratio(.throughput)) : "")
@@ -75,6 +78,7 @@ struct Report: Sendable {
         var fields: [String] = [
             "\"name\": \(quoted(report.scenario.kind.rawValue))",
             "\"size\": \(report.scenario.size)",
+            "\"caller\": \(report.caller.map { quoted($0.rawValue) } ?? "null")",
             "\"messages\": \(report.scenario.messages)",
             // false: "c" has no runs and "swift_over_c" no ratios, by design.
             "\"has_c_baseline\": \(report.scenario.kind.hasCBaseline)",

@@ -39,56 +39,79 @@ struct Runner: Sendable {
         }
     }
 
-    func run(_ scenario: Scenario, _ implementation: Implementation, count: Int) async throws -> RunResult {
+    /// Prepares the broker, then runs the scenario with `implementation`; the Swift side's
+    /// loop runs isolated to `caller` (the C side runs on a thread of its own whatever the caller).
+    func run(_ scenario: Scenario, _ implementation: Implementation, caller: Caller, count: Int) async throws -> RunResult {
         try await prepare(scenario, count: count)
+        switch implementation {
+        case .c: return try await runC(scenario, count: count)
+        case .swift: return try await caller.run(scenario, count: count, runner: self)
+        }
+    }
+
+    /// The endpoints of the scenario's transport.
+    private func sides(_ scenario: Scenario) throws -> (c: CBaseline, swift: SwiftScenarios) {
+        guard scenario.kind.overTLS else { return (c, swift) }
+        guard let tls else { throw BenchError("\(scenario.kind.rawValue) needs RABBITMQ_TLS_URL") }
+        return tls
+    }
+
+    private func runC(_ scenario: Scenario, count: Int) async throws -> RunResult {
         let queue = queue(for: scenario)
         let size = scenario.size
-        var c = self.c
-        var swift = self.swift
-        if scenario.kind.overTLS {
-            guard let tls else { throw BenchError("\(scenario.kind.rawValue) needs RABBITMQ_TLS_URL") }
-            (c, swift) = tls
-        }
-        switch (scenario.kind.workload, implementation) {
-        case (.publish, .c), (.publishHeaders, .c):
+        let c = try sides(scenario).c
+        switch scenario.kind.workload {
+        case .publish, .publishHeaders:
             return try await c.publish(
                 queue: queue, size: size, count: count, headers: scenario.kind == .publishHeaders, maxSeconds: maxSeconds)
-        case (.publish, .swift), (.publishHeaders, .swift):
-            return try await swift.publish(
-                queue: queue, size: size, count: count, headers: scenario.kind == .publishHeaders, maxSeconds: maxSeconds)
-        case (.confirmStream, .c):
+        case .confirmStream:
             return try await c.confirmStream(
                 queue: queue, size: size, count: count, window: Scenario.confirmWindow, maxSeconds: maxSeconds)
-        case (.confirmStream, .swift):
-            return try await swift.confirmStream(
-                queue: queue, size: size, count: count, window: Scenario.confirmWindow, maxSeconds: maxSeconds)
-        case (.confirmEach, .c):
+        case .confirmEach:
             return try await c.confirmEach(queue: queue, size: size, count: count, maxSeconds: maxSeconds)
-        case (.confirmEach, .swift):
-            return try await swift.confirmEach(queue: queue, size: size, count: count, maxSeconds: maxSeconds)
-        case (.consume, .c):
+        case .consume:
             return try await c.consume(
                 queue: queue, count: count, prefetch: Scenario.prefetch, ackEvery: Scenario.ackEvery, maxSeconds: maxSeconds)
-        case (.consume, .swift):
+        case .rpc, .rpcPatterns:
+            return try await c.rpc(serverQueue: rpcQueue, size: size, count: count, maxSeconds: maxSeconds)
+        case .fieldTable:
+            return try await c.fieldTable(count: count)
+        case .envelope:
+            throw BenchError("the envelope scenario has no C implementation")
+        case .publishTLS, .consumeTLS:
+            preconditionFailure("a workload is never a TLS kind")
+        }
+    }
+
+    /// The Swift side of the scenario, its loop isolated to `isolation` (the caller's actor,
+    /// or none for a nonisolated task): every `await` in the loop starts from that executor.
+    func runSwift(
+        _ scenario: Scenario, count: Int, isolation: isolated (any Actor)?
+    ) async throws -> RunResult {
+        let queue = queue(for: scenario)
+        let size = scenario.size
+        let swift = try sides(scenario).swift
+        switch scenario.kind.workload {
+        case .publish, .publishHeaders:
+            return try await swift.publish(
+                queue: queue, size: size, count: count, headers: scenario.kind == .publishHeaders, maxSeconds: maxSeconds)
+        case .confirmStream:
+            return try await swift.confirmStream(
+                queue: queue, size: size, count: count, window: Scenario.confirmWindow, maxSeconds: maxSeconds)
+        case .confirmEach:
+            return try await swift.confirmEach(queue: queue, size: size, count: count, maxSeconds: maxSeconds)
+        case .consume:
             return try await swift.consume(
                 queue: queue, count: count, prefetch: Scenario.prefetch, ackEvery: Scenario.ackEvery, maxSeconds: maxSeconds)
-        case (.rpc, .c):
-            return try await c.rpc(serverQueue: rpcQueue, size: size, count: count, maxSeconds: maxSeconds)
-        case (.rpc, .swift):
+        case .rpc:
             return try await swift.rpc(serverQueue: rpcQueue, size: size, count: count, maxSeconds: maxSeconds)
-        case (.fieldTable, .c):
-            return try await c.fieldTable(count: count)
-        case (.fieldTable, .swift):
-            return await swift.fieldTable(count: count)
-        case (.rpcPatterns, .c):
-            return try await c.rpc(serverQueue: rpcQueue, size: size, count: count, maxSeconds: maxSeconds)
-        case (.rpcPatterns, .swift):
+        case .rpcPatterns:
             return try await swift.rpcPatterns(serverQueue: rpcQueue, size: size, count: count, maxSeconds: maxSeconds)
-        case (.envelope, .c):
-            throw BenchError("the envelope scenario has no C implementation")
-        case (.envelope, .swift):
+        case .fieldTable:
+            return await swift.fieldTable(count: count)
+        case .envelope:
             return try await swift.envelope(size: size, count: count)
-        case (.publishTLS, _), (.consumeTLS, _):
+        case .publishTLS, .consumeTLS:
             preconditionFailure("a workload is never a TLS kind")
         }
     }
@@ -144,9 +167,5 @@ struct Runner: Sendable {
     }
 
     /// The C baseline on the scenario's endpoint.
-    func baseline(for scenario: Scenario) throws -> CBaseline {
-        guard scenario.kind.overTLS else { return c }
-        guard let tls else { throw BenchError("\(scenario.kind.rawValue) needs RABBITMQ_TLS_URL") }
-        return tls.c
-    }
+    func baseline(for scenario: Scenario) throws -> CBaseline { try sides(scenario).c }
 }

@@ -57,6 +57,10 @@ struct Scenario: Sendable {
             }
         }
 
+        /// Whether the scenario talks to a broker: its loop awaits, so where it runs from (its
+        /// caller) matters. The broker-free ones are synchronous loops.
+        var touchesBroker: Bool { self != .fieldTable && self != .envelope }
+
         /// Whether `size` means anything; when not, it is 0 and left out of the label.
         var usesSize: Bool { self != .fieldTable }
 

@@ -39,7 +39,9 @@ extension SwiftScenarios {
     /// configuration (direct reply-to, mandatory requests that expire with their timeout), as
     /// an application would make them, to the `rpc` scenario's echo server. check = replies
     /// whose body equals the request.
-    func rpcPatterns(serverQueue: String, size: Int, count: Int, maxSeconds: Double) async throws -> RunResult {
+    func rpcPatterns(
+        serverQueue: String, size: Int, count: Int, maxSeconds: Double, isolation: isolated (any Actor)? = #isolation
+    ) async throws -> RunResult {
         try await withConnection(maxSeconds: maxSeconds) { connection, deadline in
             try await RabbitMQRPCClient.withClient(connection: connection) { client in
                 let body = Self.body(size: size)

@@ -24,7 +24,7 @@ struct SwiftScenarios: Sendable {
         (0..<size).map { UInt8(ascii: "a") + UInt8($0 % 26) }
     }
 
-    func publish(queue: String, size: Int, count: Int, headers: Bool, maxSeconds: Double) async throws -> RunResult {
+    func publish(queue: String, size: Int, count: Int, headers: Bool, maxSeconds: Double, isolation: isolated (any Actor)? = #isolation) async throws -> RunResult {
         try await withConnection(maxSeconds: maxSeconds) { connection, deadline in
             let channel = try await connection.openChannel()
             let body = Self.body(size: size)
@@ -44,7 +44,7 @@ struct SwiftScenarios: Sendable {
         }
     }
 
-    func confirmStream(queue: String, size: Int, count: Int, window: Int, maxSeconds: Double) async throws -> RunResult {
+    func confirmStream(queue: String, size: Int, count: Int, window: Int, maxSeconds: Double, isolation: isolated (any Actor)? = #isolation) async throws -> RunResult {
         try await withConnection(maxSeconds: maxSeconds) { connection, deadline in
             let channel = try await connection.openChannel()
             try await channel.confirmSelect(maxOutstanding: window)
@@ -69,7 +69,7 @@ struct SwiftScenarios: Sendable {
         }
     }
 
-    func confirmEach(queue: String, size: Int, count: Int, maxSeconds: Double) async throws -> RunResult {
+    func confirmEach(queue: String, size: Int, count: Int, maxSeconds: Double, isolation: isolated (any Actor)? = #isolation) async throws -> RunResult {
         try await withConnection(maxSeconds: maxSeconds) { connection, deadline in
             let channel = try await connection.openChannel()
             try await channel.confirmSelect(maxOutstanding: 1)
@@ -91,7 +91,7 @@ struct SwiftScenarios: Sendable {
         }
     }
 
-    func consume(queue: String, count: Int, prefetch: Int, ackEvery: Int, maxSeconds: Double) async throws -> RunResult {
+    func consume(queue: String, count: Int, prefetch: Int, ackEvery: Int, maxSeconds: Double, isolation: isolated (any Actor)? = #isolation) async throws -> RunResult {
         try await withConnection(maxSeconds: maxSeconds) { connection, deadline in
             let channel = try await connection.openChannel()
             try await channel.qos(prefetchCount: UInt16(prefetch))
@@ -115,7 +115,7 @@ struct SwiftScenarios: Sendable {
         }
     }
 
-    func rpc(serverQueue: String, size: Int, count: Int, maxSeconds: Double) async throws -> RunResult {
+    func rpc(serverQueue: String, size: Int, count: Int, maxSeconds: Double, isolation: isolated (any Actor)? = #isolation) async throws -> RunResult {
         try await withConnection(maxSeconds: maxSeconds) { connection, deadline in
             let channel = try await connection.openChannel()
             let replies = try await channel.consume(queue: Self.replyTo, autoAck: true)
@@ -154,34 +154,31 @@ struct SwiftScenarios: Sendable {
         }
     }
 
-    /// Opens a connection, runs `body`, closes the connection. When `maxSeconds` pass first, the
-    /// connection is closed under the body, which fails whatever it awaits, so no run hangs.
+    /// Opens a connection, runs `body` on the caller's executor (`isolation`), closes the
+    /// connection. When `maxSeconds` pass first, the connection is closed under the body,
+    /// which fails whatever it awaits, so no run hangs.
     func withConnection(
-        maxSeconds: Double, _ body: @escaping @Sendable (RabbitMQConnection, Deadline) async throws -> RunResult
+        isolation: isolated (any Actor)? = #isolation, maxSeconds: Double,
+        _ body: nonisolated(nonsending) (RabbitMQConnection, Deadline) async throws -> RunResult
     ) async throws -> RunResult {
         let connection = try await RabbitMQConnection.connect(configuration: endpoint.configuration)
         let deadline = Deadline(nanoseconds: crmq_bench_monotonic_ns() + UInt64(maxSeconds * 1e9))
-        let result: Result<RunResult, any Error> = await withTaskGroup(of: Result<RunResult, any Error>?.self) { group in
-            group.addTask {
-                do { return .success(try await body(connection, deadline)) } catch { return .failure(error) }
-            }
-            group.addTask {
-                // Cancelled as soon as the body finishes.
-                try? await Task.sleep(for: .seconds(maxSeconds))
-                if Task.isCancelled { return nil }
-                try? await connection.close()
-                return .failure(BenchError("timed out after \(maxSeconds) s"))
-            }
-            var first: Result<RunResult, any Error>?
-            while let next = await group.next() {
-                if let next, first == nil {
-                    first = next
-                    group.cancelAll()
-                }
-            }
-            return first ?? .failure(BenchError("no result"))
+        // Off the caller's executor: it only sleeps, and is cancelled as soon as the body ends.
+        let watchdog = Task.detached {
+            try? await Task.sleep(for: .seconds(maxSeconds))
+            if Task.isCancelled { return false }
+            try? await connection.close()
+            return true
         }
+        let result: Result<RunResult, any Error>
+        do {
+            result = .success(try await body(connection, deadline))
+        } catch {
+            result = .failure(error)
+        }
+        watchdog.cancel()
         try? await connection.close()
+        if await watchdog.value { throw BenchError("timed out after \(maxSeconds) s") }
         return try result.get()
     }
 }
