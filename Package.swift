@@ -7,6 +7,14 @@ let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+/// The libraries' async functions run on their caller's executor (SE-0461): an `await` on a
+/// publish or a delivery from the main actor or an actor of the application's stays there
+/// instead of hopping to the global executor and back, once per message. What must run
+/// elsewhere says so (`@concurrent`, or a task of its own).
+let librarySettings: [SwiftSetting] = strictSettings + [
+    .enableUpcomingFeature("NonisolatedNonsendingByDefault"),
+]
+
 let package = Package(
     name: "swift-rabbitmq",
     products: [
@@ -36,12 +44,12 @@ let package = Package(
                 "CRabbitMQ",
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strictSettings
+            swiftSettings: librarySettings
         ),
         .target(
             name: "RabbitMQPatterns",
             dependencies: ["RabbitMQ"],
-            swiftSettings: strictSettings
+            swiftSettings: librarySettings
         ),
         // The raw rabbitmq-c baseline the benchmark compares the Swift layer against.
         .target(

@@ -64,8 +64,10 @@ public struct RabbitMQConsumer: AsyncSequence, Sendable {
             state = DeliveryIteratorState(lifetime: lifetime)
         }
 
+        /// Runs on the caller's executor (`nonisolated(nonsending)`, as every async function of
+        /// this module), like ``next(isolation:)``, which `for try await` calls.
         public mutating func next() async throws -> RabbitMQDelivery? {
-            try await next(isolation: nil)
+            try await next(isolation: #isolation)
         }
 
         public mutating func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> RabbitMQDelivery? {
