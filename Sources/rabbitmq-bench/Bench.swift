@@ -55,7 +55,8 @@ extension Bench {
             name: .long,
             help: ArgumentHelp(
                 "Where the Swift loop runs: task (a nonisolated task), main (the main actor), actor (an actor of "
-                    + "the application's); repeatable or comma-separated; default all three.",
+                    + "the application's), connection (a task preferring its connection's executor); repeatable or "
+                    + "comma-separated; default all four.",
                 valueName: "caller"))
         var caller: [String] = []
 
@@ -75,7 +76,7 @@ extension Bench {
                 throw ValidationError("--implementation must be c or swift, not '\(name)'")
             }
             for name in caller.flatMap({ $0.split(separator: ",").map(String.init) }) where Caller(name: name) == nil {
-                throw ValidationError("--caller must be task, main or actor, not '\(name)'")
+                throw ValidationError("--caller must be task, main, actor or connection, not '\(name)'")
             }
         }
 

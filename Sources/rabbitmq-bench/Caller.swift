@@ -7,6 +7,9 @@ enum Caller: String, Sendable, CaseIterable {
     case main
     /// An actor of the application's own (a service's stateful component).
     case actor
+    /// A nonisolated task that prefers its connection's executor (`withTaskExecutorPreference`,
+    /// SE-0417): it runs on the connection's I/O thread, so a round trip stays on one thread.
+    case connection
 
     init?(name: String) {
         guard let match = Self.allCases.first(where: { $0.rawValue == name.lowercased() }) else { return nil }
@@ -17,6 +20,7 @@ enum Caller: String, Sendable, CaseIterable {
     func run(_ scenario: Scenario, count: Int, runner: Runner) async throws -> RunResult {
         switch self {
         case .task: try await runner.runSwift(scenario, count: count, isolation: nil)
+        case .connection: try await runner.runSwift(scenario, count: count, onConnectionExecutor: true, isolation: nil)
         case .main: try await Self.onMainActor(scenario, count: count, runner: runner)
         case .actor: try await BenchActor().run(scenario, count: count, runner: runner)
         }

@@ -15,7 +15,7 @@ struct Report: Sendable {
                 + "Medians of \(rounds) rounds (C and Swift alternating), Swift/C ratios as median [min-max] "
                 + "of the per-round ratios. CPU = user + system time of the client process per message. Caller: where the "
                 + "Swift loop runs (task: a nonisolated task; main: the main actor; actor: an actor of the "
-                + "application's; any: a broker-free loop that never awaits). C runs once per round, on a thread "
+                + "application's; connection: a task that prefers its connection's executor, on the connection's I/O thread; any: a broker-free loop that never awaits). C runs once per round, on a thread "
                 + "of its own, and each caller's ratios pair with it.")
         if machine.debugBuild { lines.append("WARNING: DEBUG BUILD - these numbers mean nothing.") }
         lines.append("")

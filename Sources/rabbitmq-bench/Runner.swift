@@ -85,12 +85,14 @@ struct Runner: Sendable {
 
     /// The Swift side of the scenario, its loop isolated to `isolation` (the caller's actor,
     /// or none for a nonisolated task): every `await` in the loop starts from that executor.
+    /// `onConnectionExecutor`: the loop prefers the connection's executor (``Caller/connection``).
     func runSwift(
-        _ scenario: Scenario, count: Int, isolation: isolated (any Actor)?
+        _ scenario: Scenario, count: Int, onConnectionExecutor: Bool = false, isolation: isolated (any Actor)?
     ) async throws -> RunResult {
         let queue = queue(for: scenario)
         let size = scenario.size
-        let swift = try sides(scenario).swift
+        var swift = try sides(scenario).swift
+        swift.onConnectionExecutor = onConnectionExecutor
         switch scenario.kind.workload {
         case .publish, .publishHeaders:
             return try await swift.publish(

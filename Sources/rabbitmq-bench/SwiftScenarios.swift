@@ -6,6 +6,8 @@ import RabbitMQ
 /// two samples is measured.
 struct SwiftScenarios: Sendable {
     let endpoint: BenchEndpoint
+    /// The loop runs in a task that prefers its connection's executor (``Caller/connection``).
+    var onConnectionExecutor = false
 
     static let replyTo = "amq.rabbitmq.reply-to"
 
@@ -172,7 +174,11 @@ struct SwiftScenarios: Sendable {
         }
         let result: Result<RunResult, any Error>
         do {
-            result = .success(try await body(connection, deadline))
+            if onConnectionExecutor {
+                result = .success(try await withTaskExecutorPreference(connection.executor) { try await body(connection, deadline) })
+            } else {
+                result = .success(try await body(connection, deadline))
+            }
         } catch {
             result = .failure(error)
         }

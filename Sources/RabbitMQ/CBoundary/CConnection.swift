@@ -275,6 +275,18 @@ final class CConnection {
     /// rabbitmq-c holds frames or bytes already read: read again before sleeping in poll().
     var hasBufferedInput: Bool { amqp_frames_enqueued(state) != 0 || amqp_data_in_buffer(state) != 0 }
 
+    /// Whether the socket may have bytes nobody has read yet: true until a read found none,
+    /// then false until `poll()` reports the socket readable (``IOLoop``). A turn that starts
+    /// with it false skips the read, which costs two system calls when there is nothing
+    /// (rabbitmq-c's `recv`, then its zero-timeout `poll`): a round trip's wake-up by a
+    /// command, and the turn after a command was written, read nothing.
+    @exclusivity(unchecked) var mayHaveInput = true
+
+    /// Over plain TCP, bytes rabbitmq-c has not buffered are still in the socket, where
+    /// `poll()` sees them. Over TLS, OpenSSL may hold records it read already, which `poll()`
+    /// does not see: a drain goes on until a read finds nothing.
+    var pollSeesAllInput: Bool { tls == nil }
+
     /// Reads the next frame the socket has (never waits); nil when there is none now.
     /// Heartbeat frames are taken by rabbitmq-c and never returned.
     @inline(__always)

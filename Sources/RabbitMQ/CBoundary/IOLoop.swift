@@ -9,12 +9,16 @@ import Logging
 ///
 /// Each turn it drains the frames rabbitmq-c can give without waiting, runs queued commands,
 /// reports deadlines, writes what is buffered, and sleeps in `poll()` on the socket (and its
-/// writability while bytes wait) and an eventfd until the core's next deadline. No user code
-/// runs here: it only resumes continuations and yields into buffers and streams.
+/// writability while bytes wait) and an eventfd until the core's next deadline. It resumes
+/// continuations and yields into buffers and streams; the only user code that runs here is
+/// that of tasks which chose to (``RabbitMQConnectionExecutor``), between reads and commands.
 final class IOLoop {
     typealias Machine = ConnectionStateMachine
 
     let core: ConnectionCore
+    let executor: RabbitMQConnectionExecutor
+    /// Jobs taken from the core, run in this turn.
+    @exclusivity(unchecked) var jobs: [UnownedJob] = []
     /// The settings connect attempts use; its password changes with ``RabbitMQConnection/updateSecret(_:reason:)``.
     @exclusivity(unchecked) var configuration: RabbitMQConfiguration
     var logger: Logger
@@ -41,8 +45,9 @@ final class IOLoop {
     /// Publishes sent between two drains, so confirms and deliveries keep flowing.
     static let publishBatch = 128
 
-    private init(core: ConnectionCore) {
+    private init(core: ConnectionCore, executor: RabbitMQConnectionExecutor) {
         self.core = core
+        self.executor = executor
         self.configuration = core.configuration
         self.logger = core.logger
         var generator = SystemRandomNumberGenerator()
@@ -64,8 +69,10 @@ final class IOLoop {
     }
 
     /// Starts the I/O thread; `onConnect` resumes once the connection is open or has failed.
-    static func start(core: ConnectionCore, onConnect: CheckedContinuation<Void, any Error>) {
-        let box = Unmanaged.passRetained(StartBox(core: core, onConnect: onConnect)).toOpaque()
+    static func start(
+        core: ConnectionCore, executor: RabbitMQConnectionExecutor, onConnect: CheckedContinuation<Void, any Error>
+    ) {
+        let box = Unmanaged.passRetained(StartBox(core: core, executor: executor, onConnect: onConnect)).toOpaque()
         var thread = pthread_t()
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
@@ -92,16 +99,20 @@ final class IOLoop {
 
     fileprivate final class StartBox: Sendable {
         let core: ConnectionCore
+        let executor: RabbitMQConnectionExecutor
         let onConnect: CheckedContinuation<Void, any Error>
-        init(core: ConnectionCore, onConnect: CheckedContinuation<Void, any Error>) {
+        init(core: ConnectionCore, executor: RabbitMQConnectionExecutor, onConnect: CheckedContinuation<Void, any Error>) {
             self.core = core
+            self.executor = executor
             self.onConnect = onConnect
         }
     }
 
     fileprivate static func threadMain(_ box: StartBox) {
         crmq_set_thread_name(box.core.threadName)
-        let loop = IOLoop(core: box.core)
+        // However the thread ends, tasks that prefer its executor go on elsewhere.
+        defer { retireExecutor(box.core) }
+        let loop = IOLoop(core: box.core, executor: box.executor)
         let endpoint: RabbitMQConfiguration.Endpoint
         do {
             endpoint = try loop.connect()
@@ -127,7 +138,11 @@ final class IOLoop {
             pollfd(fd: -1, events: 0, revents: 0),
         ]
         while !finished {
-            var busy = drainFrames()
+            var busy = false
+            if let connection, connection.mayHaveInput || connection.hasBufferedInput { busy = drainFrames() }
+            // Tasks resumed by what was just read run before the commands, so that what they
+            // send goes out in this turn.
+            busy = runJobs() || busy
             busy = runCommands() || busy
             let now = clock.now
             machine.tick(now: now)
@@ -144,10 +159,14 @@ final class IOLoop {
                 count = 2
             }
             let result = poll(&descriptors, count, timeout(now: now))
+            // Awake: commands queued from now on need no eventfd write (a resumed caller's next
+            // request, typically, while this turn still reads).
+            core.markAwake()
             if result < 0 && errno != EINTR {
                 lost(RabbitMQError(code: .socketError, scope: .connection, message: "poll failed: errno \(errno)"))
             }
             if count == 2, descriptors[1].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+                connection?.mayHaveInput = true
                 // Anything that arrives counts (heartbeat frames never reach us: rabbitmq-c takes them).
                 machine.heartbeat.received(clock.now)
             }
@@ -190,11 +209,20 @@ final class IOLoop {
                 lost(error)
                 return false
             }
-            guard let type else { break }
+            guard let type else {
+                current.mayHaveInput = false
+                break
+            }
             read += 1
             dispatch(type, from: current)
             // A protocol error or a close may have ended this connection.
             guard connection === current else { return false }
+            // Over TCP, what rabbitmq-c has not buffered `poll()` reports: no read to find out
+            // that there is nothing more.
+            if current.pollSeesAllInput && !current.hasBufferedInput {
+                current.mayHaveInput = false
+                break
+            }
         }
         if read > 0 { machine.heartbeat.received(clock.now) }
         return read == budget
@@ -204,6 +232,24 @@ final class IOLoop {
         guard !consumersToWake.isEmpty else { return }
         for buffer in consumersToWake { buffer.wake() }
         consumersToWake.removeAll(keepingCapacity: true)
+    }
+
+    // MARK: Executor
+
+    /// Runs the jobs of tasks that prefer this connection's executor; returns true when
+    /// there were any.
+    func runJobs() -> Bool {
+        core.takeJobs(into: &jobs)
+        guard !jobs.isEmpty else { return false }
+        let executor = self.executor.asUnownedTaskExecutor()
+        for job in jobs { job.runSynchronously(on: executor) }
+        jobs.removeAll(keepingCapacity: true)
+        return true
+    }
+
+    /// The thread ends: jobs still queued, and any later ones, run on the global executor.
+    fileprivate static func retireExecutor(_ core: ConnectionCore) {
+        for job in core.retireExecutor() { globalConcurrentExecutor.enqueue(ExecutorJob(job)) }
     }
 
     // MARK: Frames

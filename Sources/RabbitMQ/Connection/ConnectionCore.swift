@@ -10,6 +10,11 @@ import Logging
 final class ConnectionCore: Sendable {
     struct State {
         var inbox: [Command] = []
+        /// Jobs of tasks that prefer the connection's executor (``RabbitMQConnectionExecutor``),
+        /// run by the I/O thread between its reads and its commands.
+        var jobs: [UnownedJob] = []
+        /// The I/O thread has ended: jobs go to the global executor instead.
+        var executorRetired = false
         /// True while the I/O thread is awake or a wake-up is already signalled, so a burst
         /// of commands costs one eventfd write, not one per command.
         var wakePending = true
@@ -187,10 +192,50 @@ final class ConnectionCore: Sendable {
     /// I/O thread: returns true when it may sleep; from then on producers signal the eventfd.
     func prepareToSleep() -> Bool {
         state.withLock { state in
-            guard state.inbox.isEmpty else { return false }
+            guard state.inbox.isEmpty, state.jobs.isEmpty else { return false }
             state.wakePending = false
             return true
         }
+    }
+
+    // MARK: Executor
+
+    /// Any thread: queues a job for the I/O thread, which runs it in its next turn. Once the
+    /// I/O thread has ended, the job goes to the global executor (returns false).
+    func enqueueJob(_ job: UnownedJob) -> Bool {
+        let (accepted, wake): (Bool, Bool) = state.withLock { state in
+            guard !state.executorRetired else { return (false, false) }
+            state.jobs.append(job)
+            if state.wakePending { return (true, false) }
+            state.wakePending = true
+            return (true, true)
+        }
+        if wake { signalWake() }
+        return accepted
+    }
+
+    /// I/O thread: moves the queued jobs out (O(1), keeping both buffers' capacity).
+    func takeJobs(into buffer: inout [UnownedJob]) {
+        state.withLock { state in
+            guard !state.jobs.isEmpty else { return }
+            swap(&state.jobs, &buffer)
+            state.wakePending = true
+        }
+    }
+
+    /// I/O thread, as it ends: no more jobs run here; returns those still queued.
+    func retireExecutor() -> [UnownedJob] {
+        state.withLock { state in
+            state.executorRetired = true
+            defer { state.jobs = [] }
+            return state.jobs
+        }
+    }
+
+    /// I/O thread: it woke up from `poll()`. Until it prepares to sleep again, producers
+    /// queue commands without signalling the eventfd: it looks at the inbox before sleeping.
+    func markAwake() {
+        state.withLock { $0.wakePending = true }
     }
 
     // MARK: Phase

@@ -24,10 +24,13 @@ import Synchronization
 /// in the background.
 public final class RabbitMQConnection: Sendable {
     let core: ConnectionCore
+    /// The connection's I/O thread as a task executor: see ``RabbitMQConnectionExecutor``.
+    public let executor: RabbitMQConnectionExecutor
     private static let counter = Atomic<UInt64>(0)
 
-    private init(core: ConnectionCore) {
+    private init(core: ConnectionCore, executor: RabbitMQConnectionExecutor) {
         self.core = core
+        self.executor = executor
     }
 
     deinit {
@@ -47,11 +50,12 @@ public final class RabbitMQConnection: Sendable {
         let name = configuration.connectionName ?? "connection-\(id)"
         let wake = try IOLoop.makeWakeDescriptor()
         let core = ConnectionCore(configuration: configuration, id: id, name: name, wakeDescriptor: wake)
+        let executor = RabbitMQConnectionExecutor(core: core)
         defer { SanitizerSync.acquire(core) }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            IOLoop.start(core: core, onConnect: continuation)
+            IOLoop.start(core: core, executor: executor, onConnect: continuation)
         }
-        return RabbitMQConnection(core: core)
+        return RabbitMQConnection(core: core, executor: executor)
     }
 
     /// Opens a connection from an `amqp://` or `amqps://` URI; see

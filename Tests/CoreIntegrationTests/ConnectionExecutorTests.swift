@@ -1,0 +1,119 @@
+import Glibc
+import RabbitMQ
+import RabbitMQTestSupport
+import Testing
+
+extension String {
+    fileprivate func trimmingSuffix(_ suffix: String) -> String { hasSuffix(suffix) ? String(dropLast(suffix.count)) : self }
+}
+
+/// Tasks that prefer a connection's executor run on its I/O thread (SE-0417), round trips
+/// included, and go on elsewhere once the connection has closed.
+@Suite("The connection's executor", .timeLimit(.minutes(5)))
+struct ConnectionExecutorTests {
+    /// The name of the thread running the caller (`rmq-io-N` for a connection's I/O thread).
+    static func threadName() -> String {
+        let descriptor = open("/proc/thread-self/comm", O_RDONLY)
+        guard descriptor >= 0 else { return "?" }
+        defer { close(descriptor) }
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let count = read(descriptor, &buffer, buffer.count)
+        guard count > 0 else { return "?" }
+        return String(decoding: buffer[..<count], as: UTF8.self).trimmingSuffix("\n")
+    }
+
+    @Test func roundTripsOfATaskThatPrefersItRunOnTheIOThread() async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("executor-confirm"), exclusive: true)
+        try await channel.confirmSelect()
+        let threads = try await withTaskExecutorPreference(connection.executor) {
+            var threads: Set<String> = []
+            for index in 0..<200 {
+                let outcome = try await channel.publishAndWaitForConfirm(Array("\(index)".utf8), routingKey: queue.name)
+                #expect(outcome == .acked)
+                threads.insert(Self.threadName())
+            }
+            return threads
+        }
+        #expect(threads.count == 1 && threads.first?.hasPrefix("rmq-io-") == true, "ran on \(threads)")
+        #expect(try await channel.queueDeclare(queue.name, passive: true).messageCount == 200)
+        try await connection.close()
+    }
+
+    @Test func aConsumerOnItHandlesEveryDeliveryOnTheIOThread() async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("executor-consume"), exclusive: true)
+        try await channel.qos(prefetchCount: 50)
+        let consumer = try await channel.consume(queue: queue.name)
+        let publisher = try await connection.openChannel()
+        try await publisher.confirmSelect()
+        for index in 0..<500 {
+            _ = try await publisher.publishWithConfirm(Array("\(index)".utf8), routingKey: queue.name)
+        }
+        let (bodies, threads) = try await withTaskExecutorPreference(connection.executor) {
+            var bodies: [String] = []
+            var threads: Set<String> = []
+            for try await delivery in consumer {
+                bodies.append(delivery.bodyString)
+                threads.insert(Self.threadName())
+                try delivery.ack()
+                if bodies.count == 500 { break }
+            }
+            return (bodies, threads)
+        }
+        #expect(bodies == (0..<500).map { "\($0)" })
+        #expect(threads.count == 1 && threads.first?.hasPrefix("rmq-io-") == true, "ran on \(threads)")
+        try await eventually("every delivery to be acknowledged") {
+            let state = try await publisher.queueDeclare(queue.name, passive: true)
+            return state.messageCount == 0
+        }
+        try await connection.close()
+    }
+
+    @Test func aTaskThatClosesTheConnectionGoesOnElsewhere() async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let (before, after) = try await withTaskExecutorPreference(connection.executor) {
+            _ = try await channel.queueDeclare(TestBroker.uniqueName("executor-close"), exclusive: true)
+            let before = Self.threadName()
+            try await connection.close()
+            // Jobs after the I/O thread ended run on the global executor: the task is not
+            // stranded on a thread that no longer runs anything.
+            await Task.yield()
+            _ = try? await channel.queueDeclare("never", passive: true)
+            await Task.yield()
+            return (before, Self.threadName())
+        }
+        #expect(before.hasPrefix("rmq-io-"))
+        #expect(!after.hasPrefix("rmq-io-"), "still on \(after) after the connection closed")
+        #expect(!connection.isOpen)
+    }
+
+    @Test func cancellingATaskWaitingOnItEndsItsLoop() async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("executor-cancel"), exclusive: true)
+        let consumer = try await channel.consume(queue: queue.name)
+        let started = AsyncStream.makeStream(of: Void.self)
+        let task = Task(executorPreference: connection.executor) {
+            started.continuation.yield()
+            var received = 0
+            for try await delivery in consumer {
+                received += 1
+                try delivery.ack()
+            }
+            return received
+        }
+        for await _ in started.stream { break }
+        task.cancel()
+        // The iterator ends (cancelling the consumer) instead of waiting for ever.
+        let received = try await task.value
+        #expect(received == 0)
+        try await eventually("the consumer to be cancelled") {
+            try await channel.queueDeclare(queue.name, passive: true).consumerCount == 0
+        }
+        try await connection.close()
+    }
+}
