@@ -112,6 +112,28 @@ struct RMQToolTests {
         try await connection.close()
     }
 
+    /// Standard input is read in blocks: lines that straddle a block, bytes that are not
+    /// UTF-8, carriage returns, blank lines and a last line without a newline all come out
+    /// as they went in, one message per line, in order.
+    @Test func publishReadsStandardInputInBlocksByteForByte() async throws {
+        let (connection, channel, queue) = try await Self.declareQueue("cli-blocks")
+        var expected: [[UInt8]] = [Array("crlf\r".utf8), [0xFF, 0xFE, 0x00, 0x80], [], Array(repeating: UInt8(ascii: "x"), count: 150_000)]
+        expected += (1...3000).map { Array("line-\($0)".utf8) }
+        expected.append(Array("no newline at the end".utf8))
+        var input: [UInt8] = []
+        for line in expected { input += line + [UInt8(ascii: "\n")] }
+        input.removeLast()
+        let result = try await RMQTool.run(
+            ["publish", "--exchange", "", "--routing-key", queue, "--confirm"], inputBytes: input)
+        #expect(result.status == 0, "\(result)")
+        var bodies: [[UInt8]] = []
+        while let delivery = try await channel.get(queue: queue, autoAck: true) { bodies.append(delivery.body) }
+        #expect(bodies.count == expected.count)
+        #expect(bodies == expected)
+        try await channel.queueDelete(queue)
+        try await connection.close()
+    }
+
     @Test func envelopeWrapsTheJSONBody() async throws {
         let (connection, channel, queue) = try await Self.declareQueue("cli-envelope")
         let result = try await RMQTool.run([
