@@ -255,6 +255,26 @@ struct RMQToolTests {
         try await connection.close()
     }
 
+    /// Lines are written in batches and each delivery acknowledged only after its batch is
+    /// written: with a prefetch far below the message count the consumer must still write
+    /// (and acknowledge) before it waits, or the broker would stop sending. Every line comes
+    /// out, in order, with --count and with --idle-timeout ending the run.
+    @Test func consumeWritesInBatchesAndAcknowledgesWhatItWrote() async throws {
+        let (connection, channel, queue) = try await Self.declareQueue("cli-batches")
+        for number in 1...2000 { try await channel.publish(Array("m-\(number)".utf8), routingKey: queue) }
+        let counted = try await RMQTool.run(["consume", "--queue", queue, "--prefetch", "7", "--count", "1500"])
+        #expect(counted.status == 0, "\(counted)")
+        #expect(try counted.jsonLines().compactMap { $0["body"] as? String } == (1...1500).map { "m-\($0)" })
+        #expect(counted.errorOutput.isEmpty, "no progress line when standard error is not a terminal")
+
+        let idle = try await RMQTool.run(["consume", "--queue", queue, "--prefetch", "3", "--idle-timeout", "1"])
+        #expect(idle.status == 0, "\(idle)")
+        #expect(try idle.jsonLines().compactMap { $0["body"] as? String } == (1501...2000).map { "m-\($0)" })
+        #expect(try await channel.queueDeclare(queue, passive: true).messageCount == 0, "all acknowledged")
+        try await channel.queueDelete(queue)
+        try await connection.close()
+    }
+
     @Test func consumeDeclaresBindsAndStopsWhenIdle() async throws {
         let queue = TestBroker.uniqueName("cli-idle")
         let result = try await RMQTool.run([
