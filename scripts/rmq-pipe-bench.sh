@@ -13,6 +13,7 @@
 #   4. one warm-up run each, then RMQ_PIPE_ROUNDS (default 3) rounds alternating which goes
 #      first; prints the medians and rmq/C
 # Exits 1 when rmq's median is above RMQ_PIPE_MAX_RATIO (default 1.2) times C's.
+# RMQ_PIPE_RMQ=/path/to/rmq measures that binary instead of the one built (before/after).
 # The queue is transient with x-max-length, so the broker never holds more than 10,000.
 # Progress goes to stderr, the result to stdout. Needs /usr/bin/time (Debian: time).
 set -euo pipefail
@@ -70,7 +71,7 @@ measure() {
     local which=$1
     local -a command
     if [[ $which == rmq ]]; then
-        command=("$BIN/rmq" publish --exchange "" --routing-key "$QUEUE")
+        command=("${RMQ_PIPE_RMQ:-$BIN/rmq}" publish --exchange "" --routing-key "$QUEUE")
     else
         command=("$BIN/rabbitmq-bench" publish-lines --queue "$QUEUE")
     fi
@@ -80,10 +81,12 @@ measure() {
         cat "$WORK/err" >&2
         return 1
     fi
-    awk '{ printf "%.2f\n", $1 + $2 }' "$WORK/time"
+    # Total, user, system.
+    awk '{ printf "%.2f %.2f %.2f\n", $1 + $2, $1, $2 }' "$WORK/time"
 }
 
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# The median of the first column.
+median() { cut -d' ' -f1 | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 echo "==> $LINES lines, $ROUNDS rounds ($(nproc) cores, load average: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 measure c >/dev/null
@@ -94,9 +97,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
     order=(c rmq)
     ((round % 2 == 0)) && order=(rmq c)
     for which in "${order[@]}"; do
-        cpu="$(measure "$which")"
+        result="$(measure "$which")"
+        read -r cpu user system <<<"$result"
         echo "$cpu" >>"$WORK/$which.txt"
-        echo "round $round $which: ${cpu} s CPU" >&2
+        echo "round $round $which: $cpu s CPU (user $user, system $system)" >&2
     done
 done
 
