@@ -39,6 +39,13 @@ enum RMQTool {
     static func run(
         _ arguments: [String], input: String? = nil, environment: [String: String] = [:]
     ) async throws -> Result {
+        try await run(arguments, inputBytes: Array((input ?? "").utf8), environment: environment)
+    }
+
+    /// Runs `rmq arguments...` with `inputBytes` (need not be UTF-8) on its standard input.
+    static func run(
+        _ arguments: [String], inputBytes: [UInt8], environment: [String: String] = [:]
+    ) async throws -> Result {
         let process = Process()
         process.executableURL = try executable
         process.arguments = arguments
@@ -53,7 +60,7 @@ enum RMQTool {
         let outputURL = directory.appendingPathComponent("rmq-tool-\(token).out")
         let errorURL = directory.appendingPathComponent("rmq-tool-\(token).err")
         defer { for url in [inputURL, outputURL, errorURL] { try? FileManager.default.removeItem(at: url) } }
-        try Data((input ?? "").utf8).write(to: inputURL)
+        try Data(inputBytes).write(to: inputURL)
         for url in [outputURL, errorURL] { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
         let inputHandle = try FileHandle(forReadingFrom: inputURL)
         let outputHandle = try FileHandle(forWritingTo: outputURL)

@@ -112,6 +112,28 @@ struct RMQToolTests {
         try await connection.close()
     }
 
+    /// Standard input is read in blocks: lines that straddle a block, bytes that are not
+    /// UTF-8, carriage returns, blank lines and a last line without a newline all come out
+    /// as they went in, one message per line, in order.
+    @Test func publishReadsStandardInputInBlocksByteForByte() async throws {
+        let (connection, channel, queue) = try await Self.declareQueue("cli-blocks")
+        var expected: [[UInt8]] = [Array("crlf\r".utf8), [0xFF, 0xFE, 0x00, 0x80], [], Array(repeating: UInt8(ascii: "x"), count: 150_000)]
+        expected += (1...3000).map { Array("line-\($0)".utf8) }
+        expected.append(Array("no newline at the end".utf8))
+        var input: [UInt8] = []
+        for line in expected { input += line + [UInt8(ascii: "\n")] }
+        input.removeLast()
+        let result = try await RMQTool.run(
+            ["publish", "--exchange", "", "--routing-key", queue, "--confirm"], inputBytes: input)
+        #expect(result.status == 0, "\(result)")
+        var bodies: [[UInt8]] = []
+        while let delivery = try await channel.get(queue: queue, autoAck: true) { bodies.append(delivery.body) }
+        #expect(bodies.count == expected.count)
+        #expect(bodies == expected)
+        try await channel.queueDelete(queue)
+        try await connection.close()
+    }
+
     @Test func envelopeWrapsTheJSONBody() async throws {
         let (connection, channel, queue) = try await Self.declareQueue("cli-envelope")
         let result = try await RMQTool.run([
@@ -229,6 +251,26 @@ struct RMQToolTests {
         let (connection, channel, queue) = try await Self.declareQueue("cli-rpc-timeout")
         let result = try await RMQTool.run(["rpc", "call", "--queue", queue, "--timeout", "0.3", "anyone?"])
         Self.expectOneLineError(result, containing: "no reply from '\(queue)' within 300 ms")
+        try await channel.queueDelete(queue)
+        try await connection.close()
+    }
+
+    /// Lines are written in batches and each delivery acknowledged only after its batch is
+    /// written: with a prefetch far below the message count the consumer must still write
+    /// (and acknowledge) before it waits, or the broker would stop sending. Every line comes
+    /// out, in order, with --count and with --idle-timeout ending the run.
+    @Test func consumeWritesInBatchesAndAcknowledgesWhatItWrote() async throws {
+        let (connection, channel, queue) = try await Self.declareQueue("cli-batches")
+        for number in 1...2000 { try await channel.publish(Array("m-\(number)".utf8), routingKey: queue) }
+        let counted = try await RMQTool.run(["consume", "--queue", queue, "--prefetch", "7", "--count", "1500"])
+        #expect(counted.status == 0, "\(counted)")
+        #expect(try counted.jsonLines().compactMap { $0["body"] as? String } == (1...1500).map { "m-\($0)" })
+        #expect(counted.errorOutput.isEmpty, "no progress line when standard error is not a terminal")
+
+        let idle = try await RMQTool.run(["consume", "--queue", queue, "--prefetch", "3", "--idle-timeout", "1"])
+        #expect(idle.status == 0, "\(idle)")
+        #expect(try idle.jsonLines().compactMap { $0["body"] as? String } == (1501...2000).map { "m-\($0)" })
+        #expect(try await channel.queueDeclare(queue, passive: true).messageCount == 0, "all acknowledged")
         try await channel.queueDelete(queue)
         try await connection.close()
     }

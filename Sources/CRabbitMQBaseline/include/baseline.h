@@ -127,6 +127,14 @@ void crmq_bench_rpc_client(const crmq_bench_endpoint *endpoint, const char *serv
 int crmq_bench_rpc_server(const crmq_bench_endpoint *endpoint, const char *queue, double max_seconds, char *error,
                           size_t error_size);
 
+/* The rmq pipe's baseline (scripts/rmq-pipe-bench.sh): reads lines from descriptor fd with
+ * getline until end of input and publishes each (its newline removed, no properties, no
+ * confirms) to exchange with routing_key, then closes the connection. *published gets the
+ * count. Returns 0 or a negative status; error gets the reason. Not timed: the script
+ * measures the whole process's CPU time, as it does rmq's. */
+int crmq_bench_publish_lines(const crmq_bench_endpoint *endpoint, const char *exchange, const char *routing_key,
+                             int fd, uint64_t *published, char *error, size_t error_size);
+
 /* Field tables, without a broker: count round trips, each building the six-entry headers
  * table of the publish-headers scenario, encoding it with amqp_encode_table into a reused
  * buffer, decoding it with amqp_decode_table into a pool and recycling the pool. No

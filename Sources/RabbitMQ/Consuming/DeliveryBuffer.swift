@@ -318,6 +318,12 @@ final class DeliveryIteratorState {
         }
     }
 
+    /// The next delivery is in the local batch and will be handed out (a stale one would be
+    /// skipped, and the iterator might then wait: false, to be safe).
+    var hasDeliveryInHand: Bool {
+        index < batch.count && !lifetime.buffer.isStale(batch[index])
+    }
+
     private func refill(isolation actor: isolated (any Actor)?) async throws(any Error) {
         sinceSuspension += batch.count
         batch.removeAll(keepingCapacity: true)

@@ -73,5 +73,10 @@ public struct RabbitMQConsumer: AsyncSequence, Sendable {
         public mutating func next(isolation actor: isolated (any Actor)?) async throws(any Error) -> RabbitMQDelivery? {
             try await state.next(isolation: actor)
         }
+
+        /// For this package's own modules: whether ``next()`` returns a delivery it already
+        /// holds, without going back to the buffer, where it may wait. `rmq consume` writes
+        /// its buffered output (and acknowledges) when this turns false: before waiting.
+        package var hasDeliveryInHand: Bool { state.hasDeliveryInHand }
     }
 }

@@ -12,9 +12,12 @@ struct ConsumeCommand: AsyncParsableCommand {
             Each line is {"exchange", "routingKey", "redelivered", "properties": {...}, "body"}; \
             properties holds only the set ones; the body is a string when it is UTF-8, else \
             {"base64": ...}. Header values that JSON lacks are tagged: {"timestamp": seconds}, \
-            {"bytes": base64}, {"decimal": "12.34"}; void is null. Each delivery is acknowledged \
-            after its line is written. Exits 0 after --count messages or --idle-timeout seconds \
-            without one (counted from when consuming starts). Keeps consuming across broker \
+            {"bytes": base64}, {"decimal": "12.34"}; void is null. Lines are written in batches \
+            (the deliveries ready at once, before waiting for more); each delivery is \
+            acknowledged after its line is written. With standard error on a terminal and \
+            standard output not, a run longer than a second shows a running count there. \
+            Exits 0 after --count messages or --idle-timeout seconds without one (counted \
+            from when consuming starts). Keeps consuming across broker \
             restarts and node failover (reconnecting through the --uri list); a message whose \
             ack was lost then comes again, marked redelivered.
             """)

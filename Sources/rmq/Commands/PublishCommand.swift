@@ -116,9 +116,11 @@ struct PublishCommand: AsyncParsableCommand {
             try await send(first)
         } else {
             var number = 0
-            for await line in StandardInputLines() {
-                number += 1
-                try await send(try template.message(from: line, line: number))
+            for try await batch in StandardInputLines() {
+                for line in batch {
+                    number += 1
+                    try await send(try template.message(from: line, line: number))
+                }
             }
         }
         for confirmation in pending { tally.record(try await confirmation.outcome()) }

@@ -46,13 +46,16 @@ struct ConsumePlan: Sendable {
     func consume(configuration: RabbitMQConfiguration, progress: ConsumeProgress) async throws {
         var connectedBefore = false
         var failures = 0
+        // One for the whole run, so the progress count goes on across reconnections.
+        let output = DeliveryOutput()
+        defer { output.finish() }
         while true {
             do {
                 let connection = try await RabbitMQConnection.connect(configuration: configuration)
                 connectedBefore = true
                 failures = 0
                 do {
-                    try await consume(on: connection, progress: progress)
+                    try await consume(on: connection, progress: progress, output: output)
                     try? await connection.close()
                     return
                 } catch {
@@ -67,6 +70,7 @@ struct ConsumePlan: Sendable {
                 // Back off, up to 5 s, so a broker that is down is not hammered.
                 let delay = min(5000, 100 << min(failures, 6))
                 let what = failures == 1 ? "connection lost" : "reconnecting failed"
+                output.interruptProgress()
                 StandardStreams.writeError("rmq: \(what) (\(CLIError.message(for: error))); retrying in \(delay) ms")
                 try await Task.sleep(for: .milliseconds(delay))
             }
@@ -74,7 +78,7 @@ struct ConsumePlan: Sendable {
     }
 
     /// Consumes on one connection until `count` is reached or the consumer fails.
-    private func consume(on connection: RabbitMQConnection, progress: ConsumeProgress) async throws {
+    private func consume(on connection: RabbitMQConnection, progress: ConsumeProgress, output: DeliveryOutput) async throws {
         let channel = try await connection.openChannel()
         if declare {
             try await channel.queueDeclare(
@@ -86,14 +90,18 @@ struct ConsumePlan: Sendable {
         if !autoAck { try await channel.qos(prefetchCount: prefetch) }
         let consumer = try await channel.consume(queue: queue, autoAck: autoAck)
         progress.consuming()
-        for try await delivery in consumer {
-            try StandardStreams.writeLine(DeliveryJSON.line(for: delivery))
-            if !autoAck { try delivery.ack() }
+        var deliveries = consumer.makeAsyncIterator()
+        while let delivery = try await deliveries.next() {
+            output.append(DeliveryJSON.line(for: delivery), for: delivery, acknowledge: !autoAck)
             let received = progress.record()
             if let count, received >= count {
+                try await output.flush()
                 try? await consumer.cancel()
                 return
             }
+            // Written (then acknowledged) before waiting for more: a line is out as soon as
+            // nothing else is ready, and the prefetch window never fills with our own acks.
+            if !deliveries.hasDeliveryInHand || output.isFull { try await output.flush() }
         }
         // Not cancelled by us, so the connection or channel went away under the consumer.
         throw connection.closeReason ?? channel.closeReason

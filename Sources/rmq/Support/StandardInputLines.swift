@@ -1,49 +1,123 @@
 import Foundation
 
-/// The lines of standard input, as bytes (a line need not be UTF-8), as an `AsyncSequence`
-/// read on a thread of its own: reading a pipe or a terminal blocks, and must not block
-/// Swift's cooperative pool. The reader stays at most `window` lines ahead of the consumer,
-/// so a huge input is never held in memory.
+/// The lines of standard input, as bytes (a line need not be UTF-8), handed over in batches:
+/// an `AsyncSequence` whose elements are the complete lines of one read.
+///
+/// A thread of its own reads standard input with read(2) in blocks of `blockSize` bytes:
+/// reading a pipe or a terminal blocks, and must not block Swift's cooperative pool. Each
+/// read that completes at least one line becomes one batch, so a line crosses threads with
+/// thousands of others (one hand-off per block instead of one per line, which cost a futex
+/// wake-up every few lines), while a line typed at a terminal or written slowly into a pipe
+/// is still handed over as soon as it arrives: a read returns what is there, it does not wait
+/// for a full block. The reader stays at most `window` batches ahead of the consumer, so a
+/// huge input is never held in memory (about `window` × `blockSize` bytes of lines, plus the
+/// one line being assembled, which is as long as the longest line).
+///
+/// Lines end at `\n`, which is removed; a `\r` before it stays (it is part of the body, as it
+/// always was). A blank line is an empty line, and a last line without a newline still counts.
 struct StandardInputLines: AsyncSequence, Sendable {
-    typealias Element = [UInt8]
+    typealias Element = [[UInt8]]
 
     let window: Int
+    let blockSize: Int
 
-    init(window: Int = 256) { self.window = window }
+    init(window: Int = 4, blockSize: Int = 64 * 1024) {
+        precondition(window > 0 && blockSize > 0)
+        self.window = window
+        self.blockSize = blockSize
+    }
 
     func makeAsyncIterator() -> AsyncIterator {
-        let (stream, continuation) = AsyncStream.makeStream(of: [UInt8].self)
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: [[UInt8]].self)
         let slots = DispatchSemaphore(value: window)
+        // An iterator dropped early (a bad line ended the loop) must not leave the reader
+        // waiting for a slot for ever: the extra signal lets it see that nobody listens.
+        continuation.onTermination = { _ in slots.signal() }
+        let blockSize = self.blockSize
         let thread = Thread {
-            // Our own FILE for descriptor 0: the C global `stdin` is shared mutable state to Swift.
-            let input = fdopen(STDIN_FILENO, "r")
-            var buffer: UnsafeMutablePointer<CChar>? = nil
-            var capacity = 0
-            while let input {
-                let length = getline(&buffer, &capacity, input)
-                guard length >= 0, let buffer else { break }
-                var line = UnsafeRawBufferPointer(start: buffer, count: length).map { $0 }
-                if line.last == UInt8(ascii: "\n") { line.removeLast() }
+            Self.read(from: STDIN_FILENO, blockSize: blockSize) { batch in
                 // Blocks this dedicated thread, never a pool thread, until the consumer catches up.
                 slots.wait()
-                continuation.yield(line)
+                if case .terminated = continuation.yield(batch) { return false }
+                return true
+            } onEnd: { error in
+                continuation.finish(throwing: error)
             }
-            free(buffer)
-            continuation.finish()
         }
         thread.name = "rmq-stdin"
         thread.start()
         return AsyncIterator(base: stream.makeAsyncIterator(), slots: slots)
     }
 
+    /// Reads `descriptor` to its end, splitting at `\n`, and calls `deliver` with the lines
+    /// completed by each read until it returns false; then `onEnd`, with the read error if any.
+    /// Blocks: run it on a thread of its own.
+    static func read(
+        from descriptor: Int32, blockSize: Int, deliver: ([[UInt8]]) -> Bool, onEnd: ((any Error)?) -> Void
+    ) {
+        var block = [UInt8](repeating: 0, count: blockSize)
+        // The start of a line whose end is in a later block.
+        var partial: [UInt8] = []
+        while true {
+            let count = block.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                if code == EAGAIN || code == EWOULDBLOCK {
+                    // Someone handed us a non-blocking descriptor: wait until it is readable.
+                    var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+                    _ = poll(&poller, 1, -1)
+                    continue
+                }
+                onEnd(CLIError("cannot read standard input: \(String(cString: strerror(code)))"))
+                return
+            }
+            if count == 0 { break }
+            let lines = block.withUnsafeBytes { split(UnsafeRawBufferPointer(rebasing: $0[..<count]), partial: &partial) }
+            if !lines.isEmpty && !deliver(lines) {
+                onEnd(nil)
+                return
+            }
+        }
+        if !partial.isEmpty && !deliver([partial]) {
+            onEnd(nil)
+            return
+        }
+        onEnd(nil)
+    }
+
+    /// The lines that `bytes` completes, the first one continuing `partial`; what follows the
+    /// last `\n` becomes the new `partial`.
+    static func split(_ bytes: UnsafeRawBufferPointer, partial: inout [UInt8]) -> [[UInt8]] {
+        guard let base = bytes.baseAddress else { return [] }
+        var lines: [[UInt8]] = []
+        var start = 0
+        while start < bytes.count,
+            let found = memchr(base + start, Int32(UInt8(ascii: "\n")), bytes.count - start)
+        {
+            let end = base.distance(to: UnsafeRawPointer(found))
+            let piece = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
+            if partial.isEmpty {
+                lines.append(Array(piece))
+            } else {
+                partial.append(contentsOf: piece)
+                lines.append(partial)
+                partial = []
+            }
+            start = end + 1
+        }
+        partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start...]))
+        return lines
+    }
+
     struct AsyncIterator: AsyncIteratorProtocol {
-        var base: AsyncStream<[UInt8]>.Iterator
+        var base: AsyncThrowingStream<[[UInt8]], any Error>.Iterator
         let slots: DispatchSemaphore
 
-        mutating func next() async -> [UInt8]? {
-            guard let line = await base.next() else { return nil }
+        mutating func next() async throws -> [[UInt8]]? {
+            guard let batch = try await base.next() else { return nil }
             slots.signal()
-            return line
+            return batch
         }
     }
 }

@@ -1,7 +1,8 @@
 import Foundation
 
-/// Writes to standard output and standard error without buffering, so that a line is out
-/// before the message it describes is acknowledged.
+/// Writes to standard output and standard error without buffering: for the occasional
+/// line (an RPC reply, an error). `rmq consume`'s stream of lines goes through
+/// ``DeliveryOutput`` instead, one write per batch.
 enum StandardStreams {
     static func writeLine(_ line: String) throws {
         try write(line + "\n", to: .standardOutput)
