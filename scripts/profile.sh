@@ -13,7 +13,9 @@
 # Reports go to stdout; raw files to $PROFILE_DIR (default .build/profile). Starts a
 # throwaway broker unless RABBITMQ_URL is set. The consume and rpc scenarios start child
 # processes (queue filler, echo server): callgrind does not follow them, perf stat does.
-# PROFILE_IMPLEMENTATIONS=swift (or c) profiles one side only.
+# PROFILE_IMPLEMENTATIONS=swift (or c) profiles one side only. PROFILE_CALLER (default task)
+# is where the Swift loop runs (rabbitmq-bench --caller): task, actor or connection; main
+# parks the main thread in dispatch_main(), where valgrind 3.19 crashes.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -57,7 +59,7 @@ run() { # run IMPLEMENTATION MESSAGES [wrapper...]
     local impl="$1" n="$2"
     shift 2
     "$@" "$OUT/rabbitmq-bench" run --scenario "$SCENARIO" --size "$SIZE" --messages "$n" --warm-up "$WARMUP" \
-        --implementation "$impl" --rounds 1 --max-seconds 900 >/dev/null
+        --implementation "$impl" --caller "${PROFILE_CALLER:-task}" --rounds 1 --max-seconds 900 >/dev/null
 }
 
 for impl in ${PROFILE_IMPLEMENTATIONS:-c swift}; do

@@ -6,6 +6,19 @@ import Testing
 /// `quickStart` identical to the README's code block.
 @Suite("README")
 struct ReadmeTests {
+    @Test func connectionExecutorExampleRuns() async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        // The example publishes to the default exchange with routing key "orders": give it a
+        // queue of that name for the run, so the confirms are for routed messages.
+        try await channel.queueDelete("orders")
+        try await channel.queueDeclare("orders", durable: true)
+        try await connectionExecutorExample(connection: connection)
+        #expect(try await channel.queueDeclare("orders", passive: true).messageCount == 3)
+        try await channel.queueDelete("orders")
+        try await connection.close()
+    }
+
     @Test func quickStartRuns() async throws {
         let received = try await quickStart(uri: TestBroker.url)
         #expect(received == "hello")
@@ -92,6 +105,18 @@ private func quickStart(uri: String) async throws -> String {
     }
     try await connection.close()
     return text
+}
+
+/// The README's example of the connection's executor ("Calls from anywhere"): keep the body
+/// identical to its code block. Run by `connectionExecutorExampleRuns`.
+private func connectionExecutorExample(connection: RabbitMQConnection) async throws {
+    let orders = try await connection.openChannel()
+    try await orders.confirmSelect()
+    try await withTaskExecutorPreference(connection.executor) {
+        for order in ["A-1", "A-2", "A-3"] {
+            try await orders.publishAndWaitForConfirm(Array(order.utf8), routingKey: "orders")
+        }
+    }
 }
 
 /// The README's recovery example: compiled, not run (it names addresses that do not exist here).
