@@ -53,6 +53,20 @@ struct FieldTableTests {
         #expect(table["a"] == .int32(3))
     }
 
+    @Test func keysWithDifferentBytesThatAreEqualStringsAreOneKey() throws {
+        // "é" precomposed and as e + combining acute: different bytes, equal Strings.
+        let pool = ScratchPool()
+        let entries = pool.allocate(2 * MemoryLayout<amqp_table_entry_t>.stride)
+            .bindMemory(to: amqp_table_entry_t.self, capacity: 2)
+        for (index, (key, value)) in [("caf\u{E9}", 1), ("cafe\u{301}", 2)].enumerated() {
+            (entries + index).initialize(
+                to: amqp_table_entry_t(key: pool.bytes(key), value: pool.fieldValue(.int32(Int32(value)))))
+        }
+        let table = try RabbitMQFieldTable(cTable: amqp_table_t(num_entries: 2, entries: entries))
+        #expect(table.count == 1)
+        #expect(table["caf\u{E9}"] == .int32(2))
+    }
+
     @Test func nonUTF8LongStringsBecomeBytes() throws {
         let pool = ScratchPool()
         var field = amqp_field_value_t()

@@ -1,4 +1,5 @@
 import CRabbitMQ
+import Glibc
 
 // Field kinds as the UInt8 stored in amqp_field_value_t.kind.
 private let kindBool = UInt8(AMQP_FIELD_KIND_BOOLEAN.rawValue)
@@ -132,13 +133,36 @@ extension RabbitMQFieldTable {
         guard depth <= Self.maxDepth else { throw FieldTableTooDeep() }
         self.init()
         guard cTable.num_entries > 0, let entries = cTable.entries else { return }
+        let count = Int(cTable.num_entries)
         var decoded: [Entry] = []
-        decoded.reserveCapacity(Int(cTable.num_entries))
-        for index in 0..<Int(cTable.num_entries) {
+        decoded.reserveCapacity(count)
+        for index in 0..<count {
             let entry = entries[index]
             decoded.append(Entry(key: String(amqpBytes: entry.key), value: try RabbitMQFieldValue(cValue: entry.value, depth: depth)))
         }
-        self.init(decodedEntries: decoded)
+        // A repeated key is rare: look for one in the C bytes (lengths first, then memcmp),
+        // and only then merge the Swift entries (string comparisons).
+        self.init(decodedEntries: decoded, mayRepeatKeys: Self.mayRepeatKeys(entries, count: count))
+    }
+
+    /// Whether two keys may be equal as Strings: equal bytes, or any byte outside ASCII
+    /// (String equality is canonical equivalence, and invalid UTF-8 is repaired, so keys with
+    /// different bytes can compare equal; then the Swift entries decide).
+    private static func mayRepeatKeys(_ entries: UnsafeMutablePointer<amqp_table_entry_t>, count: Int) -> Bool {
+        guard count > 1 else { return false }
+        for index in 0..<count {
+            let key = entries[index].key
+            guard key.len > 0, let bytes = key.bytes else { continue }
+            if !UnsafeRawBufferPointer(start: bytes, count: key.len).allSatisfy({ $0 < 0x80 }) { return true }
+        }
+        for later in 1..<count {
+            let key = entries[later].key
+            for earlier in 0..<later {
+                let other = entries[earlier].key
+                if other.len == key.len && (key.len == 0 || memcmp(other.bytes, key.bytes, key.len) == 0) { return true }
+            }
+        }
+        return false
     }
 }
 

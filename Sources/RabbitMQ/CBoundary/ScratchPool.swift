@@ -30,6 +30,12 @@ final class ScratchPool {
     }
 
     func bytes(_ string: String) -> amqp_bytes_t {
+        // A native string's UTF-8 is contiguous: read in place, without the copy a mutable
+        // `withUTF8` makes (a retain and a release per string). Bridged or lazily decoded
+        // strings take the copying path.
+        if let copied = string.utf8.withContiguousStorageIfAvailable({ bytes(UnsafeRawBufferPointer($0)) }) {
+            return copied
+        }
         var string = string
         return string.withUTF8 { bytes(UnsafeRawBufferPointer($0)) }
     }

@@ -36,7 +36,11 @@ public struct RabbitMQFieldTable: Sendable, Hashable {
 
     /// Entries read from the wire, in order; a repeated key keeps its last value, at the
     /// place of its first occurrence (as assigning through the subscript would).
-    init(decodedEntries: [Entry]) {
+    init(decodedEntries: [Entry], mayRepeatKeys: Bool = true) {
+        guard mayRepeatKeys else {
+            entries = decodedEntries
+            return
+        }
         var entries = decodedEntries
         var index = 1
         while index < entries.count {
