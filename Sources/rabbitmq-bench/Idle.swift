@@ -29,6 +29,11 @@ extension Bench {
         @Option(name: .long, help: "Connections being opened (or closed) at once.")
         var parallel = 8
 
+        @Option(
+            name: .long,
+            help: "Open and close all the connections this many times first, as recoveries would (glibc then serves their buffers from its arenas).")
+        var churn = 0
+
         @Option(name: .long, help: "The broker's OS pid (scripts/broker.sh pid): its CPU over the window too.")
         var brokerPid: Int32?
 
@@ -41,6 +46,7 @@ extension Bench {
             if settle < 0 || settle > 600 { throw ValidationError("--settle must be 0...600") }
             if connectSeconds <= 0 || connectSeconds > 3600 { throw ValidationError("--connect-seconds must be 0...3600") }
             if parallel < 1 || parallel > 256 { throw ValidationError("--parallel must be 1...256") }
+            if churn < 0 || churn > 100 { throw ValidationError("--churn must be 0...100") }
         }
 
         func run() async throws {
@@ -61,6 +67,13 @@ struct IdleRun {
     let configuration: RabbitMQConfiguration
 
     func run() async throws -> IdleReport {
+        for round in 0..<settings.churn {
+            let deadline = ContinuousClock.now + .seconds(settings.connectSeconds)
+            let (connections, failure) = await openConnections(settings.connections, before: deadline)
+            _ = await closeConnections(connections)
+            log("rabbitmq-bench idle: churn round \(round + 1): opened and closed \(connections.count)")
+            if let failure { throw BenchError("churn round \(round + 1): \(failure)") }
+        }
         guard let empty = ProcessSample.take() else { throw BenchError("cannot read /proc/self") }
         // The first connection pays one-time costs (libraries, the runtime's pools): the
         // per-connection figures are the growth from one connection to all of them.
@@ -95,7 +108,7 @@ struct IdleRun {
         let closed = ProcessSample.take()
 
         return IdleReport(
-            requested: settings.connections, opened: opened, failure: failure, heartbeatSeconds: heartbeat,
+            requested: settings.connections, churn: settings.churn, opened: opened, failure: failure, heartbeatSeconds: heartbeat,
             openSeconds: openSeconds, empty: empty, one: one, start: start, end: end, window: window,
             cpuPerSecond: Double(cpuEnd - cpuStart) / window,
             brokerCPU: brokerStart.flatMap { brokerStart in
@@ -181,6 +194,8 @@ private func seconds(_ duration: Duration) -> Double {
 /// The figures of one idle run, as a table or JSON.
 struct IdleReport {
     var requested: Int
+    /// Rounds of opening and closing them all before the measured one.
+    var churn: Int
     var opened: Int
     var failure: String?
     /// The heartbeat interval the broker and the first connection agreed on (0: off).
@@ -212,7 +227,8 @@ struct IdleReport {
         var lines = [
             "Idle cost of \(opened) connections (\(requested) requested) in one process: heartbeat \(heartbeatSeconds) s "
                 + "(negotiated), opened in \(format(openSeconds, digits: 1)) s, "
-                + "window \(format(window, digits: 1)) s. Per connection: growth from 1 to \(opened) connections "
+                + "window \(format(window, digits: 1)) s"
+                + (churn > 0 ? ", after \(churn) rounds of opening and closing them all" : "") + ". Per connection: growth from 1 to \(opened) connections "
                 + "(threads, memory); window figures divided by \(opened).",
             "",
             "| figure | process | per connection |",
@@ -241,7 +257,7 @@ struct IdleReport {
 
     func json() -> String {
         var fields: [(String, String)] = [
-            ("requested", "\(requested)"), ("opened", "\(opened)"),
+            ("requested", "\(requested)"), ("churn", "\(churn)"), ("opened", "\(opened)"),
             ("heartbeat_seconds", "\(heartbeatSeconds)"),
             ("open_seconds", format(openSeconds, digits: 3)), ("window_seconds", format(window, digits: 3)),
             ("threads", "\(start.threads)"), ("threads_one_connection", "\(one.threads)"),
