@@ -27,6 +27,9 @@
 #                  It must be reachable by user `rabbitmq` (so not under /root).
 #   RMQ_START_TIMEOUT  seconds `start` waits for the boot (default 60)
 #   RMQ_EXTRA_CONF     extra rabbitmq.conf lines (e.g. from scripts/cluster.sh)
+#   RMQ_NOFILE     the node's soft open-files limit (default: what runuser's
+#                  PAM session gives, 1024 here: about 830 AMQP connections).
+#                  At most the hard limit. scripts/idle-bench.sh sets it.
 #   RMQ_TLS_PORT   TLS (amqps) port on 127.0.0.1 (default RMQ_PORT + 1000;
 #                  0: no TLS listener). Certificates are made with openssl at
 #                  the first start, in RMQ_TLS_DIR (default RMQ_BASE/tls, as the
@@ -82,6 +85,10 @@ case "$RMQ_VERSION" in
 esac
 
 RMQ_TLS_PORT=${RMQ_TLS_PORT:-$((RMQ_PORT + 1000))}
+if [[ -n "${RMQ_NOFILE:-}" && ! "$RMQ_NOFILE" =~ ^[0-9]+$ ]]; then
+    echo "broker.sh: RMQ_NOFILE must be a number, not '$RMQ_NOFILE'" >&2
+    exit 2
+fi
 RMQ_TLS_DIR=${RMQ_TLS_DIR:-$RMQ_BASE/tls}
 
 # RMQ_BASE as the node sees it (inside the root for RabbitMQ 4); BASE as this
@@ -274,7 +281,13 @@ EOF
     else
         echo '[].' >"$PLUGINS_FILE"
     fi
-    : >"$ENV_CONF_FILE"
+    # rabbitmq-server's scripts source this file before they start the VM: the
+    # only place where a limit reaches the node (runuser resets it from PAM).
+    if [[ -n "${RMQ_NOFILE:-}" ]]; then
+        echo "ulimit -n $RMQ_NOFILE" >"$ENV_CONF_FILE"
+    else
+        : >"$ENV_CONF_FILE"
+    fi
 }
 
 # The test certificates (see RMQ_TLS_PORT above), made once per directory and again when

@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
             runs once per implementation as a warm-up, then for --rounds rounds alternating C and Swift. \
             Scenarios: \(Scenario.Kind.allCases.map(\.rawValue).joined(separator: ", ")).
             """,
-        subcommands: [Run.self, RPCServer.self, Fill.self, Soak.self, PublishLines.self],
+        subcommands: [Run.self, RPCServer.self, Fill.self, Soak.self, PublishLines.self, Idle.self],
         defaultSubcommand: Run.self)
 }
 

@@ -27,6 +27,8 @@ enum BenchMain {
                 try wait { try await fill.run() }
             case let soak as Bench.Soak:
                 try wait { try await soak.run() }
+            case let idle as Bench.Idle:
+                try wait { try await idle.run() }
             default:
                 var command = command
                 try command.run()

@@ -40,6 +40,18 @@ struct FieldTableTests {
         #expect(back.entries.map(\.key) == Self.everyType.entries.map(\.key), "order is kept")
     }
 
+    /// The connection empties its scratch pool after the login (an idle connection keeps no
+    /// page of it): the pool builds tables again afterwards, on pages of its own.
+    @Test func aScratchPoolEmptiedAfterUseBuildsTablesAgain() throws {
+        let pool = ScratchPool()
+        #expect(try RabbitMQFieldTable(cTable: pool.table(Self.everyType)) == Self.everyType)
+        pool.empty()
+        #expect(try RabbitMQFieldTable(cTable: pool.table(Self.everyType)) == Self.everyType)
+        pool.empty()
+        pool.empty()
+        #expect(pool.bytes("after").len == 5)
+    }
+
     @Test func aRepeatedKeyFromTheWireKeepsItsLastValueAtItsFirstPlace() throws {
         let pool = ScratchPool()
         let entries = pool.allocate(4 * MemoryLayout<amqp_table_entry_t>.stride)

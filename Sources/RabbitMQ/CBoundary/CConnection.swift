@@ -162,7 +162,10 @@ final class CConnection {
                 state, configuration.virtualHost, Int32(configuration.channelMax), Int32(configuration.frameMax),
                 heartbeatSeconds, &properties, identity)
         }
-        scratch.recycle()
+        // Emptied, not recycled: the client properties' page would stay resident for the
+        // life of a connection that may never send a method again (11 KiB per idle
+        // connection, measured with `rabbitmq-bench idle`); the first send takes a new one.
+        scratch.empty()
         try checkLogin(reply, endpoint: endpoint, configuration: configuration)
 
         var negotiated = ConnectionCore.Negotiated()
@@ -177,6 +180,15 @@ final class CConnection {
         // A backstop only: no blocking RPC helper of rabbitmq-c is used after login.
         var requestTimeout = timeval(configuration.requestTimeout)
         amqp_set_rpc_timeout(state, &requestTimeout)
+        // rabbitmq-c's outbound buffer only served the login (the frame writer sends the
+        // rest), but the login's tune grew it from 64 KiB to frame_max with `realloc`, which
+        // copied all 64 KiB into new pages: resident for the connection's life, for a few
+        // hundred bytes of login frames (58 KiB per idle connection, measured with
+        // `rabbitmq-bench idle`). Shrinking it to AMQP's smallest frame first gives those
+        // pages back (glibc shrinks an mmapped chunk with `mremap`, an arena chunk by
+        // splitting it); the tune below grows it again without touching them and sets
+        // frame_max, which bounds incoming frames, back.
+        _ = amqp_tune_connection(state, Int32(negotiated.channelMax), 4096, 0)
         // Heartbeats are ours from now on: rabbitmq-c must never send one by itself, in the
         // middle of a frame the writer holds, or block in that send.
         let tuned = amqp_tune_connection(state, Int32(negotiated.channelMax), Int32(negotiated.frameMax), 0)

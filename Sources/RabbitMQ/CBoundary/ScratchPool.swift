@@ -22,6 +22,12 @@ final class ScratchPool {
         recycle_amqp_pool(pool)
     }
 
+    /// Frees everything, pages included: for a pool that may stay unused for long (after the
+    /// login); the next allocation takes a new page.
+    func empty() {
+        empty_amqp_pool(pool)
+    }
+
     func allocate(_ size: Int) -> UnsafeMutableRawPointer {
         guard let memory = amqp_pool_alloc(pool, size) else {
             fatalError("rabbitmq-c pool allocation of \(size) bytes failed")
