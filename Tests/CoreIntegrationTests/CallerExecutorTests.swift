@@ -65,6 +65,12 @@ struct CallerExecutorTests {
         }
         try await channel.qos(prefetchCount: UInt16(Self.messages))
         let consumer = try await channel.consume(queue: queue.name)
+        // Every message handed to the consumer first: the bound below is about the library,
+        // not about how the broker splits its writes while the loop runs.
+        let counter = try await connection.openChannel()
+        try await eventually("every message to be delivered") {
+            try await counter.queueDeclare(queue.name, passive: true).messageCount == 0
+        }
         let actor = CountingActor()
         let (received, hops) = try await actor.run {
             var received = 0

@@ -91,6 +91,32 @@ struct ConnectionExecutorTests {
         #expect(!connection.isOpen)
     }
 
+    @Test func aTaskThatKeepsYieldingOnItDoesNotStopTheConnectionFromReading() async throws {
+        // A task that splits long work with Task.yield() keeps the loop busy: it must still
+        // read the socket now and then, or every answer waits for that task to finish.
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("executor-busy"), exclusive: true)
+        try await channel.confirmSelect()
+        _ = try await channel.publishAndWaitForConfirm(Array("waiting".utf8), routingKey: queue.name)
+        let running = AsyncStream.makeStream(of: Void.self)
+        let worker = Task(executorPreference: connection.executor) {
+            running.continuation.yield()
+            while !Task.isCancelled { await Task.yield() }
+        }
+        for await _ in running.stream { break }
+        // A round trip from another task on the same executor, while the worker yields.
+        let body = try await withTimeout(.seconds(60), "basic.get while a task yields on the I/O thread") {
+            try await withTaskExecutorPreference(connection.executor) {
+                try await channel.get(queue: queue.name, autoAck: true)?.bodyString
+            }
+        }
+        worker.cancel()
+        await worker.value
+        #expect(body == "waiting")
+        try await connection.close()
+    }
+
     @Test func cancellingATaskWaitingOnItEndsItsLoop() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()

@@ -29,6 +29,34 @@ struct PatternsExchangeTests {
         return messages
     }
 
+    @Test func aSubscriptionIteratedOnAnActorDoesNotHopPerMessage() async throws {
+        let connection = try await TestBroker.connect()
+        let exchange = try await RabbitMQDirectExchange.declare(TestBroker.uniqueName("direct-actor"), on: connection)
+        let subscription = try await exchange.subscribe(
+            Shipment.self, queue: TestBroker.uniqueName("actor"), bindingKeys: ["eu"], prefetch: 400)
+        for id in 0..<400 { try await exchange.publish(Self.envelope(id, "eu"), routingKey: "eu") }
+        let counter = try await connection.openChannel()
+        try await eventually("every message to be delivered") {
+            try await counter.queueDeclare(subscription.queue, passive: true).messageCount == 0
+        }
+        let actor = CountingActor()
+        let (ids, hops) = try await actor.run {
+            var ids: [Int] = []
+            for try await message in subscription {
+                try message.ack()
+                ids.append(message.data.id)
+                if ids.count == 400 { break }
+            }
+            return ids
+        }
+        #expect(ids == Array(0..<400))
+        // A hop per batch the iterator waited for and a yield per 128, never one per message
+        // (before next(isolation:): 400 hops for 400 messages).
+        #expect(hops < 100, "\(hops) hops for \(ids.count) messages")
+        try await subscription.cancel()
+        try await connection.close()
+    }
+
     @Test func directRoutesByKeyToQueuesDeclaredWithArguments() async throws {
         let connection = try await TestBroker.connect()
         let exchange = try await RabbitMQDirectExchange.declare(TestBroker.uniqueName("direct"), on: connection)

@@ -150,8 +150,12 @@ final class IOLoop {
             executeActions()
             flush(now: now)
             if finished { break }
-            if busy || connection?.hasBufferedInput == true { continue }
-            guard core.prepareToSleep() else { continue }
+            if busy || connection?.hasBufferedInput == true || !core.prepareToSleep() {
+                turnsWithoutPoll += 1
+                lookForInputWhileBusy()
+                continue
+            }
+            turnsWithoutPoll = 0
             descriptors[0].revents = 0
             var count: nfds_t = 1
             if let connection {
@@ -181,6 +185,24 @@ final class IOLoop {
         while !commands.isEmpty {
             _ = runCommands()
             executeActions()
+        }
+    }
+
+    /// Turns in a row that went on without sleeping in `poll()`, which is what tells the loop
+    /// that the socket has input (``CConnection/mayHaveInput``).
+    @exclusivity(unchecked) var turnsWithoutPoll = 0
+
+    /// A loop that stays busy (tasks on its executor that keep yielding, a stream of commands)
+    /// never reaches `poll()`: every other such turn it looks at the socket without waiting,
+    /// so that answers and deliveries are still read. Not on the first busy turn: a round
+    /// trip's turn (read the answer, run the resumed task, send its next request) is followed
+    /// by a sleep, whose `poll()` sees the next answer.
+    private func lookForInputWhileBusy() {
+        guard turnsWithoutPoll >= 2, let connection, !connection.mayHaveInput else { return }
+        turnsWithoutPoll = 0
+        var probe = pollfd(fd: connection.socketDescriptor, events: Int16(POLLIN), revents: 0)
+        if poll(&probe, 1, 0) > 0, probe.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+            connection.mayHaveInput = true
         }
     }
 

@@ -16,9 +16,13 @@
 /// ```
 ///
 /// The trade-off: code running here delays the connection's I/O (reading deliveries and
-/// confirms, heartbeats, recovery). Run short, non-blocking work on it — sending, awaiting
-/// answers, handing messages on — never a blocking call or a long computation; with more than
-/// one connection, each task prefers the connection it talks to. An actor's code runs on the
+/// confirms, heartbeats, recovery) and every other task that prefers this executor. Run
+/// short, non-blocking work on it — sending, awaiting answers, handing messages on — never a
+/// blocking call or a long computation. A synchronous wait for something only this
+/// connection delivers (a semaphore a consumer signals, a blocking call that waits for a
+/// reply) never ends: the thread that would deliver it is the one waiting. Long work split
+/// with `Task.yield()` lets the connection read between the pieces, every other piece. With
+/// more than one connection, each task prefers the connection it talks to. An actor's code runs on the
 /// actor's executor whatever the preference (the main actor's on the main thread). While the
 /// connection reconnects, its thread is busy connecting and such tasks wait for it. After the
 /// connection has closed, they go on on the global executor.

@@ -67,7 +67,16 @@ public struct RabbitMQSubscription<Payload: Codable & Sendable>: AsyncSequence, 
         /// The next valid envelope, or nil once the subscription is cancelled.
         /// - Throws: ``RabbitMQError`` when the broker cancels the consumer or the channel fails.
         public mutating func next() async throws -> RabbitMQEnvelopeMessage<Payload>? {
-            while let delivery = try await base.next() {
+            try await next(isolation: #isolation)
+        }
+
+        /// What `for try await` calls: runs on the caller's executor, so a loop on an actor
+        /// takes messages without a hop per message (the standard library's default would
+        /// call ``next()`` from a context of its own).
+        public mutating func next(
+            isolation actor: isolated (any Actor)?
+        ) async throws(any Error) -> RabbitMQEnvelopeMessage<Payload>? {
+            while let delivery = try await base.next(isolation: actor) {
                 do {
                     let envelope = try RabbitMQEnvelope<Payload>(decoding: delivery.body)
                     return RabbitMQEnvelopeMessage(envelope: envelope, delivery: delivery)

@@ -28,16 +28,17 @@ final class StandardOutputWriter: Sendable {
             // Bounded by close(): each turn takes the one job or sees the end.
             while true {
                 wake.wait()
-                let (job, closed) = self.state.withLock { state in
+                var (job, closed) = self.state.withLock { state in
                     defer { state.job = nil }
                     return (state.job, state.closed)
                 }
-                if let job {
-                    if let error = Self.writeAll(job.bytes, to: descriptor) {
-                        job.done.resume(throwing: error)
-                    } else {
-                        job.done.resume()
-                    }
+                if let done = job?.done, let bytes = job?.bytes {
+                    let error = Self.writeAll(bytes, to: descriptor)
+                    // The caller reuses its buffer once resumed: let go of the bytes first,
+                    // or its next append finds them shared and copies them.
+                    job = nil
+                    _ = consume bytes
+                    if let error { done.resume(throwing: error) } else { done.resume() }
                 }
                 if closed { return }
             }
