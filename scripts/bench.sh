@@ -7,7 +7,8 @@
 #      already made, with the same flags, so CI compiles nothing twice)
 #   2. starts a throwaway broker (scripts/broker.sh) unless RABBITMQ_URL is set, and stops
 #      it on exit whatever happens
-#   3. runs the default set (about 2 minutes on 2 cores) or, with --smoke, tiny counts
+#   3. runs the default set (about 6 minutes on 2 cores: C and four Swift callers per
+#      round, see rabbitmq-bench --caller) or, with --smoke, tiny counts
 #      and one round: it checks that every scenario works and measures nothing
 # Progress goes to stderr, the table (or --json) to stdout.
 # BENCH_SCRATCH_PATH overrides SwiftPM's build directory (default .build).

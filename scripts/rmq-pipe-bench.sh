@@ -15,7 +15,8 @@
 # Exits 1 when rmq's median is above RMQ_PIPE_MAX_RATIO (default 1.2) times C's.
 # RMQ_PIPE_RMQ=/path/to/rmq measures that binary instead of the one built (before/after).
 # The queue is transient with x-max-length, so the broker never holds more than 10,000.
-# Progress goes to stderr, the result to stdout. Needs /usr/bin/time (Debian: time).
+# Progress goes to stderr, the result to stdout. Needs /usr/bin/time (Debian: time; installed
+# when missing).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,7 +30,15 @@ STARTED_BROKER=0
 WORK="$(mktemp -d)"
 BIN=""
 
-[[ -x /usr/bin/time ]] || { echo "rmq-pipe-bench.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
+if [[ ! -x /usr/bin/time ]]; then
+    # A fresh Debian has no GNU time; install it as install-deps.sh installs the rest.
+    if [[ "$(id -u)" -eq 0 ]]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >&2
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo apt-get update -qq && sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >&2
+    fi
+    [[ -x /usr/bin/time ]] || { echo "rmq-pipe-bench.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
+fi
 
 finish() {
     local rc=$?

@@ -75,7 +75,7 @@ struct Scenario: Sendable {
         }
 
         /// Messages per run when `--messages` is not given: sized so the default set fits in
-        /// about three minutes on a 2-core machine.
+        /// about six minutes on a 2-core machine (C and four Swift callers per round).
         func defaultMessages(size: Int, smoke: Bool) -> Int {
             if overTLS { return workload.defaultMessages(size: size, smoke: smoke) }
             switch self {
