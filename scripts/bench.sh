@@ -21,18 +21,7 @@ for arg in "$@"; do
     [[ "$arg" == --smoke ]] && SMOKE=1
 done
 SCRATCH=(--scratch-path "${BENCH_SCRATCH_PATH:-.build}")
-STARTED_BROKER=0
-
-finish() {
-    local rc=$?
-    if [[ $STARTED_BROKER -eq 1 ]]; then
-        scripts/broker.sh stop >/dev/null 2>&1 || echo "bench.sh: could not stop the broker" >&2
-    fi
-    exit $rc
-}
-trap finish EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+source scripts/throwaway-broker.sh
 
 if [[ $SMOKE -eq 1 ]]; then
     echo "==> build (debug, as scripts/test.sh does)" >&2
@@ -44,15 +33,7 @@ else
     BIN="$(swift build "${SCRATCH[@]}" -c release --show-bin-path)"
 fi
 
-if [[ -z "${RABBITMQ_URL:-}" ]]; then
-    STARTED_BROKER=1
-    echo "==> start broker" >&2
-    scripts/broker.sh start >&2
-    eval "$(scripts/broker.sh env)"
-else
-    echo "==> using the broker at $RABBITMQ_URL" >&2
-fi
-export RABBITMQ_URL
+throwaway_broker_start
 
 echo "==> rabbitmq-bench run $* ($(nproc) cores, load average: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 "$BIN/rabbitmq-bench" run "$@"

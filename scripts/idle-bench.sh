@@ -17,34 +17,16 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SCRATCH=(--scratch-path "${IDLE_SCRATCH_PATH:-.build-rel}")
-STARTED_BROKER=0
-
-finish() {
-    local rc=$?
-    if [[ $STARTED_BROKER -eq 1 ]]; then
-        scripts/broker.sh stop >/dev/null 2>&1 || echo "idle-bench.sh: could not stop the broker" >&2
-    fi
-    exit $rc
-}
-trap finish EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+source scripts/throwaway-broker.sh
 
 echo "==> build (release)" >&2
 swift build "${SCRATCH[@]}" -c release --product rabbitmq-bench >&2
 BIN="$(swift build "${SCRATCH[@]}" -c release --show-bin-path)"
 
+export RMQ_NOFILE="${RMQ_NOFILE:-8192}"
+throwaway_broker_start
 BROKER_PID=()
-if [[ -z "${RABBITMQ_URL:-}" ]]; then
-    STARTED_BROKER=1
-    echo "==> start broker" >&2
-    RMQ_NOFILE="${RMQ_NOFILE:-8192}" scripts/broker.sh start >&2
-    eval "$(scripts/broker.sh env)"
-    BROKER_PID=(--broker-pid "$(scripts/broker.sh pid)")
-else
-    echo "==> using the broker at $RABBITMQ_URL" >&2
-fi
-export RABBITMQ_URL
+if [[ $THROWAWAY_BROKER_STARTED -eq 1 ]]; then BROKER_PID=(--broker-pid "$(scripts/broker.sh pid)"); fi
 
 # Two descriptors per connection here (the socket and the I/O thread's eventfd).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

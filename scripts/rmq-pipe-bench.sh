@@ -26,7 +26,7 @@ ROUNDS="${RMQ_PIPE_ROUNDS:-3}"
 MAX_RATIO="${RMQ_PIPE_MAX_RATIO:-1.2}"
 SCRATCH=(--scratch-path "${RMQ_PIPE_SCRATCH_PATH:-.build-rel}")
 QUEUE="rmq-pipe-bench-$$"
-STARTED_BROKER=0
+source scripts/throwaway-broker.sh
 WORK="$(mktemp -d)"
 BIN=""
 
@@ -40,35 +40,20 @@ if [[ ! -x /usr/bin/time ]]; then
     [[ -x /usr/bin/time ]] || { echo "rmq-pipe-bench.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
 fi
 
-finish() {
-    local rc=$?
+# Run by the EXIT trap (scripts/throwaway-broker.sh), before the broker stops.
+throwaway_cleanup() {
     if [[ -n "$BIN" && -n "${RABBITMQ_URL:-}" ]]; then
         "$BIN/rabbitmq-bench" publish-lines --queue "$QUEUE" --delete-queue >/dev/null 2>&1 || true
     fi
-    if [[ $STARTED_BROKER -eq 1 ]]; then
-        scripts/broker.sh stop >/dev/null 2>&1 || echo "rmq-pipe-bench.sh: could not stop the broker" >&2
-    fi
     rm -rf "$WORK"
-    exit $rc
 }
-trap finish EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 echo "==> build (release)" >&2
 swift build "${SCRATCH[@]}" -c release --product rmq >&2
 swift build "${SCRATCH[@]}" -c release --product rabbitmq-bench >&2
 BIN_DIR="$(swift build "${SCRATCH[@]}" -c release --show-bin-path)"
 
-if [[ -z "${RABBITMQ_URL:-}" ]]; then
-    STARTED_BROKER=1
-    echo "==> start broker" >&2
-    scripts/broker.sh start >&2
-    eval "$(scripts/broker.sh env)"
-else
-    echo "==> using the broker at $RABBITMQ_URL" >&2
-fi
-export RABBITMQ_URL
+throwaway_broker_start
 BIN="$BIN_DIR"
 
 # "message-00000001": 16 bytes and a newline.

@@ -125,20 +125,7 @@ struct Report: Sendable {
         value.isFinite ? format(value, digits: 4) : "null"
     }
 
-    private func quoted(_ string: String) -> String {
-        var out = "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20: out += "\\u" + String(scalar.value, radix: 16).zeroPadded(to: 4)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
+    private func quoted(_ string: String) -> String { string.jsonQuoted }
 }
 
 /// Formats `value` with `digits` decimals.
