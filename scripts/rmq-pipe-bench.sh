@@ -26,9 +26,9 @@ ROUNDS="${RMQ_PIPE_ROUNDS:-3}"
 MAX_RATIO="${RMQ_PIPE_MAX_RATIO:-1.2}"
 SCRATCH=(--scratch-path "${RMQ_PIPE_SCRATCH_PATH:-.build-rel}")
 QUEUE="rmq-pipe-bench-$$"
-source scripts/throwaway-broker.sh
 WORK="$(mktemp -d)"
 BIN=""
+source scripts/throwaway-broker.sh
 
 if [[ ! -x /usr/bin/time ]]; then
     # A fresh Debian has no GNU time; install it as install-deps.sh installs the rest.

@@ -17,8 +17,11 @@ extension Bench {
         @Option(name: .long, help: "Connections to open.")
         var connections = 1000
 
-        @Option(name: .long, help: "Seconds the idle window lasts.")
-        var seconds = 20.0
+        // Several heartbeat half-intervals (15 s at the default 30 s heartbeat): connections
+        // opened together beat in phase, and a short window's count depends on where it
+        // falls between their beats.
+        @Option(name: .long, help: "Seconds the idle window lasts (a few heartbeat half-intervals).")
+        var seconds = 60.0
 
         @Option(name: .long, help: "Seconds to wait, once all are open, before the window starts.")
         var settle = 2.0

@@ -104,6 +104,16 @@ final class FaultWorkload: Sendable {
         account.withLock { $0.finishedPublishing = true }
     }
 
+    /// The distinct outcomes of messages that were not acked, most frequent first, with
+    /// their counts: " (nacked: 12, ...)", or "" when there are none.
+    static func reasons(_ notAcked: [Int: String]) -> String {
+        guard !notAcked.isEmpty else { return "" }
+        var counts: [String: Int] = [:]
+        for outcome in notAcked.values { counts[outcome, default: 0] += 1 }
+        let top = counts.sorted { $0.value > $1.value }.prefix(3).map { "\($0.key): \($0.value)" }
+        return " (" + top.joined(separator: "; ") + ")"
+    }
+
     /// Notes how the broker answered. A confirmation that failed (its channel was closed
     /// after a run of nacks, with confirms still outstanding) is not acked: the message may
     /// or may not be in the queue, and the account does not count it as confirmed.
@@ -204,7 +214,7 @@ final class FaultWorkload: Sendable {
         #expect(unexplained.isEmpty, "duplicates neither redelivered nor published again: \(unexplained.keys.sorted().prefix(10))", sourceLocation: sourceLocation)
         return """
             published \(account.published) (\(account.publishedBeforeFault) before the fault), confirmed \(account.confirmed.count), \
-            not acked \(account.notAcked.count), re-published \(account.republished.count), consumed \(account.seen.count) distinct \
+            not acked \(account.notAcked.count)\(Self.reasons(account.notAcked)), re-published \(account.republished.count), consumed \(account.seen.count) distinct \
             (\(account.deliveredBeforeFault) deliveries before, \(account.deliveredAfterFault) after), duplicates \(duplicates.count), \
             still queued \(held.count), lost \(lost.count); at the fault: \(account.outstandingAtFault) confirms outstanding, \
             \(account.unackedAtFault) deliveries unacked

@@ -65,6 +65,24 @@ struct FieldTableTests {
         #expect(table["a"] == .int32(3))
     }
 
+    @Test func aLargeTableFromTheWireMergesRepeatedKeysTheSameWay() throws {
+        // Above the pairwise limit the merge hashes: same result, linear time.
+        let pool = ScratchPool()
+        let keys = (0..<40).map { "k\($0)" } + ["k5", "k39", "k0"]
+        let entries = pool.allocate(keys.count * MemoryLayout<amqp_table_entry_t>.stride)
+            .bindMemory(to: amqp_table_entry_t.self, capacity: keys.count)
+        for (index, key) in keys.enumerated() {
+            (entries + index).initialize(
+                to: amqp_table_entry_t(key: pool.bytes(key), value: pool.fieldValue(.int32(Int32(index)))))
+        }
+        let table = try RabbitMQFieldTable(cTable: amqp_table_t(num_entries: Int32(keys.count), entries: entries))
+        #expect(table.entries.map(\.key) == (0..<40).map { "k\($0)" })
+        #expect(table["k5"] == .int32(40))
+        #expect(table["k39"] == .int32(41))
+        #expect(table["k0"] == .int32(42))
+        #expect(table["k1"] == .int32(1))
+    }
+
     @Test func keysWithDifferentBytesThatAreEqualStringsAreOneKey() throws {
         // "é" precomposed and as e + combining acute: different bytes, equal Strings.
         let pool = ScratchPool()

@@ -185,9 +185,10 @@ final class CConnection {
         // copied all 64 KiB into new pages: resident for the connection's life, for a few
         // hundred bytes of login frames (58 KiB per idle connection, measured with
         // `rabbitmq-bench idle`). Shrinking it to AMQP's smallest frame first gives those
-        // pages back (glibc shrinks an mmapped chunk with `mremap`, an arena chunk by
-        // splitting it); the tune below grows it again without touching them and sets
-        // frame_max, which bounds incoming frames, back.
+        // pages back when glibc served it with mmap (`mremap`; in a fresh process, until it
+        // has freed a block of 128 KiB or more and raised its threshold: an arena chunk is
+        // only split, its pages stay); the tune below grows it again without touching them
+        // and sets frame_max, which bounds incoming frames, back.
         _ = amqp_tune_connection(state, Int32(negotiated.channelMax), 4096, 0)
         // Heartbeats are ours from now on: rabbitmq-c must never send one by itself, in the
         // middle of a frame the writer holds, or block in that send.

@@ -150,6 +150,9 @@ extension RabbitMQFieldTable {
     /// different bytes can compare equal; then the Swift entries decide).
     private static func mayRepeatKeys(_ entries: UnsafeMutablePointer<amqp_table_entry_t>, count: Int) -> Bool {
         guard count > 1 else { return false }
+        // Pairwise comparisons are for headers-sized tables; a big one (a peer's frame can
+        // hold some 26,000 entries) goes to the merge, which hashes.
+        guard count <= RabbitMQFieldTable.pairwiseKeyCheckLimit else { return true }
         for index in 0..<count {
             let key = entries[index].key
             guard key.len > 0, let bytes = key.bytes else { continue }

@@ -203,6 +203,8 @@ final class IOLoop {
         var probe = pollfd(fd: connection.socketDescriptor, events: Int16(POLLIN), revents: 0)
         if poll(&probe, 1, 0) > 0, probe.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
             connection.mayHaveInput = true
+            // As after a sleep: anything that arrives counts (rabbitmq-c takes heartbeats).
+            machine.heartbeat.received(clock.now)
         }
     }
 

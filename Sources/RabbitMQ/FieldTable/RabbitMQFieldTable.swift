@@ -41,6 +41,10 @@ public struct RabbitMQFieldTable: Sendable, Hashable {
             entries = decodedEntries
             return
         }
+        guard decodedEntries.count <= Self.pairwiseKeyCheckLimit else {
+            entries = Self.merging(largeTable: decodedEntries)
+            return
+        }
         var entries = decodedEntries
         var index = 1
         while index < entries.count {
@@ -53,6 +57,29 @@ public struct RabbitMQFieldTable: Sendable, Hashable {
             }
         }
         self.entries = entries
+    }
+
+    /// Up to this many entries, repeated keys are looked for pair by pair; above, through a
+    /// dictionary, so that a peer's table of thousands of entries costs linear time on the
+    /// I/O thread, not quadratic.
+    static let pairwiseKeyCheckLimit = 32
+
+    /// The merge of ``init(decodedEntries:mayRepeatKeys:)`` for a large table: the same result (a repeated
+    /// key keeps its last value at the place of its first occurrence), in linear time.
+    private static func merging(largeTable decoded: [Entry]) -> [Entry] {
+        var firstIndex: [String: Int] = [:]
+        firstIndex.reserveCapacity(decoded.count)
+        var entries: [Entry] = []
+        entries.reserveCapacity(decoded.count)
+        for entry in decoded {
+            if let index = firstIndex[entry.key] {
+                entries[index].value = entry.value
+            } else {
+                firstIndex[entry.key] = entries.count
+                entries.append(entry)
+            }
+        }
+        return entries
     }
 
     /// Whether the table has no entries.

@@ -81,8 +81,10 @@ public struct RabbitMQSubscription<Payload: Codable & Sendable>: AsyncSequence, 
                     let envelope = try RabbitMQEnvelope<Payload>(decoding: delivery.body)
                     return RabbitMQEnvelopeMessage(envelope: envelope, delivery: delivery)
                 } catch {
-                    // Requeueing would hand the same bytes back at once, forever.
-                    try delivery.reject(requeue: false)
+                    // Requeueing would hand the same bytes back at once, forever. A channel
+                    // closed meanwhile (cancel()) has requeued it already: the sequence then
+                    // ends as it does, not with this reject's error.
+                    try? delivery.reject(requeue: false)
                 }
             }
             return nil
