@@ -5,7 +5,19 @@ import Synchronization
 /// cancelled while it waits stops waiting (with `CancellationError`); the outcome itself is
 /// still recorded for the others.
 final class ConfirmTicket: Sendable {
-    private typealias Waiter = CheckedContinuation<RabbitMQPublishOutcome, any Error>
+    /// A waiting task's continuation, held by reference: a state enum carrying the
+    /// continuation itself (a type whose size is known only at run time) was copied through
+    /// value witnesses wherever the state was read (callgrind: about 1,300 instructions per
+    /// confirmation awaited). The request path's `Waiter` does the same.
+    private final class Waiter: Sendable {
+        let continuation: CheckedContinuation<RabbitMQPublishOutcome, any Error>
+
+        init(_ continuation: CheckedContinuation<RabbitMQPublishOutcome, any Error>) { self.continuation = continuation }
+
+        func resume(with result: Result<RabbitMQPublishOutcome, any Error>) { continuation.resume(with: result) }
+
+        func resume(throwing error: any Error) { continuation.resume(throwing: error) }
+    }
 
     private enum State {
         case pending
@@ -59,17 +71,17 @@ final class ConfirmTicket: Sendable {
         }
         defer { SanitizerSync.acquire(self) }
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: Waiter) in
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RabbitMQPublishOutcome, any Error>) in
                 let done: Result<RabbitMQPublishOutcome, any Error>? = box.withLock { box in
                     // Checked under the lock: a cancellation handler that ran earlier found
                     // nothing to remove.
                     if case .done(let result) = box.state { return result.mapError { $0 } }
                     if Task.isCancelled { return .failure(CancellationError()) }
                     switch box.state {
-                    case .pending: box.state = .awaited(id: id, continuation)
-                    case .awaited(let first, let waiter): box.state = .awaitedByMany([first: waiter, id: continuation])
+                    case .pending: box.state = .awaited(id: id, Waiter(continuation))
+                    case .awaited(let first, let waiter): box.state = .awaitedByMany([first: waiter, id: Waiter(continuation)])
                     case .awaitedByMany(var waiters):
-                        waiters[id] = continuation
+                        waiters[id] = Waiter(continuation)
                         box.state = .awaitedByMany(waiters)
                     case .done: break
                     }
