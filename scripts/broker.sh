@@ -176,8 +176,25 @@ export ERL_EPMD_ADDRESS=127.0.0.1
 
 # rabbitmqctl against our node, bounded (CTL_TIMEOUT seconds, default 60) so
 # a frozen (SIGSTOPped) VM can't hang the caller forever.
+# The CLI names itself rabbitmqcli-<random number>-<host> for Erlang distribution: two run at
+# once (parallel tests) can draw the same name, and the second then fails before reaching the
+# node ("Distribution failed ... nodistribution", exit 78). Another attempt draws another name.
 ctl() {
-    as_rabbitmq timeout -k 5 "${CTL_TIMEOUT:-60}" "$RMQ_BIN_DIR/rabbitmqctl" -n "$RMQ_NODE" "$@"
+    local attempt output status errors
+    errors="$(mktemp)"
+    for attempt in 1 2 3; do
+        status=0
+        output="$(as_rabbitmq timeout -k 5 "${CTL_TIMEOUT:-60}" "$RMQ_BIN_DIR/rabbitmqctl" -n "$RMQ_NODE" "$@" 2>"$errors")" \
+            || status=$?
+        if [[ $status -eq 78 && $attempt -lt 3 ]] && { grep -q "Distribution failed" "$errors" || [[ "$output" == *"Distribution failed"* ]]; }; then
+            continue
+        fi
+        break
+    done
+    if [[ -n "$output" ]]; then printf '%s\n' "$output"; fi
+    cat "$errors" >&2
+    rm -f "$errors"
+    return "$status"
 }
 
 # True if the process exists and is not a zombie. /proc works for any user,
