@@ -169,11 +169,7 @@ final class IOLoop {
             if result < 0 && errno != EINTR {
                 lost(RabbitMQError(code: .socketError, scope: .connection, message: "poll failed: errno \(errno)"))
             }
-            if count == 2, descriptors[1].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
-                connection?.mayHaveInput = true
-                // Anything that arrives counts (heartbeat frames never reach us: rabbitmq-c takes them).
-                machine.heartbeat.received(clock.now)
-            }
+            if count == 2, descriptors[1].revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 { socketIsReadable() }
             if descriptors[0].revents != 0 {
                 var counter: UInt64 = 0
                 _ = read(core.wakeDescriptor, &counter, 8)
@@ -201,11 +197,14 @@ final class IOLoop {
         guard turnsWithoutPoll >= 2, let connection, !connection.mayHaveInput else { return }
         turnsWithoutPoll = 0
         var probe = pollfd(fd: connection.socketDescriptor, events: Int16(POLLIN), revents: 0)
-        if poll(&probe, 1, 0) > 0, probe.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
-            connection.mayHaveInput = true
-            // As after a sleep: anything that arrives counts (rabbitmq-c takes heartbeats).
-            machine.heartbeat.received(clock.now)
-        }
+        if poll(&probe, 1, 0) > 0, probe.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 { socketIsReadable() }
+    }
+
+    /// `poll()` (asleep or probing) found the socket readable, or closed: the next turn reads.
+    private func socketIsReadable() {
+        connection?.mayHaveInput = true
+        // Anything that arrives counts (heartbeat frames never reach us: rabbitmq-c takes them).
+        machine.heartbeat.received(clock.now)
     }
 
     /// Milliseconds until the earliest deadline of the core or of a waiting publisher; -1

@@ -28,10 +28,12 @@ final class StandardOutputWriter: Sendable {
             // Bounded by close(): each turn takes the one job or sees the end.
             while true {
                 wake.wait()
-                var (job, closed) = self.state.withLock { state in
+                let taken = self.state.withLock { state in
                     defer { state.job = nil }
                     return (state.job, state.closed)
                 }
+                var job = taken.0
+                let closed = taken.1
                 if let done = job?.done, let bytes = job?.bytes {
                     let error = Self.writeAll(bytes, to: descriptor)
                     // The caller reuses its buffer once resumed: let go of the bytes first,
