@@ -119,6 +119,43 @@ struct ConnectionExecutorTests {
         try await connection.close()
     }
 
+    @Test func aTaskOnItGoesOnAcrossARecovery() async throws {
+        // The I/O thread is busy reconnecting while the connection is down: a task on its
+        // executor waits, and goes on on the same thread once the connection is back.
+        let name = TestBroker.uniqueName("executor-recovery")
+        let connection = try await TestBroker.connect(name: name)
+        let log = ConnectionEventLog(connection)
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("executor-recovery"), durable: true)
+        try await channel.confirmSelect()
+        let acked = Counter()
+        let confirmed = AsyncStream.makeStream(of: Int.self)
+        let publisher = Task(executorPreference: connection.executor) {
+            var threads: Set<String> = []
+            while !Task.isCancelled {
+                // A publish caught by the drop may fail; the loop goes on, as an application would.
+                if (try? await channel.publishAndWaitForConfirm(Array("m".utf8), routingKey: queue.name)) == .acked {
+                    threads.insert(Self.threadName())
+                    confirmed.continuation.yield(acked.add())
+                }
+            }
+            return threads
+        }
+        defer { publisher.cancel() }
+        var counts = confirmed.stream.makeAsyncIterator()
+        while let count = await counts.next(), count < 20 {}
+        try await TestBroker.closeConnection(named: name, reason: "executor recovery test")
+        _ = try await log.recovered()
+        // Twenty more confirmed after the recovery, by the task that waited through it.
+        let atRecovery = acked.current
+        while let count = await counts.next(), count < atRecovery + 20 {}
+        publisher.cancel()
+        let threads = await publisher.value
+        #expect(threads.allSatisfy { $0.hasPrefix("rmq-io-") }, "ran on \(threads)")
+        try await channel.queueDelete(queue.name)
+        try await connection.close()
+    }
+
     @Test func cancellingATaskWaitingOnItEndsItsLoop() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()

@@ -153,6 +153,13 @@ final class ConnectionCore: Sendable {
     @inline(__always)
     private static func enqueue(_ command: Command, in state: inout State) -> Bool {
         state.inbox.append(command)
+        return claimWake(&state)
+    }
+
+    /// Something was queued for the I/O thread: true when the caller must signal the eventfd
+    /// (the thread sleeps and no wake-up is signalled yet).
+    @inline(__always)
+    private static func claimWake(_ state: inout State) -> Bool {
         if state.wakePending { return false }
         state.wakePending = true
         return true
@@ -206,9 +213,7 @@ final class ConnectionCore: Sendable {
         let (accepted, wake): (Bool, Bool) = state.withLock { state in
             guard !state.executorRetired else { return (false, false) }
             state.jobs.append(job)
-            if state.wakePending { return (true, false) }
-            state.wakePending = true
-            return (true, true)
+            return (true, Self.claimWake(&state))
         }
         if wake { signalWake() }
         return accepted

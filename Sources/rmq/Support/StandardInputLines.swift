@@ -62,13 +62,7 @@ struct StandardInputLines: AsyncSequence, Sendable {
             let count = block.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
             if count < 0 {
                 let code = errno
-                if code == EINTR { continue }
-                if code == EAGAIN || code == EWOULDBLOCK {
-                    // Someone handed us a non-blocking descriptor: wait until it is readable.
-                    var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-                    _ = poll(&poller, 1, -1)
-                    continue
-                }
+                if shouldRetry(after: code, on: descriptor, waitingFor: Int32(POLLIN)) { continue }
                 onEnd(CLIError("cannot read standard input: \(String(cString: strerror(code)))"))
                 return
             }

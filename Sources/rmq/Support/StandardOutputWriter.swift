@@ -85,13 +85,7 @@ final class StandardOutputWriter: Sendable {
                     continue
                 }
                 let code = errno
-                if code == EINTR { continue }
-                if code == EAGAIN || code == EWOULDBLOCK {
-                    // A non-blocking descriptor (inherited so): wait until it takes more.
-                    var poller = pollfd(fd: descriptor, events: Int16(POLLOUT), revents: 0)
-                    _ = poll(&poller, 1, -1)
-                    continue
-                }
+                if shouldRetry(after: code, on: descriptor, waitingFor: Int32(POLLOUT)) { continue }
                 return CLIError("cannot write: \(String(cString: strerror(code)))")
             }
             return nil
