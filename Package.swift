@@ -27,6 +27,12 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
+        .package(url: "https://github.com/apple/swift-service-context", from: "1.5.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // C
@@ -43,12 +49,21 @@ let package = Package(
             dependencies: [
                 "CRabbitMQ",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Instrumentation", package: "swift-distributed-tracing"),
+                .product(name: "ServiceContextModule", package: "swift-service-context"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: librarySettings
         ),
         .target(
             name: "RabbitMQPatterns",
-            dependencies: ["RabbitMQ"],
+            dependencies: [
+                "RabbitMQ",
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: librarySettings
         ),
         // The raw rabbitmq-c baseline the benchmark compares the Swift layer against.
@@ -58,7 +73,11 @@ let package = Package(
         ),
         .target(
             name: "RabbitMQTestSupport",
-            dependencies: ["RabbitMQ"],
+            dependencies: [
+                "RabbitMQ",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+            ],
             swiftSettings: strictSettings
         ),
 
@@ -83,7 +102,14 @@ let package = Package(
         ),
         .executableTarget(
             name: "rabbitmq-example",
-            dependencies: ["RabbitMQ"],
+            dependencies: [
+                "RabbitMQ", "RabbitMQPatterns",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strictSettings
         ),
         // libFuzzer target for the C boundary (scripts/fuzz.sh); built normally, it runs the
@@ -97,7 +123,11 @@ let package = Package(
         // Tests
         .testTarget(
             name: "RabbitMQTests",
-            dependencies: ["RabbitMQ", "CRabbitMQ"],
+            dependencies: [
+                "RabbitMQ", "CRabbitMQ",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(
@@ -112,12 +142,29 @@ let package = Package(
         ),
         .testTarget(
             name: "CoreIntegrationTests",
-            dependencies: ["RabbitMQ", "RabbitMQTestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "RabbitMQ", "RabbitMQTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "PatternsIntegrationTests",
-            dependencies: ["RabbitMQ", "RabbitMQPatterns", "RabbitMQTestSupport"],
+            dependencies: [
+                "RabbitMQ", "RabbitMQPatterns", "RabbitMQTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(
