@@ -1,4 +1,6 @@
 import Logging
+import Metrics
+import Tracing
 
 /// Everything a ``RabbitMQConnection`` needs to know, as a value.
 ///
@@ -140,6 +142,16 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
     /// Where the connection logs (routine events at info or below). Default: a logger with
     /// label `rabbitmq` (which logs nothing unless the application bootstrapped swift-log).
     public var logger: Logger
+    /// Where the connection's metrics go (see the Observability article for their names).
+    /// Counters are made when the connection opens. Default: nil, meaning the factory
+    /// bootstrapped with swift-metrics' `MetricsSystem` when the connection opens (which
+    /// records nothing unless the application bootstrapped one).
+    public var metricsFactory: (any MetricsFactory)?
+    /// The tracer for the spans of publishes and of the patterns' handlers, and the
+    /// instrument that writes the trace context into message headers. Default: nil,
+    /// meaning `InstrumentationSystem.tracer` as bootstrapped when the connection opens;
+    /// with none bootstrapped nothing is recorded or injected, at no cost per message.
+    public var tracer: (any Tracer)?
 
     /// A configuration for one broker, with every other setting at its default.
     public init(
@@ -165,6 +177,8 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
         self.recovery = Recovery()
         self.endpointSelection = .inOrder
         self.logger = Logger(label: "rabbitmq")
+        self.metricsFactory = nil
+        self.tracer = nil
     }
 
     /// Checks every setting; throws ``RabbitMQError/Code-swift.struct/invalidConfiguration`` naming
