@@ -1,4 +1,5 @@
 import Foundation
+import MetricsTestKit
 import RabbitMQTestSupport
 import Testing
 
@@ -10,7 +11,10 @@ import Testing
 @Suite("Broker-wide faults", .serialized, .timeLimit(.minutes(6)))
 struct BrokerWideTests {
     @Test func memoryAlarmBlocksAndUnblocksPublishing() async throws {
-        let connection = try await TestBroker.connect()
+        let metrics = TestMetrics()
+        var configuration = try TestBroker.configuration()
+        configuration.metricsFactory = metrics
+        let connection = try await RabbitMQConnection.connect(configuration: configuration)
         let events = connection.events()
         let channel = try await connection.openChannel()
         let queue = try await channel.queueDeclare(TestBroker.uniqueName("alarm"), durable: true)
@@ -35,6 +39,9 @@ struct BrokerWideTests {
                 return false
             }
             #expect(unblocked)
+            // The blocked time is recorded before the event is seen.
+            let blockedFor = try metrics.expectTimer(RabbitMQMetrics.blockedDuration, [("connection", connection.name)]).values
+            #expect(blockedFor.count == 1 && blockedFor[0] > 0, "\(blockedFor)")
             // The held publish goes out once unblocked.
             try await eventually("the held message to arrive") {
                 try await observerChannel.queueDeclare(queue.name, passive: true).messageCount == 1

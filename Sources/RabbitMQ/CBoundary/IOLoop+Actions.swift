@@ -45,13 +45,16 @@ extension IOLoop {
         case .releaseConfirmSlots(let shared, let count):
             shared.releaseConfirmSlots(count)
         case .returned(let shared, let message):
+            tally.returned &+= 1
             shared.emitReturn(message)
         case .markChannelClosed(let shared, let error):
             shared.markClosed(error)
         case .channelGone(let number):
+            tally.gaugesMayHaveMoved = true
             connection?.channelClosed(number)
         case .emit(let event):
             if case .queueRenamed(let old, let new) = event { core.recordRename(from: old, to: new) }
+            metrics.observe(event, now: clock.now)
             core.emit(event)
         case .setPhase(let phase):
             core.setPhase(phase)

@@ -1,6 +1,7 @@
 import CRabbitMQ
 import Glibc
 import Logging
+import Metrics
 
 /// The thread that owns one connection: it reads frames and turns them into events for the
 /// protocol core (``ConnectionStateMachine``), hands it the commands other threads queued in
@@ -38,6 +39,9 @@ final class IOLoop {
     /// The terminate action ran: the loop ends once the commands in hand are answered.
     @exclusivity(unchecked) var finished = false
     let clock = ContinuousClock()
+    /// Counted on the hot paths, reported to ``metrics`` once per turn.
+    @exclusivity(unchecked) var tally = MetricsTally()
+    let metrics: ConnectionMetrics
     var random = SystemRandomNumberGenerator()
 
     /// Frames read per drain before commands get a turn.
@@ -50,6 +54,8 @@ final class IOLoop {
         self.executor = executor
         self.configuration = core.configuration
         self.logger = core.logger
+        self.metrics = ConnectionMetrics(
+            connectionName: core.name, factory: core.configuration.metricsFactory ?? MetricsSystem.factory)
         var generator = SystemRandomNumberGenerator()
         machine = Machine(
             settings: .init(core.configuration),
@@ -149,6 +155,7 @@ final class IOLoop {
             core.expireWaiters(now: now)
             executeActions()
             flush(now: now)
+            if !tally.isEmpty { reportMetrics() }
             if finished { break }
             if busy || connection?.hasBufferedInput == true || !core.prepareToSleep() {
                 turnsWithoutPoll += 1
@@ -181,6 +188,19 @@ final class IOLoop {
         while !commands.isEmpty {
             _ = runCommands()
             executeActions()
+        }
+        reportMetrics()
+        metrics.finish()
+    }
+
+    /// Hands the turn's counts to the metrics backend, with the gauges when they may have moved.
+    func reportMetrics() {
+        metrics.report(&tally) {
+            var outstanding = 0
+            for channel in machine.channels.values { outstanding += channel.unconfirmed.count }
+            return ConnectionMetrics.Gauges(
+                channels: machine.channels.count, publishBuffered: core.publishesBuffered,
+                confirmsOutstanding: outstanding)
         }
     }
 
@@ -331,9 +351,13 @@ final class IOLoop {
                 now: clock.now)
             return
         }
+        let before = channel.unconfirmed.count
         let slots = machine.confirm(channel, tag: tag, multiple: multiple, acked: acked, now: clock.now) { ticket, outcome in
             ticket.resolve(.success(outcome))
         }
+        let confirmed = before - channel.unconfirmed.count
+        if acked { tally.confirmed &+= confirmed } else { tally.nacked &+= confirmed }
+        tally.gaugesMayHaveMoved = true
         shared.releaseConfirmSlots(slots)
     }
 
@@ -367,6 +391,8 @@ final class IOLoop {
 
     @inline(__always)
     private func deliver(_ delivery: RabbitMQDelivery, to sink: ConsumerSink, on number: UInt16) {
+        tally.delivered &+= 1
+        if delivery.redelivered { tally.redelivered &+= 1 }
         if let handler = sink.handler {
             handler(delivery)
             return
@@ -408,9 +434,13 @@ final class IOLoop {
             case .publishBefore(let shared, let message, let holdsSlot, let deadline):
                 publish(shared, message, holdsSlot: holdsSlot, before: deadline, now: now)
             case .settle(let shared, let settlement):
-                if let number = machine.settle(shared, epoch: settlement.epoch) { send(OutboundMethod(settlement), on: number) }
+                if let number = machine.settle(shared, epoch: settlement.epoch) {
+                    count(settlement, on: number)
+                    send(OutboundMethod(settlement), on: number)
+                }
             case .openChannel(let shared, let waiter):
                 machine.openChannel(shared, waiter: waiter, now: now)
+                tally.gaugesMayHaveMoved = true
             case .request(let shared, let request, let waiter):
                 machine.request(shared, request, waiter: waiter, now: now)
             case .consume(let shared, let request, let sink, let waiter):
@@ -430,6 +460,18 @@ final class IOLoop {
         }
         commands.removeAll(keepingCapacity: true)
         return true
+    }
+
+    /// Counts the deliveries an acknowledgement settles, by its kind.
+    @inline(__always)
+    private func count(_ settlement: Settlement, on number: UInt16) {
+        guard let channel = machine.channel(number) else { return }
+        let settled = channel.settlements.settle(tag: settlement.deliveryTag, multiple: settlement.multiple, epoch: settlement.epoch)
+        switch settlement.kind {
+        case .ack: tally.acked &+= settled
+        case .nack: tally.consumerNacked &+= settled
+        case .reject: tally.rejected &+= settled
+        }
     }
 
     /// The publish hot path: the core routes it; this writes it.
@@ -485,6 +527,8 @@ final class IOLoop {
         do {
             switch try connection.publish(channel: channel.number, message, returnTag: returnTag, holdsRoom: holdsRoom) {
             case .sent:
+                tally.published &+= 1
+                tally.gaugesMayHaveMoved = true
                 return
             case .tooLarge:
                 // Refused at publish time already, unless frame_max shrank in a recovery.

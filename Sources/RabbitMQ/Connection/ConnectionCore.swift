@@ -395,6 +395,11 @@ final class ConnectionCore: Sendable {
         }
     }
 
+    /// Publishes queued for the I/O thread and not yet written (the publish buffer's depth).
+    var publishesBuffered: Int {
+        state.withLock { $0.publishRoom.used }
+    }
+
     /// Gives back room taken by ``reservePublish(deadline:)`` or the fast path: the publish
     /// was written, failed, or never submitted.
     func releasePublishes(_ count: Int) {

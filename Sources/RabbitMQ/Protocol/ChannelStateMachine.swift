@@ -83,6 +83,8 @@ final class ChannelStateMachine {
     private(set) var prefetch: (perConsumer: UInt16?, global: UInt16?) = (nil, nil)
     @exclusivity(unchecked) private(set) var confirmMode = false
     @exclusivity(unchecked) var unconfirmed = UnconfirmedWindow()
+    /// What the application's acknowledgements settled, for the consumer counters.
+    @exclusivity(unchecked) var settlements = SettlementTally()
     /// Unconfirmed publishes of a lost connection, in order, to publish again after recovery.
     private(set) var republish: [Unconfirmed] = []
     private var republishHead = 0
