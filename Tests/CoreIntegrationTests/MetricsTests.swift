@@ -117,3 +117,21 @@ struct MetricsTests {
         }
     }
 }
+
+/// The Metrics article's example: keep it identical to its code block.
+func connectWithMetrics(uri: String, metrics: any MetricsFactory) async throws -> RabbitMQConnection {
+    var configuration = try RabbitMQConfiguration(uri: uri)
+    configuration.connectionName = "billing-worker"  // the `connection` dimension
+    configuration.metricsFactory = metrics  // nil: MetricsSystem's, as bootstrapped
+    return try await RabbitMQConnection.connect(configuration: configuration)
+}
+
+extension MetricsTests {
+    @Test func theArticlesExampleReportsUnderItsConnectionName() async throws {
+        let backend = TestMetrics()
+        let connection = try await connectWithMetrics(uri: TestBroker.url, metrics: backend)
+        try await connection.openChannel().queueDeclare("", exclusive: true)
+        #expect(try backend.expectGauge(RabbitMQMetrics.connectionsOpen, [("connection", "billing-worker")]).lastValue == 1)
+        try await connection.close()
+    }
+}
