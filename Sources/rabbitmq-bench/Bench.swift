@@ -1,5 +1,7 @@
 import ArgumentParser
 import Glibc
+import Metrics
+import Prometheus
 
 /// `rabbitmq-bench`: the Swift layer against raw rabbitmq-c, on the same broker, in one run.
 /// The entry point is ``BenchMain``.
@@ -60,6 +62,14 @@ extension Bench {
                 valueName: "caller"))
         var caller: [String] = []
 
+        @Option(
+            name: .long,
+            help: ArgumentHelp(
+                "The metrics backend the Swift connections report to: none (swift-metrics' no-op default) or "
+                    + "prometheus (swift-prometheus's factory, bootstrapped before the first connection).",
+                valueName: "backend"))
+        var metrics: String = "none"
+
         /// The callers chosen (all by default), in a fixed order.
         var callers: [Caller] {
             let named = caller.flatMap { $0.split(separator: ",").map(String.init) }.compactMap(Caller.init(name:))
@@ -72,6 +82,9 @@ extension Bench {
             if let rounds, rounds < 1 || rounds > 100 { throw ValidationError("--rounds must be 1...100") }
             if maxSeconds <= 0 || maxSeconds > 3600 { throw ValidationError("--max-seconds must be 0...3600") }
             if let warmUp, warmUp < 0 { throw ValidationError("--warm-up must not be negative") }
+            if metrics != "none" && metrics != "prometheus" {
+                throw ValidationError("--metrics must be none or prometheus, not '\(metrics)'")
+            }
             for name in implementation where Implementation(name: name) == nil {
                 throw ValidationError("--implementation must be c or swift, not '\(name)'")
             }
@@ -91,6 +104,9 @@ extension Bench {
             log(warning)
             if !json { print(warning) }
             #endif
+            // What a real backend costs: every Swift connection counts into a registry
+            // (the C baseline has no metrics).
+            if metrics == "prometheus" { MetricsSystem.bootstrap(PrometheusMetricsFactory()) }
             let endpoint = try BenchEndpoint(uri: brokerURL())
             let tlsEndpoint = try tlsBrokerURL().map { try BenchEndpoint(uri: $0) }
             let scenarios = try Scenario.selection(
