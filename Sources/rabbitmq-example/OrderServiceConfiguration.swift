@@ -63,9 +63,3 @@ struct OrderServiceConfiguration: Sendable {
     /// The fulfilment retry queue's base name.
     var fulfilmentQueue: String { prefix + ".fulfilment" }
 }
-
-/// A configuration the service cannot start with.
-struct OrderServiceError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
-}

@@ -1,9 +1,3 @@
-/// The pricing RPC: a request for a SKU and quantity, and its answer.
-struct PriceRequest: Codable, Sendable {
-    var sku: String
-    var quantity: Int
-}
-
 /// The answer to a ``PriceRequest``.
 struct PriceQuote: Codable, Sendable {
     var sku: String
