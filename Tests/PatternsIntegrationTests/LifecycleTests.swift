@@ -195,6 +195,7 @@ struct LifecycleTests {
             try await publisher.close()
         }
         try await Self.expectNothingLost(log, queue: audit.queue, extra: " (subscription)")
+        #expect(!audit.channel.isOpen, "the service closes the subscription's channel")
         let cleanup = try await TestBroker.connect()
         let channel = try await cleanup.openChannel()
         try await channel.queueDelete(audit.queue)
@@ -288,6 +289,19 @@ struct LifecycleTests {
             #expect(!connection.isOpen)
             #expect(connection.closeReason?.code == .closed)
         }
+    }
+
+    @Test func connectionServiceThrowsWhenTheConnectionClosesForGood() async throws {
+        let name = TestBroker.uniqueName("lifecycle-lost")
+        let connection = try await TestBroker.connect(name: name, recovery: .disabled)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask {
+                await #expect(throws: RabbitMQError.self) { try await connection.run() }
+            }
+            try await TestBroker.closeConnection(named: name)
+            try await tasks.waitForAll()
+        }
+        #expect(connection.closeReason?.code != .closed)
     }
 
     @Test func connectionServiceClosesOnGracefulShutdown() async throws {

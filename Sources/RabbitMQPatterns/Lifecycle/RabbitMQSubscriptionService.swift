@@ -53,11 +53,14 @@ public struct RabbitMQSubscriptionService<Payload: Codable & Sendable>: Service 
                 }
             }
         } catch {
-            try? await subscription.cancel()
+            // Closing the channel cancels the consumer and requeues what is unacknowledged.
+            try? await subscription.channel.close()
             if error is CancellationError { return }
             throw error
         }
-        try? await subscription.cancel()
+        // The consumer is cancelled already (graceful shutdown) or gone with its queue; the
+        // channel is all that is left.
+        try? await subscription.channel.close()
     }
 
     private func handle(_ message: RabbitMQEnvelopeMessage<Payload>) async throws {
