@@ -66,8 +66,8 @@ final class ExampleProcess: Sendable {
         self.exit = exit
     }
 
-    /// Sends SIGTERM.
-    func terminate() { process.terminate() }
+    /// Sends `signal` (SIGTERM or SIGINT).
+    func send(_ signal: Int32) { kill(process.processIdentifier, signal) }
 
     /// The exit status, once it has exited.
     func status() async -> Int32? {
@@ -140,7 +140,8 @@ struct ExampleServiceTests {
         try await Self.deleteTopology(prefix)
     }
 
-    @Test func sigtermMidRunShutsDownCleanlyAndLosesNoEvent() async throws {
+    @Test(arguments: [SIGTERM, SIGINT])
+    func aSignalMidRunShutsDownCleanlyAndLosesNoEvent(signal: Int32) async throws {
         let prefix = TestBroker.uniqueName("example")
         // Far more orders than it can place before the signal: it is stopped, not finished.
         let example = try ExampleProcess(environment: [
@@ -153,13 +154,13 @@ struct ExampleServiceTests {
             // Busy placing orders, and the service group traps the signals already.
             if line == "orders: 200 placed" { break }
         }
-        example.terminate()
+        example.send(signal)
         while let line = await lines.next() { output.append(line) }
         let status = await example.status()
         #expect(status == 0, "a clean exit; stderr: \(example.errorOutput)")
 
         let counts = try Self.summary(output)
-        print("rabbitmq-example after SIGTERM: \(counts.sorted { $0.key < $1.key })")
+        print("rabbitmq-example after signal \(signal): \(counts.sorted { $0.key < $1.key })")
         let placed = try #require(counts["placed"])
         #expect(placed < 1_000_000)
         #expect(!output.contains { $0.hasPrefix("orders: all") })
