@@ -70,4 +70,34 @@ struct RPCLogicTests {
         await #expect(throws: RabbitMQPatternsError.self) { try await registry.ready() }
         #expect(throws: RabbitMQPatternsError.self) { try registry.beginStarting() }
     }
+
+    /// Graceful shutdown of a client: new callers are refused with `closed`, and drained()
+    /// returns once the last call in flight has an outcome (a reply, a failure, a removal).
+    @Test func drainingRefusesNewCallersAndEndsWhenTheLastCallEnds() async throws {
+        let registry = RPCCallRegistry()
+        try registry.beginStarting()
+        registry.register("a")
+        registry.register("b")
+        registry.beginDraining()
+        await #expect(throws: RabbitMQPatternsError.self) { try await registry.ready() }
+        let drained = Task { await registry.drained() }
+        registry.resolve("a", with: .failure(CancellationError()), isReply: false)
+        #expect(registry.inFlight == 1)
+        registry.remove("b")
+        await drained.value
+        #expect(registry.inFlight == 0)
+        // Nothing in flight: at once.
+        await registry.drained()
+    }
+
+    @Test func cancellingTheDrainEndsIt() async throws {
+        let registry = RPCCallRegistry()
+        try registry.beginStarting()
+        registry.register("a")
+        registry.beginDraining()
+        let drained = Task { await registry.drained() }
+        drained.cancel()
+        await drained.value
+        #expect(registry.inFlight == 1)
+    }
 }

@@ -16,12 +16,16 @@ final class RPCCallRegistry: Sendable {
     private enum Phase {
         case idle, starting
         case running(Link)
+        /// Graceful shutdown: calls in flight go on, new calls fail with `closed`.
+        case draining
         case finished(RabbitMQPatternsError)
     }
 
     private enum Slot {
         case waiting(CheckedContinuation<RabbitMQDelivery, any Error>?, Deadline?)
         case done(Result<RabbitMQDelivery, any Error>)
+
+        var isWaiting: Bool { if case .waiting = self { true } else { false } }
     }
 
     /// When a call gives up, and what it then reports.
@@ -43,7 +47,18 @@ final class RPCCallRegistry: Sendable {
         var timerKick: CheckedContinuation<Void, Never>?
         /// An earlier deadline appeared while the timer was between its scan and parking.
         var kickPending = false
+        /// The client's run(), waiting (while draining) for the last call in flight to end.
+        var drainWaiter: CheckedContinuation<Void, Never>?
+
+        /// The drain waiter, taken, once no call waits for its reply any more.
+        mutating func takeDrainWaiterIfDrained() -> CheckedContinuation<Void, Never>? {
+            guard drainWaiter != nil, !calls.values.contains(where: \.isWaiting) else { return nil }
+            return drainWaiter.take()
+        }
     }
+
+    static let drainingError = RabbitMQPatternsError(
+        code: .closed, message: "the RPC client is shutting down: it takes no new calls")
 
     private let state = LockedValue(State())
 
@@ -52,7 +67,7 @@ final class RPCCallRegistry: Sendable {
     /// Calls still waiting for their reply (not those whose outcome awaits collection).
     var inFlight: Int {
         state.withLock { state in
-            state.calls.values.count { if case .waiting = $0 { true } else { false } }
+            state.calls.values.count(where: \.isWaiting)
         }
     }
 
@@ -78,8 +93,12 @@ final class RPCCallRegistry: Sendable {
 
     /// Fails every waiting caller with `error`; later calls fail with it at once.
     func finish(_ error: RabbitMQPatternsError) {
-        let (waiters, calls) = state.withLock { state in
-            if case .finished = state.phase { return ([CheckedContinuation<Link, any Error>](), [CheckedContinuation<RabbitMQDelivery, any Error>]()) }
+        typealias Woken = (
+            ready: [CheckedContinuation<Link, any Error>], calls: [CheckedContinuation<RabbitMQDelivery, any Error>],
+            drain: CheckedContinuation<Void, Never>?
+        )
+        let (waiters, calls, drainWaiter): Woken = state.withLock { state in
+            if case .finished = state.phase { return ([], [], nil) }
             state.phase = .finished(error)
             let waiters = Array(state.readyWaiters.values)
             state.readyWaiters = [:]
@@ -92,10 +111,47 @@ final class RPCCallRegistry: Sendable {
                     state.calls[id] = .done(.failure(error))
                 }
             }
-            return (waiters, continuations)
+            return (waiters, continuations, state.drainWaiter.take())
         }
         for waiter in waiters { waiter.resume(throwing: error) }
         for call in calls { call.resume(throwing: error) }
+        drainWaiter?.resume()
+    }
+
+    /// Graceful shutdown: later calls fail with `closed` at once (a call that saw the client
+    /// running and registers meanwhile still counts as in flight), callers waiting for the
+    /// client to start fail the same way, and calls in flight go on.
+    func beginDraining() {
+        let waiters: [CheckedContinuation<Link, any Error>] = state.withLock { state in
+            guard case .running = state.phase else {
+                if case .finished = state.phase { return [] }
+                state.phase = .draining
+                defer { state.readyWaiters = [:] }
+                return Array(state.readyWaiters.values)
+            }
+            state.phase = .draining
+            return []
+        }
+        for waiter in waiters { waiter.resume(throwing: Self.drainingError) }
+    }
+
+    /// Waits until no call waits for its reply (each has its reply, failed or timed out), or
+    /// the client finished, or the task is cancelled.
+    func drained() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow: Bool = state.withLock { state in
+                    if Task.isCancelled { return true }
+                    if case .finished = state.phase { return true }
+                    if !state.calls.values.contains(where: \.isWaiting) { return true }
+                    state.drainWaiter = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.drainWaiter.take() }?.resume()
+        }
     }
 
     /// Waits until the reply consumer is up (or the client has stopped).
@@ -104,6 +160,7 @@ final class RPCCallRegistry: Sendable {
             switch state.phase {
             case .running(let link): .success(link)
             case .finished(let error): .failure(error)
+            case .draining: .failure(Self.drainingError)
             case .idle, .starting: nil
             }
         }
@@ -119,6 +176,7 @@ final class RPCCallRegistry: Sendable {
                     switch state.phase {
                     case .running(let link): return .success(link)
                     case .finished(let error): return .failure(error)
+                    case .draining: return .failure(Self.drainingError)
                     case .idle, .starting:
                         state.readyWaiters[id] = continuation
                         return nil
@@ -170,6 +228,7 @@ final class RPCCallRegistry: Sendable {
         while !Task.isCancelled {
             let now = ContinuousClock.now
             var expired: [(CheckedContinuation<RabbitMQDelivery, any Error>?, Deadline)] = []
+            var drainWaiter: CheckedContinuation<Void, Never>?
             let next: ContinuousClock.Instant? = state.withLock { state in
                 state.kickPending = false  // this scan sees every deadline registered so far
                 var next: ContinuousClock.Instant?
@@ -188,9 +247,11 @@ final class RPCCallRegistry: Sendable {
                     }
                 }
                 state.timerTarget = next
+                drainWaiter = state.takeDrainWaiterIfDrained()
                 return next
             }
             for (continuation, deadline) in expired { continuation?.resume(throwing: Self.timeoutError(deadline)) }
+            drainWaiter?.resume()
             await withTaskGroup(of: Void.self) { group in
                 if let next { group.addTask { try? await Task.sleep(until: next, clock: .continuous) } }
                 group.addTask { await self.waitForKick() }
@@ -226,29 +287,36 @@ final class RPCCallRegistry: Sendable {
     }
 
     func remove(_ id: String) {
-        let continuation: CheckedContinuation<RabbitMQDelivery, any Error>? = state.withLock { state in
-            guard case .waiting(let continuation, _) = state.calls.removeValue(forKey: id) else { return nil }
-            return continuation
+        let (continuation, drainWaiter) = state.withLock { state in
+            guard case .waiting(let continuation, _) = state.calls.removeValue(forKey: id) else {
+                return (CheckedContinuation<RabbitMQDelivery, any Error>?.none, CheckedContinuation<Void, Never>?.none)
+            }
+            return (continuation, state.takeDrainWaiterIfDrained())
         }
         continuation?.resume(throwing: CancellationError())
+        drainWaiter?.resume()
     }
 
     /// Hands a reply (or a failure) to the call waiting for `id`. A reply without a waiting
     /// call is counted as discarded.
     func resolve(_ id: String, with result: Result<RabbitMQDelivery, any Error>, isReply: Bool) {
+        var drainWaiter: CheckedContinuation<Void, Never>?
         let continuation: CheckedContinuation<RabbitMQDelivery, any Error>? = state.withLock { state in
+            var continuation: CheckedContinuation<RabbitMQDelivery, any Error>?
             switch state.calls[id] {
-            case .waiting(let continuation?, _):
+            case .waiting(let waiting?, _):
                 state.calls[id] = nil
-                return continuation
+                continuation = waiting
             case .waiting(nil, _):
                 state.calls[id] = .done(result)
             case .done, nil:
                 if isReply { state.discardedReplies += 1 }
             }
-            return nil
+            drainWaiter = state.takeDrainWaiterIfDrained()
+            return continuation
         }
         continuation?.resume(with: result)
+        drainWaiter?.resume()
     }
 
     /// Counts a reply that carries no correlation id at all.

@@ -85,6 +85,10 @@ public final class RabbitMQRPCClient: Sendable {
     /// wait for it. When it ends, calls in flight and later calls fail with `closed`.
     /// Call it once.
     ///
+    /// On graceful shutdown (in a `ServiceGroup`: the client is a `Service`) new calls fail
+    /// with `closed` at once, and it returns once every call in flight has its reply or has
+    /// timed out.
+    ///
     /// - Throws: ``RabbitMQError`` when the channel or consumer cannot be set up or fails.
     public func run() async throws {
         try registry.beginStarting()
@@ -132,6 +136,13 @@ public final class RabbitMQRPCClient: Sendable {
                     }
                 }
                 group.addTask { [registry] in await registry.runTimer() }
+                group.addTask { [registry] in
+                    // Graceful shutdown: refuse new calls, wait for the replies of those in
+                    // flight (or their timeouts), then end the client.
+                    guard await gracefulShutdownOrCancellation() == .gracefulShutdown else { return }
+                    registry.beginDraining()
+                    await registry.drained()
+                }
                 // Whichever ends first (the reply consumer, normally) ends the client.
                 try await group.next()
                 group.cancelAll()

@@ -61,6 +61,10 @@ public struct RabbitMQRPCServer: Sendable {
     /// ``Configuration/requestLimit`` is reached, or the channel or connection fails.
     /// Requests not yet answered when it stops are requeued for other servers.
     ///
+    /// On graceful shutdown (in a `ServiceGroup`, the server is a `Service`) it stops taking
+    /// requests (`basic.cancel`), answers and acknowledges those already received, and
+    /// returns.
+    ///
     /// - Throws: ``RabbitMQError`` when the queue cannot be declared or consumed, or the
     ///   channel fails.
     public func run() async throws {
@@ -86,27 +90,31 @@ public struct RabbitMQRPCServer: Sendable {
         let consumer = try await channel.consume(queue: queue)
         let started = Atomic<Int>(0)
         let limit = configuration.requestLimit
-        try await withThrowingDiscardingTaskGroup { group in
-            for try await delivery in consumer {
-                // A failed reply (its channel is gone) cancels the group: stop taking requests.
-                if group.isCancelled { break }
-                if let limit, started.add(1, ordering: .relaxed).newValue > limit {
-                    // Beyond the limit: leave it unacknowledged; closing the channel requeues it.
-                    continue
-                }
-                group.addTask {
-                    do {
-                        try await answer(delivery, on: channel)
-                    } catch {
-                        // A reply that cannot be sent stops the server at once (the loop may
-                        // wait for a request that never comes); run() ends with the error and
-                        // the broker requeues what is unacknowledged.
-                        consumer.stop(throwing: error)
-                        throw error
+        // Graceful shutdown cancels the consumer: the requests in hand are answered and
+        // acknowledged, then the loop and the group end.
+        try await consumer.stoppingOnGracefulShutdown {
+            try await withThrowingDiscardingTaskGroup { group in
+                for try await delivery in consumer {
+                    // A failed reply (its channel is gone) cancels the group: stop taking requests.
+                    if group.isCancelled { break }
+                    if let limit, started.add(1, ordering: .relaxed).newValue > limit {
+                        // Beyond the limit: leave it unacknowledged; closing the channel requeues it.
+                        continue
                     }
-                }
-                if let limit, started.load(ordering: .relaxed) >= limit {
-                    try await consumer.cancel()
+                    group.addTask {
+                        do {
+                            try await answer(delivery, on: channel)
+                        } catch {
+                            // A reply that cannot be sent stops the server at once (the loop may
+                            // wait for a request that never comes); run() ends with the error and
+                            // the broker requeues what is unacknowledged.
+                            consumer.stop(throwing: error)
+                            throw error
+                        }
+                    }
+                    if let limit, started.load(ordering: .relaxed) >= limit {
+                        try await consumer.cancel()
+                    }
                 }
             }
         }

@@ -138,6 +138,11 @@ public struct RabbitMQRetryQueue: Sendable {
     /// fails, running `handler` for each message (see the type's description for what happens
     /// after it). Runs on a channel of its own; several consumers may run at once.
     ///
+    /// On graceful shutdown (from a `ServiceGroup`, see ``RabbitMQRetryQueueService``) it stops
+    /// consuming (`basic.cancel`), lets the handlers in flight finish, settles their messages,
+    /// and returns. Cancelling the task instead abandons the handlers; their messages are
+    /// requeued.
+    ///
     /// - Throws: ``RabbitMQError`` or ``RabbitMQPatternsError`` when a republish fails; the
     ///   message being handled is then requeued by the broker.
     public func run<Payload>(
@@ -148,19 +153,23 @@ public struct RabbitMQRetryQueue: Sendable {
             try await channel.qos(prefetchCount: configuration.concurrency)
             try await channel.confirmSelect()
             let consumer = try await channel.consume(queue: workQueue)
-            try await withThrowingDiscardingTaskGroup { group in
-                for try await delivery in consumer {
-                    if group.isCancelled { break }
-                    group.addTask {
-                        do {
-                            try await handle(delivery, on: channel, handler: handler)
-                        } catch {
-                            // A failed republish stops the consumer at once (the loop above
-                            // may be waiting for a delivery that never comes), and ends run()
-                            // with the error: the channel closes and the broker requeues what
-                            // is unacknowledged.
-                            consumer.stop(throwing: error)
-                            throw error
+            // Graceful shutdown cancels the consumer: the messages in hand are handled and
+            // settled (acknowledged, or republished for a retry), then run() returns.
+            try await consumer.stoppingOnGracefulShutdown {
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await delivery in consumer {
+                        if group.isCancelled { break }
+                        group.addTask {
+                            do {
+                                try await handle(delivery, on: channel, handler: handler)
+                            } catch {
+                                // A failed republish stops the consumer at once (the loop above
+                                // may be waiting for a delivery that never comes), and ends run()
+                                // with the error: the channel closes and the broker requeues what
+                                // is unacknowledged.
+                                consumer.stop(throwing: error)
+                                throw error
+                            }
                         }
                     }
                 }

@@ -1,0 +1,62 @@
+import Logging
+import RabbitMQ
+import RabbitMQPatterns
+import RabbitMQTestSupport
+import ServiceLifecycle
+import Testing
+import UnixSignals
+
+// The code samples of the DocC article "Services and graceful shutdown"
+// (Sources/RabbitMQ/RabbitMQ.docc/ServiceLifecycle.md), verbatim, so that they compile. The
+// ServiceGroup samples use the README's fixed names ("pricing", "events", "audit") and run
+// until a signal, so they are compiled only; their behaviour is LifecycleTests'.
+
+/// The sample's stand-in for real work.
+func ship(_ order: OrderPlaced) async throws {}
+
+func runPricingService(connection: RabbitMQConnection, logger: Logger) async throws {
+    let server = RabbitMQRPCServer(connection: connection, queue: "pricing") { (request: PriceRequest) in
+        Price(sku: request.sku, cents: 250)
+    }
+    let client = RabbitMQRPCClient(connection: connection)
+    // Shut down from the last to the first: the client drains, the server answers what it
+    // holds, then the connection closes.
+    let group = ServiceGroup(
+        services: [connection, server, client],
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: logger)
+    try await group.run()
+}
+
+func runOrderConsumers(connection: RabbitMQConnection, logger: Logger) async throws {
+    let events = try await RabbitMQTopicExchange.declare("events", on: connection)
+    let audit = try await events.subscribe(OrderPlaced.self, queue: "audit", patterns: ["orders.#"])
+    let auditor = RabbitMQSubscriptionService(subscription: audit) { message in
+        logger.info("order placed", metadata: ["order": "\(message.data.orderID)"])
+    }
+    let fulfilment = try await RabbitMQRetryQueue.declare("fulfilment", on: connection)
+    let worker = RabbitMQRetryQueueService(queue: fulfilment, payload: OrderPlaced.self) { attempt in
+        try await ship(attempt.data)
+    }
+    let group = ServiceGroup(
+        services: [connection, auditor, worker],
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: logger)
+    try await group.run()
+}
+
+func queueDepth(configuration: RabbitMQConfiguration) async throws -> UInt32 {
+    try await RabbitMQConnection.withConnection(configuration: configuration) { connection in
+        let channel = try await connection.openChannel()
+        return try await channel.queueDeclare("orders", durable: true).messageCount
+    }
+}
+
+@Suite("Article: services and graceful shutdown", .timeLimit(.minutes(1)))
+struct LifecycleArticleTests {
+    /// The scoped-connection sample runs (its "orders" queue is the core README's, declared
+    /// the same way).
+    @Test func queueDepthRunsInAScopedConnection() async throws {
+        _ = try await queueDepth(configuration: TestBroker.configuration())
+    }
+}

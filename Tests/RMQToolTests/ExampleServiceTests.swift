@@ -1,0 +1,176 @@
+import Foundation
+import RabbitMQ
+import RabbitMQTestSupport
+import Synchronization
+import Testing
+
+/// The built `rabbitmq-example` (next to the test bundle, like `rmq`), started with the test
+/// broker in RABBITMQ_URL. Its standard output comes line by line as it is written, so a test
+/// can wait for a line (an event) before it signals the process.
+final class ExampleProcess: Sendable {
+    let lines: AsyncStream<String>
+    private let process: Process
+    private let exit: AsyncStream<Int32>
+    let errorURL: URL
+
+    init(environment: [String: String]) throws {
+        let directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        let executable = directory.appendingPathComponent("rabbitmq-example")
+        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
+            throw TestSupportError("no rabbitmq-example at \(executable.path): build with `swift build --build-tests` first")
+        }
+        let process = Process()
+        process.executableURL = executable
+        var variables = ProcessInfo.processInfo.environment
+        variables["RABBITMQ_URL"] = try TestBroker.url
+        for (key, value) in environment { variables[key] = value }
+        process.environment = variables
+
+        // Standard error to a file: a pipe nobody drains could fill up and stall the process.
+        errorURL = FileManager.default.temporaryDirectory.appendingPathComponent("rabbitmq-example-\(UUID().uuidString).err")
+        _ = FileManager.default.createFile(atPath: errorURL.path, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: errorURL)
+        let pipe = Pipe()
+        process.standardOutput = pipe
+
+        let (lines, linesContinuation) = AsyncStream.makeStream(of: String.self)
+        let pending = Mutex<[UInt8]>([])
+        pipe.fileHandleForReading.readabilityHandler = { handle in
+            let chunk = handle.availableData
+            if chunk.isEmpty {
+                handle.readabilityHandler = nil
+                let rest = pending.withLock { $0 }
+                if !rest.isEmpty { linesContinuation.yield(String(decoding: rest, as: UTF8.self)) }
+                linesContinuation.finish()
+                return
+            }
+            let complete: [String] = pending.withLock { buffer in
+                buffer.append(contentsOf: chunk)
+                var found: [String] = []
+                while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                    found.append(String(decoding: buffer[..<newline], as: UTF8.self))
+                    buffer.removeSubrange(...newline)
+                }
+                return found
+            }
+            for line in complete { linesContinuation.yield(line) }
+        }
+        let (exit, exitContinuation) = AsyncStream.makeStream(of: Int32.self)
+        process.terminationHandler = { process in
+            exitContinuation.yield(process.terminationStatus)
+            exitContinuation.finish()
+        }
+        try process.run()
+        self.process = process
+        self.lines = lines
+        self.exit = exit
+    }
+
+    /// Sends `signal` (SIGTERM or SIGINT).
+    func send(_ signal: Int32) { kill(process.processIdentifier, signal) }
+
+    /// The exit status, once it has exited.
+    func status() async -> Int32? {
+        for await status in exit { return status }
+        return nil
+    }
+
+    var errorOutput: String { (try? String(contentsOf: errorURL, encoding: .utf8)) ?? "" }
+
+    deinit {
+        if process.isRunning { process.terminate() }
+        try? FileManager.default.removeItem(at: errorURL)
+    }
+}
+
+/// The example order service, run against the test broker as a team would run it.
+@Suite("rabbitmq-example order service", .timeLimit(.minutes(3)))
+struct ExampleServiceTests {
+    /// The counts in the summary line `orders: placed 20, quoted 20, ...`.
+    static func summary(_ output: [String]) throws -> [String: Int] {
+        let line = try #require(output.first { $0.hasPrefix("orders: placed ") }, "no summary in \(output)")
+        var counts: [String: Int] = [:]
+        for part in line.dropFirst("orders: ".count).split(separator: ", ") {
+            let words = part.split(separator: " ")
+            counts[String(words[0])] = Int(words[1])
+        }
+        return counts
+    }
+
+    /// Deletes what the example declared under `prefix`.
+    static func deleteTopology(_ prefix: String) async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        for queue in [
+            "\(prefix).audit", "\(prefix).audit.dead-letter", "\(prefix).pricing", "\(prefix).fulfilment",
+            "\(prefix).fulfilment.dead-letter", "\(prefix).fulfilment.retry.200ms",
+        ] {
+            try await channel.queueDelete(queue)
+        }
+        for exchange in ["\(prefix).events", "\(prefix).events.dead-letter", "\(prefix).fulfilment"] {
+            try await channel.exchangeDelete(exchange)
+        }
+        try await connection.close()
+    }
+
+    @Test func placesQuotesAuditsAndFulfilsEveryOrderThenPrintsItsMetrics() async throws {
+        let prefix = TestBroker.uniqueName("example")
+        let example = try ExampleProcess(environment: ["ORDERS_COUNT": "30", "ORDERS_PREFIX": prefix])
+        var output: [String] = []
+        for await line in example.lines { output.append(line) }
+        let status = await example.status()
+        #expect(status == 0, "stderr: \(example.errorOutput)")
+
+        #expect(output.contains("orders: all 30 processed"))
+        // Every 5th order fails its first fulfilment and succeeds on the retry.
+        #expect(try Self.summary(output) == ["placed": 30, "quoted": 30, "audited": 30, "fulfilled": 30, "retried": 6])
+        #expect(example.errorOutput.contains("fulfilment failed, will retry"))
+        // The Prometheus exposition, with the example's own counters under Prometheus names.
+        let exposition = try #require(output.firstIndex(of: "# Prometheus exposition")).advanced(by: 1)
+        let metrics = Set(output[exposition...])
+        for sample in [
+            "orders_placed 30", "orders_quoted 30", "orders_audited 30", "orders_fulfilled 30", "orders_fulfilment_retried 6",
+        ] {
+            #expect(metrics.contains(sample), "\(sample) in \(output[exposition...])")
+        }
+        // Nothing left behind in the queues it consumes.
+        for queue in ["\(prefix).audit", "\(prefix).fulfilment", "\(prefix).pricing"] {
+            #expect(try await TestBroker.queueState(queue)?.messageCount == 0, "\(queue)")
+        }
+        try await Self.deleteTopology(prefix)
+    }
+
+    @Test(arguments: [SIGTERM, SIGINT])
+    func aSignalMidRunShutsDownCleanlyAndLosesNoEvent(signal: Int32) async throws {
+        let prefix = TestBroker.uniqueName("example")
+        // Far more orders than it can place before the signal: it is stopped, not finished.
+        let example = try ExampleProcess(environment: [
+            "ORDERS_COUNT": "1000000", "ORDERS_PREFIX": prefix, "ORDERS_METRICS": "none",
+        ])
+        var output: [String] = []
+        var lines = example.lines.makeAsyncIterator()
+        while let line = await lines.next() {
+            output.append(line)
+            // Busy placing orders, and the service group traps the signals already.
+            if line == "orders: 200 placed" { break }
+        }
+        example.send(signal)
+        while let line = await lines.next() { output.append(line) }
+        let status = await example.status()
+        #expect(status == 0, "a clean exit; stderr: \(example.errorOutput)")
+
+        let counts = try Self.summary(output)
+        print("rabbitmq-example after signal \(signal): \(counts.sorted { $0.key < $1.key })")
+        let placed = try #require(counts["placed"])
+        #expect(placed < 1_000_000)
+        #expect(!output.contains { $0.hasPrefix("orders: all") })
+        // The order in hand when the signal came was finished: quoted and placed agree.
+        #expect(counts["quoted"] == placed)
+        // Every order event placed was audited or still waits in the audit queue.
+        let audited = try #require(counts["audited"])
+        try await eventually("audited \(audited) + waiting in the audit queue == placed \(placed)") {
+            audited + Int(try await TestBroker.queueState("\(prefix).audit")?.messageCount ?? 0) == placed
+        }
+        try await Self.deleteTopology(prefix)
+    }
+}
