@@ -133,6 +133,19 @@ struct ExampleServiceTests {
         ] {
             #expect(metrics.contains(sample), "\(sample) in \(output[exposition...])")
         }
+        // And the connection's, from the core: per order a topic event, a price request and
+        // its reply, a fulfilment; plus the 6 republished retries. The topic events and the
+        // fulfilments (with their retries) go through confirm-mode channels; the audit
+        // consumer, the pricing server and the fulfilment worker ack what they take.
+        for sample in [
+            "rabbitmq_messages_published{connection=\"order-service\"} 126",
+            "rabbitmq_messages_delivered{connection=\"order-service\"} 126",
+            "rabbitmq_messages_confirmed{connection=\"order-service\"} 66",
+            "rabbitmq_consumer_acked{connection=\"order-service\"} 96",
+            "rabbitmq_connections_open{connection=\"order-service\"} 0.0",
+        ] {
+            #expect(metrics.contains(sample), "\(sample) in \(output[exposition...])")
+        }
         // Nothing left behind in the queues it consumes.
         for queue in ["\(prefix).audit", "\(prefix).fulfilment", "\(prefix).pricing"] {
             #expect(try await TestBroker.queueState(queue)?.messageCount == 0, "\(queue)")
