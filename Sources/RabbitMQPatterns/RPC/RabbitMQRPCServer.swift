@@ -61,7 +61,7 @@ public struct RabbitMQRPCServer: Sendable {
     /// ``Configuration/requestLimit`` is reached, or the channel or connection fails.
     /// Requests not yet answered when it stops are requeued for other servers.
     ///
-    /// - Throws: ``RabbitMQError`` when the queue cannot be declared or consumed, or the
+    /// - Throws: `RabbitMQError` when the queue cannot be declared or consumed, or the
     ///   channel fails.
     public func run() async throws {
         guard configuration.concurrency > 0 else {
