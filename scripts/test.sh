@@ -4,6 +4,11 @@
 # The one command that runs every test:
 #   1. scripts/install-deps.sh
 #   2. swift build --build-tests -Xswiftc -warnings-as-errors (once)
+#   2b. the DocC documentation of RabbitMQ and RabbitMQPatterns
+#      (swift package generate-documentation, with swift-docc-plugin), warnings as
+#      errors: a broken symbol link, an undocumented parameter or any other DocC
+#      warning fails the step (archives in .build/plugins/Swift-DocC/outputs/, log
+#      .build/documentation.log)
 #   3. a throwaway broker (scripts/broker.sh), unless RABBITMQ_URL is already
 #      set; it is stopped on exit, whatever happens
 #   4. swift test --skip BrokerWideTests       (unit + integration tests)
@@ -145,6 +150,29 @@ trap 'exit 143' TERM
 # Steps 1-2 are prerequisites: nothing sensible runs without them.
 step "install dependencies" scripts/install-deps.sh || exit 1
 step "build (tests, warnings as errors)" swift build --build-tests -Xswiftc -warnings-as-errors || exit 1
+
+# The documentation, after the build (it reuses the resolved packages and builds the symbol
+# graphs in .build, offline). docc's --warnings-as-errors makes its own warnings fail; the
+# log is searched as well, so that any other warning of the run fails the step too, except
+# SwiftPM's note about files a dependency leaves undeclared (swift-distributed-tracing's
+# CMakeLists.txt), which the build step prints as well and this package cannot change.
+documentation() {
+    # Not under $RESULTS_DIR, which is emptied before the tests run.
+    local log=.build/documentation.log rc=0
+    # Bounded: with no network interface at all, not even loopback, the plugin was seen to
+    # wait for ever for a docc that had finished (SwiftPM 6.3.1, swift-docc-plugin 1.5.0).
+    timeout -k 10 900 swift package --disable-sandbox generate-documentation \
+        --target RabbitMQ --target RabbitMQPatterns --warnings-as-errors 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+    local warnings
+    warnings="$(grep -E '(^|: )warning:' "$log" \
+        | grep -vE "^warning: '[^']+': found [0-9]+ file\(s\) which are unhandled" || true)"
+    if [[ -n $warnings ]]; then
+        echo "test.sh: the documentation build warned; see $log" >&2
+        return 1
+    fi
+    return $rc
+}
+step "documentation (DocC, warnings as errors)" documentation || true
 
 if [[ -z "${RABBITMQ_URL:-}" ]]; then
     STARTED_BROKER=1

@@ -4,6 +4,7 @@ extension RabbitMQChannel {
     /// Starts a consumer on `queue` and returns its deliveries as an `AsyncSequence`.
     ///
     /// - Parameters:
+    ///   - queue: The queue to consume from.
     ///   - consumerTag: A tag unique on this channel; empty lets the library choose one.
     ///   - autoAck: The broker considers a message acknowledged as soon as it sends it
     ///     (`no-ack`); fast, but messages in flight are lost if the consumer dies, and

@@ -49,6 +49,9 @@ public final class RabbitMQChannel: Sendable {
     /// Declares an exchange (creates it, or checks that an identical one exists).
     ///
     /// - Parameters:
+    ///   - name: The exchange's name.
+    ///   - type: How it routes: ``RabbitMQExchangeType/direct``, ``RabbitMQExchangeType/topic``,
+    ///     ``RabbitMQExchangeType/fanout``, ``RabbitMQExchangeType/headers``, or a plugin's type.
     ///   - passive: Only check that it exists (404 closes the channel when it does not).
     ///   - durable: Survive a broker restart.
     ///   - autoDelete: Delete it when its last binding is removed.

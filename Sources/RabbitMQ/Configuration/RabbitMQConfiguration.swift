@@ -140,9 +140,10 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
     /// Default: `.inOrder`.
     public var endpointSelection: EndpointSelection
     /// Where the connection logs (routine events at info or below). Default: a logger with
-    /// label `rabbitmq` (which logs nothing unless the application bootstrapped swift-log).
+    /// label `rabbitmq`, which goes where the application bootstrapped swift-log (without a
+    /// bootstrap, swift-log's default writes info and above to standard error).
     public var logger: Logger
-    /// Where the connection's metrics go (see the Observability article for their names).
+    /// Where the connection's metrics go (<doc:Metrics> names them).
     /// Counters are made when the connection opens. Default: nil, meaning the factory
     /// bootstrapped with swift-metrics' `MetricsSystem` when the connection opens (which
     /// records nothing unless the application bootstrapped one).

@@ -5,13 +5,14 @@ extension RabbitMQChannel {
     /// ``RabbitMQEnvelope/properties(persistent:headers:)``, without waiting for the broker.
     ///
     /// - Parameters:
+    ///   - envelope: The envelope to publish.
     ///   - exchange: The exchange; empty for the default exchange. Default: empty.
     ///   - routingKey: The routing key.
     ///   - persistent: Persistent delivery mode. Default: true.
     ///   - headers: Application headers to add. Default: none.
     ///   - mandatory: Return the message if no queue is bound for it. Default: false.
     /// - Throws: ``RabbitMQPatternsError`` when the payload cannot be encoded,
-    ///   ``RabbitMQError`` when the channel is closed.
+    ///   `RabbitMQError` when the channel is closed.
     public func publish<Payload>(
         _ envelope: RabbitMQEnvelope<Payload>, exchange: String = "", routingKey: String, persistent: Bool = true,
         headers: RabbitMQFieldTable? = nil, mandatory: Bool = false
@@ -25,7 +26,7 @@ extension RabbitMQChannel {
     ///
     /// Same parameters as ``publish(_:exchange:routingKey:persistent:headers:mandatory:)``.
     /// - Throws: ``RabbitMQPatternsError`` with code `nacked` when the broker refuses it,
-    ///   `unroutable` when it is mandatory and no queue is bound for it; ``RabbitMQError``
+    ///   `unroutable` when it is mandatory and no queue is bound for it; `RabbitMQError`
     ///   when the channel is not in confirm mode or is closed.
     public func publishConfirmed<Payload>(
         _ envelope: RabbitMQEnvelope<Payload>, exchange: String = "", routingKey: String, persistent: Bool = true,

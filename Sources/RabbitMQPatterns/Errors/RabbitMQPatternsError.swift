@@ -1,6 +1,6 @@
 /// The one error type of the RabbitMQPatterns module.
 ///
-/// Failures of the broker itself (a closed channel, a 404) stay ``RabbitMQError``s; this type
+/// Failures of the broker itself (a closed channel, a 404) stay `RabbitMQError`s; this type
 /// reports what the patterns add: an envelope that does not decode, an RPC call that timed out
 /// or failed on the server, a publish the broker refused.
 ///

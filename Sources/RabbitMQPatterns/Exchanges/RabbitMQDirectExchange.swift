@@ -24,7 +24,7 @@ public struct RabbitMQDirectExchange: Sendable {
     ///   - name: The exchange name.
     ///   - connection: The connection to open the handle's channel on.
     ///   - durable: Survive a broker restart. Default: true.
-    /// - Throws: ``RabbitMQError`` (406 when it exists with another type or durability).
+    /// - Throws: `RabbitMQError` (406 when it exists with another type or durability).
     public static func declare(
         _ name: String, on connection: RabbitMQConnection, durable: Bool = true
     ) async throws -> Self {
@@ -34,10 +34,12 @@ public struct RabbitMQDirectExchange: Sendable {
     /// Publishes an envelope with `routingKey` and waits for the broker's confirmation.
     ///
     /// - Parameters:
+    ///   - envelope: The envelope to publish.
+    ///   - routingKey: The key queues are bound with.
     ///   - mandatory: Fail when no queue is bound for the key, instead of losing the message
     ///     silently. Default: true.
     /// - Throws: ``RabbitMQPatternsError`` (`unroutable`, `nacked`, `invalidEnvelope`) or
-    ///   ``RabbitMQError``.
+    ///   `RabbitMQError`.
     public func publish<Payload>(
         _ envelope: RabbitMQEnvelope<Payload>, routingKey: String, mandatory: Bool = true
     ) async throws {
@@ -48,6 +50,7 @@ public struct RabbitMQDirectExchange: Sendable {
     /// it on a channel of its own with manual acknowledgements.
     ///
     /// - Parameters:
+    ///   - type: The payload type to decode each message's `data` as.
     ///   - queue: The queue name.
     ///   - bindingKeys: The routing keys to bind (at least one).
     ///   - options: Durability, TTL, length limit, overflow, dead-lettering. Default: durable.

@@ -21,8 +21,10 @@ public struct RabbitMQFanoutExchange: Sendable {
     /// Declares the exchange (or checks that an identical one exists) on a new channel.
     ///
     /// - Parameters:
+    ///   - name: The exchange's name.
+    ///   - connection: The connection to open the handle's channel on.
     ///   - durable: Survive a broker restart. Default: true.
-    /// - Throws: ``RabbitMQError`` (406 when it exists with another type or durability).
+    /// - Throws: `RabbitMQError` (406 when it exists with another type or durability).
     public static func declare(
         _ name: String, on connection: RabbitMQConnection, durable: Bool = true
     ) async throws -> Self {
@@ -32,7 +34,7 @@ public struct RabbitMQFanoutExchange: Sendable {
     /// Broadcasts an envelope to every subscriber and waits for the broker's confirmation.
     /// With no subscriber the message is dropped, which is not an error.
     ///
-    /// - Throws: ``RabbitMQPatternsError`` (`nacked`, `invalidEnvelope`) or ``RabbitMQError``.
+    /// - Throws: ``RabbitMQPatternsError`` (`nacked`, `invalidEnvelope`) or `RabbitMQError`.
     public func publish<Payload>(_ envelope: RabbitMQEnvelope<Payload>) async throws {
         try await channel.publishConfirmed(envelope, exchange: name, routingKey: "")
     }
@@ -41,6 +43,7 @@ public struct RabbitMQFanoutExchange: Sendable {
     /// own with manual acknowledgements.
     ///
     /// - Parameters:
+    ///   - type: The payload type to decode each message's `data` as.
     ///   - prefetch: Most unacknowledged messages at once. Default: 10.
     public func subscribe<Payload>(_ type: Payload.Type, prefetch: UInt16 = 10) async throws
         -> RabbitMQSubscription<Payload>

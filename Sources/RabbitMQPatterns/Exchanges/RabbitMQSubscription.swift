@@ -65,7 +65,7 @@ public struct RabbitMQSubscription<Payload: Codable & Sendable>: AsyncSequence, 
         var base: RabbitMQConsumer.AsyncIterator
 
         /// The next valid envelope, or nil once the subscription is cancelled.
-        /// - Throws: ``RabbitMQError`` when the broker cancels the consumer or the channel fails.
+        /// - Throws: `RabbitMQError` when the broker cancels the consumer or the channel fails.
         public mutating func next() async throws -> RabbitMQEnvelopeMessage<Payload>? {
             try await next(isolation: #isolation)
         }

@@ -22,8 +22,10 @@ public struct RabbitMQTopicExchange: Sendable {
     /// Declares the exchange (or checks that an identical one exists) on a new channel.
     ///
     /// - Parameters:
+    ///   - name: The exchange's name.
+    ///   - connection: The connection to open the handle's channel on.
     ///   - durable: Survive a broker restart. Default: true.
-    /// - Throws: ``RabbitMQError`` (406 when it exists with another type or durability).
+    /// - Throws: `RabbitMQError` (406 when it exists with another type or durability).
     public static func declare(
         _ name: String, on connection: RabbitMQConnection, durable: Bool = true
     ) async throws -> Self {
@@ -37,11 +39,12 @@ public struct RabbitMQTopicExchange: Sendable {
     /// Publishes an event with routing key = its type, and waits for the broker's confirmation.
     ///
     /// - Parameters:
+    ///   - envelope: The event; its type is the routing key.
     ///   - headers: Extra headers; `event_type` and `version` are always set. Default: none.
     ///   - mandatory: Fail when no subscriber's pattern matches. Default: false (an event
     ///     nobody listens to is not an error).
     /// - Throws: ``RabbitMQPatternsError`` (`nacked`, `unroutable`, `invalidEnvelope`) or
-    ///   ``RabbitMQError``.
+    ///   `RabbitMQError`.
     public func publish<Payload>(
         _ envelope: RabbitMQEnvelope<Payload>, headers: RabbitMQFieldTable = [:], mandatory: Bool = false
     ) async throws {
@@ -61,6 +64,7 @@ public struct RabbitMQTopicExchange: Sendable {
     /// (``RabbitMQSubscription/deadLetterQueue``).
     ///
     /// - Parameters:
+    ///   - type: The payload type to decode each message's `data` as.
     ///   - queue: The queue name (not empty: the dead-letter queue is named after it).
     ///   - patterns: Binding patterns such as `orders.*.created` or `billing.#` (at least one).
     ///   - options: Durability, TTL, length limit, overflow, dead-lettering. Default: durable.

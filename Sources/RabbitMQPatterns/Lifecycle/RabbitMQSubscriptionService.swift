@@ -40,7 +40,7 @@ public struct RabbitMQSubscriptionService<Payload: Codable & Sendable>: Service 
     /// Handles messages until graceful shutdown, cancellation, or a failure of the
     /// subscription's channel or consumer, then closes the subscription's channel.
     ///
-    /// - Throws: ``RabbitMQError`` when the broker cancels the consumer (its queue was
+    /// - Throws: `RabbitMQError` when the broker cancels the consumer (its queue was
     ///   deleted) or the channel fails.
     public func run() async throws {
         do {

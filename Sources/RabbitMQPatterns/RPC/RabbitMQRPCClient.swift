@@ -45,7 +45,7 @@ public final class RabbitMQRPCClient: Sendable {
     /// `body` starts once the client is ready (its channel open and its reply consumer
     /// registered), so its calls do not spend their timeouts on the set-up.
     ///
-    /// - Throws: the error of `body`, or ``RabbitMQError`` when the client cannot be set up.
+    /// - Throws: the error of `body`, or `RabbitMQError` when the client cannot be set up.
     public static func withClient<Result: Sendable>(
         connection: RabbitMQConnection, configuration: Configuration = .init(),
         _ body: (RabbitMQRPCClient) async throws -> Result
@@ -89,7 +89,7 @@ public final class RabbitMQRPCClient: Sendable {
     /// with `closed` at once, and it returns once every call in flight has its reply or has
     /// timed out.
     ///
-    /// - Throws: ``RabbitMQError`` when the channel or consumer cannot be set up or fails.
+    /// - Throws: `RabbitMQError` when the channel or consumer cannot be set up or fails.
     public func run() async throws {
         try registry.beginStarting()
         var channel: RabbitMQChannel? = nil
@@ -167,7 +167,7 @@ public final class RabbitMQRPCClient: Sendable {
     ///     reply-to and expiration are set by the client.
     /// - Returns: The reply delivery (already acknowledged).
     /// - Throws: ``RabbitMQPatternsError``: `timeout`, `unroutable`, `remoteError` (with the
-    ///   server's error text), `closed` (the client is not running); ``RabbitMQError``.
+    ///   server's error text), `closed` (the client is not running); `RabbitMQError`.
     public func call(
         _ body: [UInt8], routingKey: String, timeout: Duration? = nil, properties: RabbitMQProperties = .init()
     ) async throws -> RabbitMQDelivery {

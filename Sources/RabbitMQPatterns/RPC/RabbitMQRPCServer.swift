@@ -65,7 +65,7 @@ public struct RabbitMQRPCServer: Sendable {
     /// requests (`basic.cancel`), answers and acknowledges those already received, and
     /// returns.
     ///
-    /// - Throws: ``RabbitMQError`` when the queue cannot be declared or consumed, or the
+    /// - Throws: `RabbitMQError` when the queue cannot be declared or consumed, or the
     ///   channel fails.
     public func run() async throws {
         guard configuration.concurrency > 0 else {

@@ -29,7 +29,7 @@ import RabbitMQ
 /// stops with the error and the unacknowledged message returns to the work queue.
 ///
 /// With ``Configuration/quorum`` every queue is a quorum queue. A quorum queue counts how
-/// often it hands out a message (`x-delivery-count`, ``RabbitMQDelivery/deliveryCount``)
+/// often it hands out a message (`x-delivery-count`, `RabbitMQDelivery/deliveryCount`)
 /// and gives up on it at its delivery limit: 20 by default from RabbitMQ 4.0, none on 3.x
 /// unless ``Configuration/deliveryLimit`` sets one. The retry ladder does not use up that
 /// limit: a failed attempt is republished as a new message (without the count) and the
@@ -69,7 +69,7 @@ public struct RabbitMQRetryQueue: Sendable {
     /// publishing. Idempotent; changing the delays adds delay queues and leaves the old ones
     /// to drain back into the work queue.
     ///
-    /// - Throws: ``RabbitMQPatternsError`` (`invalidConfiguration`), ``RabbitMQError`` (406 when
+    /// - Throws: ``RabbitMQPatternsError`` (`invalidConfiguration`), `RabbitMQError` (406 when
     ///   one of the names exists with other settings).
     public static func declare(
         _ name: String, on connection: RabbitMQConnection, configuration: Configuration = .init()
@@ -128,7 +128,7 @@ public struct RabbitMQRetryQueue: Sendable {
     /// Publishes an envelope to the work queue and waits for the broker's confirmation.
     ///
     /// - Throws: ``RabbitMQPatternsError`` (`unroutable` when the work queue is gone,
-    ///   `nacked`, `invalidEnvelope`), ``RabbitMQError``.
+    ///   `nacked`, `invalidEnvelope`), `RabbitMQError`.
     public func publish<Payload>(_ envelope: RabbitMQEnvelope<Payload>) async throws {
         try await channel.publishConfirmed(
             envelope, exchange: workExchange, routingKey: name, persistent: configuration.durable, mandatory: true)
@@ -143,7 +143,7 @@ public struct RabbitMQRetryQueue: Sendable {
     /// and returns. Cancelling the task instead abandons the handlers; their messages are
     /// requeued.
     ///
-    /// - Throws: ``RabbitMQError`` or ``RabbitMQPatternsError`` when a republish fails; the
+    /// - Throws: `RabbitMQError` or ``RabbitMQPatternsError`` when a republish fails; the
     ///   message being handled is then requeued by the broker.
     public func run<Payload>(
         _ type: Payload.Type, handler: @escaping @Sendable (RabbitMQRetryAttempt<Payload>) async throws -> Void

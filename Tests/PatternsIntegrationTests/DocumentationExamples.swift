@@ -3,9 +3,11 @@ import RabbitMQPatterns
 import RabbitMQTestSupport
 import Testing
 
-// The README's pattern examples, compiled and run against the test broker. Keep each
-// function body identical to its README code block, apart from the lines that hand values
-// back to the test. The names are the README's, so each test deletes them before and after.
+// The code samples of the RabbitMQPatterns DocC articles
+// (Sources/RabbitMQPatterns/RabbitMQPatterns.docc), compiled and run against the test broker.
+// Each function's body holds its article's code blocks verbatim (DocumentationSampleTests in
+// RabbitMQTests checks it); the lines around them only hand values in and out. The names are
+// the articles', so each test deletes them before and after.
 
 struct OrderPlaced: Codable, Sendable {
     var orderID: Int
@@ -25,8 +27,8 @@ struct Email: Codable, Sendable {
     var to: String
 }
 
-@Suite("README: patterns", .timeLimit(.minutes(2)))
-struct PatternsReadmeTests {
+@Suite("Documentation: RabbitMQPatterns articles", .timeLimit(.minutes(2)))
+struct PatternsDocumentationExampleTests {
     static func deleting(queues: [String], exchanges: [String], _ body: (RabbitMQConnection) async throws -> Void) async throws {
         let connection = try await TestBroker.connect()
         func clean() async throws {
@@ -42,23 +44,30 @@ struct PatternsReadmeTests {
     }
 
     @Test func envelopeExampleRuns() throws {
-        let (decoded, field) = try envelopeExample()
+        let decoded = try envelopeExample()
         #expect(decoded.data.orderID == 42)
         #expect(decoded.metadata.correlationID == "req-7")
-        #expect(field == "id")
     }
 
     @Test func directExampleRuns() async throws {
         try await Self.deleting(queues: ["orders.eu"], exchanges: ["orders"]) { connection in
-            let result = try await directExample(connection: connection)
-            #expect(result == "42 uk")
+            let warehouse = Warehouse()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await directExample(connection: connection, warehouse: warehouse) }
+                defer { group.cancelAll() }
+                try await eventually("order 42 to be shipped") { warehouse.shipped.all == ["42 uk"] }
+            }
         }
     }
 
     @Test func topicExampleRuns() async throws {
         try await Self.deleting(queues: ["audit", "audit.dead-letter"], exchanges: ["events", "events.dead-letter"]) { connection in
-            let result = try await topicExample(connection: connection)
-            #expect(result == "shop.order.placed")
+            let auditLog = AuditLog()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await topicExample(connection: connection, auditLog: auditLog) }
+                defer { group.cancelAll() }
+                try await eventually("the event to be audited") { auditLog.types.all == ["shop.order.placed"] }
+            }
         }
     }
 
@@ -99,7 +108,7 @@ struct PatternsReadmeTests {
     }
 }
 
-private func envelopeExample() throws -> (RabbitMQEnvelope<OrderPlaced>, String?) {
+private func envelopeExample() throws -> RabbitMQEnvelope<OrderPlaced> {
     let envelope = RabbitMQEnvelope(
         type: "shop.order.placed", data: OrderPlaced(orderID: 42, cents: 1999),
         metadata: RabbitMQEnvelopeMetadata(source: "shop", correlationID: "req-7"))
@@ -110,12 +119,12 @@ private func envelopeExample() throws -> (RabbitMQEnvelope<OrderPlaced>, String?
         _ = try RabbitMQEnvelope<OrderPlaced>(decoding: Array(#"{"id": 7}"#.utf8))
     } catch {
         print(error.field ?? "-")  // "id": the missing or mistyped field
-        return (decoded, error.field)
     }
-    return (decoded, nil)
+    return decoded
 }
 
-private func directExample(connection: RabbitMQConnection) async throws -> String {
+/// Runs until its task is cancelled.
+private func directExample(connection: RabbitMQConnection, warehouse: Warehouse) async throws {
     let envelope = RabbitMQEnvelope(type: "shop.order.placed", data: OrderPlaced(orderID: 42, cents: 1999))
 
     let orders = try await RabbitMQDirectExchange.declare("orders", on: connection)
@@ -126,14 +135,31 @@ private func directExample(connection: RabbitMQConnection) async throws -> Strin
     try await orders.publish(envelope, routingKey: "uk")  // returns once the broker has it
 
     for try await message in europe {
-        print(message.data.orderID, message.delivery.routingKey)  // 42 uk
+        try await warehouse.ship(message.data, region: message.delivery.routingKey)  // order 42, "uk"
         try message.ack()
-        return "\(message.data.orderID) \(message.delivery.routingKey)"
     }
-    return ""
 }
 
-private func topicExample(connection: RabbitMQConnection) async throws -> String {
+/// Stands in for an application's warehouse.
+private final class Warehouse: Sendable {
+    let shipped = Recorded<String>()
+
+    func ship(_ order: OrderPlaced, region: String) async throws {
+        shipped.append("\(order.orderID) \(region)")
+    }
+}
+
+/// Stands in for an application's audit log.
+private final class AuditLog: Sendable {
+    let types = Recorded<String>()
+
+    func record(_ type: String, id: String) async throws {
+        types.append(type)
+    }
+}
+
+/// Runs until its task is cancelled.
+private func topicExample(connection: RabbitMQConnection, auditLog: AuditLog) async throws {
     let envelope = RabbitMQEnvelope(type: "shop.order.placed", data: OrderPlaced(orderID: 42, cents: 1999))
 
     let events = try await RabbitMQTopicExchange.declare("events", on: connection)
@@ -142,11 +168,10 @@ private func topicExample(connection: RabbitMQConnection) async throws -> String
     try await events.publish(envelope)  // routing key "shop.order.placed"
 
     for try await message in audit {
-        print(message.envelope.type, message.delivery.properties.headers?["event_type"] ?? "")
+        // The type is also in message.delivery.properties.headers?["event_type"].
+        try await auditLog.record(message.envelope.type, id: message.envelope.id)
         try message.ack()  // message.reject() would send it to "audit.dead-letter"
-        return message.envelope.type
     }
-    return ""
 }
 
 private func fanoutExample(connection: RabbitMQConnection) async throws -> Int {
