@@ -12,6 +12,13 @@ extension RabbitMQChannel {
         _ body: [UInt8], exchange: String = "", routingKey: String,
         properties: RabbitMQProperties = RabbitMQProperties(), mandatory: Bool = false
     ) async throws {
+        if let tracing = connection.tracing {
+            return try await tracedPublish(
+                tracing, exchange: exchange, routingKey: routingKey, properties: properties, bodySize: body.count
+            ) { properties in
+                try await self.send(body, exchange, routingKey, properties, mandatory, ticket: nil, before: nil, deadline: nil)
+            }
+        }
         // The usual case queues the message without suspending. Everything happens in a
         // synchronous call that hands back at most one reference: an async function's locals
         // that live across an await are allocated per call, which a message must not pay for.
@@ -51,6 +58,14 @@ extension RabbitMQChannel {
         properties: RabbitMQProperties = RabbitMQProperties(), mandatory: Bool = false
     ) async throws -> RabbitMQConfirmation {
         let ticket = ConfirmTicket()
+        if let tracing = connection.tracing {
+            try await tracedPublish(
+                tracing, exchange: exchange, routingKey: routingKey, properties: properties, bodySize: body.count
+            ) { properties in
+                try await self.send(body, exchange, routingKey, properties, mandatory, ticket: ticket, before: nil, deadline: nil)
+            }
+            return RabbitMQConfirmation(ticket: ticket)
+        }
         if let pending = try admit(body, exchange, routingKey, properties, mandatory, ticket: ticket) {
             try await pending.complete(deadline: nil)
         }
@@ -82,7 +97,25 @@ extension RabbitMQChannel {
         deadline: ContinuousClock.Instant
     ) async throws {
         let before = ConnectionStateMachine.PublishDeadline(deadline)
+        if let tracing = connection.tracing {
+            return try await tracedPublish(
+                tracing, exchange: exchange, routingKey: routingKey, properties: properties, bodySize: body.count
+            ) { properties in
+                try await self.send(body, exchange, routingKey, properties, mandatory, ticket: nil, before: before, deadline: deadline)
+            }
+        }
         if let pending = try admit(body, exchange, routingKey, properties, mandatory, ticket: nil, before: before) {
+            try await pending.complete(deadline: deadline)
+        }
+    }
+
+    /// The publish without tracing, as one call: what the traced path runs with the headers
+    /// it injected the trace context into (see ``tracedPublish(_:exchange:routingKey:properties:bodySize:send:)``).
+    private func send(
+        _ body: [UInt8], _ exchange: String, _ routingKey: String, _ properties: RabbitMQProperties, _ mandatory: Bool,
+        ticket: ConfirmTicket?, before: ConnectionStateMachine.PublishDeadline?, deadline: ContinuousClock.Instant?
+    ) async throws {
+        if let pending = try admit(body, exchange, routingKey, properties, mandatory, ticket: ticket, before: before) {
             try await pending.complete(deadline: deadline)
         }
     }
