@@ -57,6 +57,38 @@ struct PatternsTracingTests {
         try await connection.close()
     }
 
+    @Test func anRPCHandlerErrorIsRecordedOnTheServersProcessSpan() async throws {
+        let tracer = W3CInMemoryTracer()
+        let connection = try await Self.connect(tracer: tracer)
+        let queue = TestBroker.uniqueName("traced-rpc-error")
+        let setup = try await connection.openChannel()
+        try await setup.queueDeclare(queue, durable: true)
+        let error = try await withThrowingTaskGroup(of: Void.self) { group in
+            let server = RabbitMQRPCServer(connection: connection, queue: queue) { _ in
+                throw TestSupportError("no price")
+            }
+            group.addTask { try await server.run() }
+            defer { group.cancelAll() }
+            return try await RabbitMQRPCClient.withClient(connection: connection) { client in
+                await #expect(throws: RabbitMQPatternsError.self) { try await client.call(Array("ping".utf8), routingKey: queue) }
+            }
+        }
+        #expect(error?.code == .remoteError)
+        try await eventually("the server's process span to end") {
+            tracer.finishedSpans.contains { $0.kind == .consumer }
+        }
+        let spans = tracer.finishedSpans
+        let process = try #require(spans.first { $0.kind == .consumer })
+        #expect(Self.string(process, "error.type") == "RabbitMQTestSupport.TestSupportError")
+        #expect(process.status?.code == .error)
+        // The client's span records the remote error too, in the same trace.
+        let call = try #require(spans.first { $0.kind == .client })
+        #expect(call.traceID == process.traceID)
+        #expect(Self.string(call, "error.type") == "remote error")
+        try await setup.queueDelete(queue)
+        try await connection.close()
+    }
+
     @Test func aRetriedMessageKeepsItsTraceAcrossAttempts() async throws {
         let tracer = W3CInMemoryTracer()
         let connection = try await Self.connect(tracer: tracer)

@@ -50,14 +50,22 @@ final class ConnectionTracing: Sendable {
     }
 }
 
+/// An error that names its class for `error.type` (low cardinality: a code, not a message).
+package protocol SpanErrorType: Error {
+    var spanErrorType: String { get }
+}
+
+extension RabbitMQError: SpanErrorType {
+    package var spanErrorType: String { code.description }
+}
+
 extension Span {
     /// Records a failure the OpenTelemetry way: the error as an event, status error, and
-    /// `error.type` (a ``RabbitMQError``'s code, otherwise the error's type name).
+    /// `error.type` (the code of this package's errors, otherwise the error's type name).
     package func recordFailure(_ error: any Error) {
         recordError(error)
         setStatus(SpanStatus(code: .error))
-        let type =
-            if let error = error as? RabbitMQError { error.code.description } else { String(reflecting: Swift.type(of: error)) }
-        attributes[MessagingAttributes.errorType] = type
+        attributes[MessagingAttributes.errorType] =
+            (error as? any SpanErrorType)?.spanErrorType ?? String(reflecting: Swift.type(of: error))
     }
 }
