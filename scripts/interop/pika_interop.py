@@ -5,8 +5,10 @@
   pika_interop.py publish URL QUEUE   publish one message with headers of every type pika writes
   pika_interop.py publish-deep URL QUEUE
                                       publish a message whose headers nest 150 deep, then "after"
+  pika_interop.py publish-traced URL QUEUE
+                                      publish a message with W3C traceparent and tracestate headers
 
-Used by Tests/CoreIntegrationTests/InteropTests.swift; runnable by hand against any broker.
+Used by Tests/CoreIntegrationTests/InteropTests.swift and TracingTests.swift; runnable by hand against any broker.
 """
 import base64
 import datetime
@@ -110,8 +112,21 @@ def publish_deep(url, queue):
     connection.close()
 
 
+def publish_traced(url, queue):
+    """A message carrying W3C Trace Context headers, as OpenTelemetry's instrumentation writes them."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    headers = {
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "tracestate": "rojo=00f067aa0ba902b7",
+    }
+    channel.basic_publish("", queue, b"traced", pika.BasicProperties(headers=headers), mandatory=True)
+    connection.close()
+
+
 if __name__ == "__main__":
-    commands = {"consume": consume, "publish": publish, "publish-deep": publish_deep}
+    commands = {"consume": consume, "publish": publish, "publish-deep": publish_deep, "publish-traced": publish_traced}
     if len(sys.argv) != 4 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](sys.argv[2], sys.argv[3])

@@ -12,6 +12,11 @@ extension RabbitMQChannel {
         _ body: [UInt8], exchange: String = "", routingKey: String,
         properties: RabbitMQProperties = RabbitMQProperties(), mandatory: Bool = false
     ) async throws {
+        // With a tracer, all of it happens in a function of its own, so this one's frame
+        // stays as small as it was without tracing (see the comment below).
+        if let tracing = connection.tracing {
+            return try await publishTraced(tracing, body, exchange, routingKey, properties, mandatory)
+        }
         // The usual case queues the message without suspending. Everything happens in a
         // synchronous call that hands back at most one reference: an async function's locals
         // that live across an await are allocated per call, which a message must not pay for.
@@ -51,6 +56,10 @@ extension RabbitMQChannel {
         properties: RabbitMQProperties = RabbitMQProperties(), mandatory: Bool = false
     ) async throws -> RabbitMQConfirmation {
         let ticket = ConfirmTicket()
+        if let tracing = connection.tracing {
+            try await publishTraced(tracing, body, exchange, routingKey, properties, mandatory, ticket: ticket)
+            return RabbitMQConfirmation(ticket: ticket)
+        }
         if let pending = try admit(body, exchange, routingKey, properties, mandatory, ticket: ticket) {
             try await pending.complete(deadline: nil)
         }
@@ -82,8 +91,29 @@ extension RabbitMQChannel {
         deadline: ContinuousClock.Instant
     ) async throws {
         let before = ConnectionStateMachine.PublishDeadline(deadline)
+        if let tracing = connection.tracing {
+            return try await publishTraced(
+                tracing, body, exchange, routingKey, properties, mandatory, before: before, deadline: deadline)
+        }
         if let pending = try admit(body, exchange, routingKey, properties, mandatory, ticket: nil, before: before) {
             try await pending.complete(deadline: deadline)
+        }
+    }
+
+    /// A publish on a connection with a tracer: ``tracedPublish(_:exchange:routingKey:properties:bodySize:send:)``
+    /// around the untraced publish, given the headers with the trace context in them.
+    @inline(never)
+    private func publishTraced(
+        _ tracing: ConnectionTracing, _ body: [UInt8], _ exchange: String, _ routingKey: String,
+        _ properties: RabbitMQProperties, _ mandatory: Bool, ticket: ConfirmTicket? = nil,
+        before: ConnectionStateMachine.PublishDeadline? = nil, deadline: ContinuousClock.Instant? = nil
+    ) async throws {
+        try await tracedPublish(
+            tracing, exchange: exchange, routingKey: routingKey, properties: properties, bodySize: body.count
+        ) { properties in
+            if let pending = try admit(body, exchange, routingKey, properties, mandatory, ticket: ticket, before: before) {
+                try await pending.complete(deadline: deadline)
+            }
         }
     }
 

@@ -26,11 +26,15 @@ public final class RabbitMQConnection: Sendable {
     let core: ConnectionCore
     /// The connection's I/O thread as a task executor: see ``RabbitMQConnectionExecutor``.
     public let executor: RabbitMQConnectionExecutor
+    /// The tracer, resolved when the connection opened; nil (the usual case) when there is
+    /// none, which is all the publish path checks (see ``ConnectionTracing``).
+    let tracing: ConnectionTracing?
     private static let counter = Atomic<UInt64>(0)
 
-    private init(core: ConnectionCore, executor: RabbitMQConnectionExecutor) {
+    private init(core: ConnectionCore, executor: RabbitMQConnectionExecutor, tracing: ConnectionTracing?) {
         self.core = core
         self.executor = executor
+        self.tracing = tracing
     }
 
     deinit {
@@ -55,7 +59,8 @@ public final class RabbitMQConnection: Sendable {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             IOLoop.start(core: core, executor: executor, onConnect: continuation)
         }
-        return RabbitMQConnection(core: core, executor: executor)
+        return RabbitMQConnection(
+            core: core, executor: executor, tracing: ConnectionTracing.resolve(configuration.tracer, core: core))
     }
 
     /// Opens a connection from an `amqp://` or `amqps://` URI; see

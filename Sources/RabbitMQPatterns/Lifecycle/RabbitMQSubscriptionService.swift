@@ -65,7 +65,8 @@ public struct RabbitMQSubscriptionService<Payload: Codable & Sendable>: Service 
 
     private func handle(_ message: RabbitMQEnvelopeMessage<Payload>) async throws {
         do {
-            try await handler(message)
+            // In a process span continuing the publisher's trace, when a tracer is set.
+            try await subscription.withProcessSpan(for: message) { try await handler(message) }
         } catch {
             // Shutting down by cancellation: leave it unacknowledged; the channel's close
             // requeues it.

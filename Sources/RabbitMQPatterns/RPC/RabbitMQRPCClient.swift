@@ -171,6 +171,16 @@ public final class RabbitMQRPCClient: Sendable {
     public func call(
         _ body: [UInt8], routingKey: String, timeout: Duration? = nil, properties: RabbitMQProperties = .init()
     ) async throws -> RabbitMQDelivery {
+        // One client span around the round trip: the request's publish is its child, and the
+        // server's handling and reply follow from there, so a call is one trace.
+        try await connection.tracingCall(exchange: configuration.exchange, routingKey: routingKey) {
+            try await untracedCall(body, routingKey: routingKey, timeout: timeout, properties: properties)
+        }
+    }
+
+    private func untracedCall(
+        _ body: [UInt8], routingKey: String, timeout: Duration?, properties: RabbitMQProperties
+    ) async throws -> RabbitMQDelivery {
         let timeout = timeout ?? configuration.timeout
         guard timeout > .zero else { throw RabbitMQPatternsError.invalidConfiguration("the timeout must be positive") }
         let deadline = RPCCallRegistry.Deadline(instant: .now + timeout, routingKey: routingKey, timeout: timeout)

@@ -1,6 +1,7 @@
 import Foundation
 import RabbitMQ
 import Synchronization
+import Tracing
 
 /// Answers RPC requests from a queue: runs a handler for each request and publishes its result
 /// to the request's reply-to address with the request's correlation id.
@@ -103,7 +104,9 @@ public struct RabbitMQRPCServer: Sendable {
                     }
                     group.addTask {
                         do {
-                            try await answer(delivery, on: channel)
+                            try await connection.tracingProcess(of: delivery, queue: queue) { span in
+                                try await answer(delivery, on: channel, span: span)
+                            }
                         } catch {
                             // A reply that cannot be sent stops the server at once (the loop may
                             // wait for a request that never comes); run() ends with the error and
@@ -120,7 +123,9 @@ public struct RabbitMQRPCServer: Sendable {
         }
     }
 
-    private func answer(_ delivery: RabbitMQDelivery, on channel: RabbitMQChannel) async throws {
+    /// Runs the handler and publishes its reply; `span` (nil without a tracer) is the
+    /// request's process span, current here, so the reply carries the trace back.
+    private func answer(_ delivery: RabbitMQDelivery, on channel: RabbitMQChannel, span: (any Span)?) async throws {
         guard let replyTo = delivery.properties.replyTo, !replyTo.isEmpty else {
             // Nobody to answer; requeueing would only bring it back.
             try delivery.reject(requeue: false)
@@ -137,6 +142,7 @@ public struct RabbitMQRPCServer: Sendable {
         } catch {
             // Shutting down: leave the request to be requeued rather than answer "cancelled".
             if Task.isCancelled { return }
+            span?.recordFailure(error)
             reply = RPCErrorReply.encode(ErrorText.describe(error))
             properties.contentType = "application/json"
         }

@@ -161,7 +161,10 @@ public struct RabbitMQRetryQueue: Sendable {
                         if group.isCancelled { break }
                         group.addTask {
                             do {
-                                try await handle(delivery, on: channel, handler: handler)
+                                try await channel.connection.tracingProcess(of: delivery, queue: workQueue) { span in
+                                    try await handle(
+                                        delivery, on: channel, handler: Self.recordingFailures(of: handler, on: span))
+                                }
                             } catch {
                                 // A failed republish stops the consumer at once (the loop above
                                 // may be waiting for a delivery that never comes), and ends run()
