@@ -152,6 +152,7 @@ public struct RabbitMQConfiguration: Sendable, CustomStringConvertible {
     /// instrument that writes the trace context into message headers. Default: nil,
     /// meaning `InstrumentationSystem.tracer` as bootstrapped when the connection opens;
     /// with none bootstrapped nothing is recorded or injected, at no cost per message.
+    /// <doc:Tracing> says which spans and headers.
     public var tracer: (any Tracer)?
 
     /// A configuration for one broker, with every other setting at its default.
