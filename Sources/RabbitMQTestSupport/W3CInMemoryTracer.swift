@@ -46,10 +46,18 @@ public struct W3CInMemoryTracer: Tracer {
     public func extract<Carrier, Extract: Extractor>(
         _ carrier: Carrier, into context: inout ServiceContext, using extractor: Extract
     ) where Carrier == Extract.Carrier {
+        // W3C baggage travels on its own, with or without a trace (as swift-otel's propagator
+        // extracts it).
+        if let baggage = extractor.extract(key: "baggage", from: carrier) { context[W3CBaggageKey.self] = baggage }
         guard let traceparent = extractor.extract(key: "traceparent", from: carrier) else { return }
         let parts = traceparent.split(separator: "-")
         guard parts.count == 4, parts[1].count == 32, parts[2].count == 16 else { return }
         context.inMemorySpanContext = InMemorySpanContext(
             traceID: String(parts[1]), spanID: String(parts[2]), parentSpanID: nil)
     }
+}
+
+/// The raw W3C `baggage` header a ``W3CInMemoryTracer`` extracted.
+public enum W3CBaggageKey: ServiceContextKey {
+    public typealias Value = String
 }

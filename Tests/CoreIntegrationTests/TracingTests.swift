@@ -199,6 +199,24 @@ struct TracingTests {
         try await connection.close()
     }
 
+    /// Other context in the headers (a W3C `baggage` header alone) is not a trace: the
+    /// span's own `traceparent` still goes in, beside it.
+    @Test func baggageAloneDoesNotStopTheTraceparent() async throws {
+        let tracer = W3CInMemoryTracer()
+        let connection = try await Self.connect(tracer: tracer)
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare("", exclusive: true)
+        try await channel.publish(
+            "with baggage", routingKey: queue.name,
+            properties: RabbitMQProperties(headers: ["baggage": .string("tenant=acme")]))
+        let span = try #require(tracer.finishedSpans.first)
+        let delivery = try await Self.receive(from: queue.name, on: channel)
+        let traceparent = delivery.properties.headers?["traceparent"]?.stringValue
+        #expect(traceparent?.contains(span.traceID) == true, "\(String(describing: delivery.properties.headers))")
+        #expect(delivery.properties.headers?["baggage"]?.stringValue == "tenant=acme")
+        try await connection.close()
+    }
+
     /// pika publishes with a W3C `traceparent` (as OpenTelemetry's Python instrumentation
     /// would); our consumer's process span continues that trace.
     @Test func ourConsumerContinuesATraceStartedByPika() async throws {

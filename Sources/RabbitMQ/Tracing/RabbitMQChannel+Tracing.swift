@@ -5,8 +5,8 @@ extension RabbitMQChannel {
     /// (`publish <exchange>`) whose context goes into the message's headers, around `send`,
     /// which is the untraced publish given the headers with the context in them.
     ///
-    /// Headers that already carry a trace context (the caller set `traceparent` itself, or
-    /// a retry republishes a message with its original headers) are kept as they are: the
+    /// Headers that already carry a W3C trace context (the caller set `traceparent` itself,
+    /// or a retry republishes a message with its original headers) are kept as they are: the
     /// span is then a child of that context instead of the current one, so the message and
     /// the span stay in the trace the caller chose.
     ///
@@ -24,7 +24,9 @@ extension RabbitMQChannel {
         let tracer = tracing.tracer
         var parent = ServiceContext.current ?? .topLevel
         var carriesContext = false
-        if let headers = properties.headers, !headers.isEmpty {
+        // A W3C `traceparent` is what says the headers carry a trace: other context alone (a
+        // `baggage` header) must not stop the span's own context from being injected.
+        if let headers = properties.headers, headers["traceparent"] != nil {
             var carried = ServiceContext.topLevel
             tracer.extract(headers, into: &carried, using: RabbitMQHeadersExtractor())
             if !carried.isEmpty {
