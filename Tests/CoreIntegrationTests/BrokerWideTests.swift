@@ -28,6 +28,10 @@ struct BrokerWideTests {
                 return "stream ended"
             }
             #expect(blocked.contains("memory"), "reason: \(blocked)")
+            // Publishes made while blocked wait in the publish buffer, and its gauge says so.
+            for _ in 0..<5 { try await channel.publish("held too", routingKey: queue.name) }
+            let buffered = try metrics.expectMeter(RabbitMQMetrics.publishBuffered, [("connection", connection.name)])
+            try await eventually("the publish-buffer gauge to count the held publishes") { buffered.lastValue == 5 }
             // While blocked, nothing of ours reached the queue.
             let observer = try await TestBroker.connect()
             let observerChannel = try await observer.openChannel()
@@ -42,10 +46,11 @@ struct BrokerWideTests {
             // The blocked time is recorded before the event is seen.
             let blockedFor = try metrics.expectTimer(RabbitMQMetrics.blockedDuration, [("connection", connection.name)]).values
             #expect(blockedFor.count == 1 && blockedFor[0] > 0, "\(blockedFor)")
-            // The held publish goes out once unblocked.
-            try await eventually("the held message to arrive") {
-                try await observerChannel.queueDeclare(queue.name, passive: true).messageCount == 1
+            // The held publishes go out once unblocked, and the buffer empties.
+            try await eventually("the held messages to arrive") {
+                try await observerChannel.queueDeclare(queue.name, passive: true).messageCount == 6
             }
+            try await eventually("the publish-buffer gauge to empty") { buffered.lastValue == 0 }
             try await observerChannel.queueDelete(queue.name)
             try await observer.close()
         } catch {

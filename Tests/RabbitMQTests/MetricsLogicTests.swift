@@ -88,9 +88,9 @@ struct MetricsLogicTests {
             let counter = try backend.expectCounter(label, dimensions)
             #expect(counter.values == [value], "\(label)")
         }
-        #expect(try backend.expectGauge(RabbitMQMetrics.channelsOpen, dimensions).values == [2])
-        #expect(try backend.expectGauge(RabbitMQMetrics.publishBuffered, dimensions).values == [5])
-        #expect(try backend.expectGauge(RabbitMQMetrics.confirmsOutstanding, dimensions).values == [9])
+        #expect(try backend.expectMeter(RabbitMQMetrics.channelsOpen, dimensions).values == [2])
+        #expect(try backend.expectMeter(RabbitMQMetrics.publishBuffered, dimensions).values == [5])
+        #expect(try backend.expectMeter(RabbitMQMetrics.confirmsOutstanding, dimensions).values == [9])
 
         // Nothing moved: no gauge is asked for; one moved: only it is recorded again.
         tally.published = 1
@@ -101,8 +101,8 @@ struct MetricsLogicTests {
         #expect(asked == 1)
         tally.gaugesMayHaveMoved = true
         metrics.report(&tally) { .init(channels: 2, publishBuffered: 0, confirmsOutstanding: 9) }
-        #expect(try backend.expectGauge(RabbitMQMetrics.publishBuffered, dimensions).values == [5, 0])
-        #expect(try backend.expectGauge(RabbitMQMetrics.channelsOpen, dimensions).values == [2])
+        #expect(try backend.expectMeter(RabbitMQMetrics.publishBuffered, dimensions).values == [5, 0])
+        #expect(try backend.expectMeter(RabbitMQMetrics.channelsOpen, dimensions).values == [2])
         #expect(try backend.expectCounter(RabbitMQMetrics.published, dimensions).values == [300, 1])
     }
 
@@ -124,9 +124,43 @@ struct MetricsLogicTests {
         metrics.observe(.closed(nil), now: start + .seconds(1))
         metrics.finish()
 
-        #expect(try backend.expectGauge(RabbitMQMetrics.connectionsOpen, dimensions).values == [1, 0, 1, 0, 0])
+        #expect(try backend.expectMeter(RabbitMQMetrics.connectionsOpen, dimensions).values == [1, 0, 1, 0])
         #expect(try backend.expectCounter(RabbitMQMetrics.recoveries, dimensions).totalValue == 1)
         #expect(try backend.expectTimer(RabbitMQMetrics.recoveryDuration, dimensions).values == [200_000_000])
         #expect(try backend.expectTimer(RabbitMQMetrics.blockedDuration, dimensions).values == [25_000_000, 10_000_000])
+    }
+
+    @Test func connectionsThatShareANameAddUpAndTakeBackWhatTheyAdded() throws {
+        let backend = TestMetrics()
+        let first = ConnectionMetrics(connectionName: "pool", factory: backend)
+        let second = ConnectionMetrics(connectionName: "pool", factory: backend)
+        let dimensions = [("connection", "pool")]
+        let now = ContinuousClock.now
+        first.observe(.connected(endpoint: "a"), now: now)
+        second.observe(.connected(endpoint: "a"), now: now)
+        var tally = MetricsTally()
+        tally.gaugesMayHaveMoved = true
+        first.report(&tally) { .init(channels: 2, publishBuffered: 1, confirmsOutstanding: 0) }
+        tally.gaugesMayHaveMoved = true
+        second.report(&tally) { .init(channels: 3, publishBuffered: 0, confirmsOutstanding: 4) }
+        #expect(try backend.expectMeter(RabbitMQMetrics.connectionsOpen, dimensions).lastValue == 2)
+        #expect(try backend.expectMeter(RabbitMQMetrics.channelsOpen, dimensions).lastValue == 5)
+
+        first.observe(.closed(nil), now: now)
+        #expect(try backend.expectMeter(RabbitMQMetrics.connectionsOpen, dimensions).lastValue == 1)
+        #expect(try backend.expectMeter(RabbitMQMetrics.channelsOpen, dimensions).lastValue == 3)
+        #expect(try backend.expectMeter(RabbitMQMetrics.publishBuffered, dimensions).lastValue == 0)
+        #expect(try backend.expectMeter(RabbitMQMetrics.confirmsOutstanding, dimensions).lastValue == 4)
+        // Ended: a late report (the loop's last turn) or a second finish moves nothing.
+        tally.gaugesMayHaveMoved = true
+        first.report(&tally) { .init(channels: 2, publishBuffered: 1, confirmsOutstanding: 0) }
+        first.finish()
+        #expect(try backend.expectMeter(RabbitMQMetrics.channelsOpen, dimensions).lastValue == 3)
+        #expect(try backend.expectMeter(RabbitMQMetrics.connectionsOpen, dimensions).lastValue == 1)
+    }
+
+    @Test func theNoOpBackendGetsNoMetricsAtAll() {
+        #expect(ConnectionMetrics.make(connectionName: "c", factory: NOOPMetricsHandler.instance) == nil)
+        #expect(ConnectionMetrics.make(connectionName: "c", factory: TestMetrics()) != nil)
     }
 }

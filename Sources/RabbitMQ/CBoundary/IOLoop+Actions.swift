@@ -54,7 +54,7 @@ extension IOLoop {
             connection?.channelClosed(number)
         case .emit(let event):
             if case .queueRenamed(let old, let new) = event { core.recordRename(from: old, to: new) }
-            metrics.observe(event, now: clock.now)
+            metrics?.observe(event, now: clock.now)
             core.emit(event)
         case .setPhase(let phase):
             core.setPhase(phase)

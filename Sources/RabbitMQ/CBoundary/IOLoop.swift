@@ -41,7 +41,8 @@ final class IOLoop {
     let clock = ContinuousClock()
     /// Counted on the hot paths, reported to ``metrics`` once per turn.
     @exclusivity(unchecked) var tally = MetricsTally()
-    let metrics: ConnectionMetrics
+    /// Made once the connection has opened; nil with swift-metrics' no-op backend.
+    @exclusivity(unchecked) var metrics: ConnectionMetrics?
     var random = SystemRandomNumberGenerator()
 
     /// Frames read per drain before commands get a turn.
@@ -54,8 +55,6 @@ final class IOLoop {
         self.executor = executor
         self.configuration = core.configuration
         self.logger = core.logger
-        self.metrics = ConnectionMetrics(
-            connectionName: core.name, factory: core.configuration.metricsFactory ?? MetricsSystem.factory)
         var generator = SystemRandomNumberGenerator()
         machine = Machine(
             settings: .init(core.configuration),
@@ -129,6 +128,8 @@ final class IOLoop {
             box.onConnect.resume(throwing: error)
             return
         }
+        loop.metrics = ConnectionMetrics.make(
+            connectionName: box.core.name, factory: box.core.configuration.metricsFactory ?? MetricsSystem.factory)
         loop.machine.connected(heartbeat: .seconds(loop.core.negotiated.heartbeat), endpoint: endpoint.description, now: loop.clock.now)
         loop.executeActions()
         SanitizerSync.release(box.core)
@@ -190,11 +191,16 @@ final class IOLoop {
             executeActions()
         }
         reportMetrics()
-        metrics.finish()
+        metrics?.finish()
     }
 
-    /// Hands the turn's counts to the metrics backend, with the gauges when they may have moved.
+    /// Hands the turn's counts to the metrics backend, with the gauges when they may have
+    /// moved; without one, forgets them.
     func reportMetrics() {
+        guard let metrics else {
+            tally = MetricsTally()
+            return
+        }
         metrics.report(&tally) {
             var outstanding = 0
             for channel in machine.channels.values { outstanding += channel.unconfirmed.count }
@@ -403,7 +409,14 @@ final class IOLoop {
         case .needsWake:
             consumersToWake.append(sink.buffer)
         case .terminated:
-            if let refusal = machine.refused(delivery, channel: number) { send(refusal, on: number) }
+            if let refusal = machine.refused(delivery, channel: number) {
+                // Settled by the library, not the application: kept out of the counts, but
+                // known, so that a later `multiple` acknowledgement does not count it.
+                if metrics != nil, let channel = machine.channel(number) {
+                    _ = channel.settlements.settle(tag: delivery.deliveryTag, multiple: false, epoch: machine.epoch)
+                }
+                send(refusal, on: number)
+            }
         }
     }
 
@@ -413,6 +426,8 @@ final class IOLoop {
     func runCommands() -> Bool {
         core.takeCommands(into: &commands)
         guard !commands.isEmpty else { return false }
+        // Publishes held (blocked, recovering) or failed fill or empty the buffer too.
+        tally.gaugesMayHaveMoved = true
         let now = clock.now
         var sentSinceDrain = 0
         var index = 0
@@ -465,7 +480,7 @@ final class IOLoop {
     /// Counts the deliveries an acknowledgement settles, by its kind.
     @inline(__always)
     private func count(_ settlement: Settlement, on number: UInt16) {
-        guard let channel = machine.channel(number) else { return }
+        guard metrics != nil, let channel = machine.channel(number) else { return }
         let settled = channel.settlements.settle(tag: settlement.deliveryTag, multiple: settlement.multiple, epoch: settlement.epoch)
         switch settlement.kind {
         case .ack: tally.acked &+= settled
@@ -571,6 +586,7 @@ final class IOLoop {
             return
         }
         core.releasePublishes(written)
+        if written > 0 { tally.gaugesMayHaveMoved = true }
         if wrote {
             wrote = false
             machine.heartbeat.sent(now)
@@ -581,6 +597,7 @@ final class IOLoop {
     func lost(_ error: RabbitMQError) {
         // Nothing more goes out on it, whatever actions are still in hand.
         dropConnection()
+        tally.gaugesMayHaveMoved = true
         machine.connectionLost(error, now: clock.now)
         executeActions()
     }

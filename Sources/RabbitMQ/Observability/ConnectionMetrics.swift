@@ -27,9 +27,13 @@ struct MetricsTally: Sendable {
 /// per turn; connection events (open, lost, recovered, blocked) arrive through
 /// ``observe(_:now:)`` with the loop's clock, so tests drive it with any instants they like.
 ///
-/// The metric objects are made once, when the connection opens: with swift-metrics' no-op
-/// default a report is a handful of calls into an empty handler per loop turn, whatever
-/// the number of messages in it.
+/// The metric objects are made once, when the connection has opened (a failed attempt
+/// registers nothing). With swift-metrics' no-op default there is no `ConnectionMetrics` at
+/// all (``make(connectionName:factory:)``): the loop only counts, and forgets.
+///
+/// The gauges are swift-metrics meters moved by differences: connections that share a name
+/// (a pool, or one that reconnects) add up in one series instead of overwriting each other,
+/// and a connection that ends takes back exactly what it added.
 final class ConnectionMetrics {
     /// Gauge readings, taken by the loop only when ``MetricsTally/gaugesMayHaveMoved``.
     struct Gauges {
@@ -38,8 +42,8 @@ final class ConnectionMetrics {
         var confirmsOutstanding: Int
     }
 
-    private let connectionsOpen: Gauge
-    private let channelsOpen: Gauge
+    private let connectionsOpen: Meter
+    private let channelsOpen: Meter
     private let published: Counter
     private let confirmed: Counter
     private let nacked: Counter
@@ -52,20 +56,31 @@ final class ConnectionMetrics {
     private let recoveries: Counter
     private let recoveryDuration: Metrics.Timer
     private let blockedDuration: Metrics.Timer
-    private let publishBuffered: Gauge
-    private let confirmsOutstanding: Gauge
+    private let publishBuffered: Meter
+    private let confirmsOutstanding: Meter
 
     /// When the connection was lost, while it recovers.
     private var lostAt: ContinuousClock.Instant?
     /// When the broker blocked the connection, while it is blocked.
     private var blockedAt: ContinuousClock.Instant?
-    /// The gauges as last reported, so an unchanged value is not reported again.
-    private var last = Gauges(channels: -1, publishBuffered: -1, confirmsOutstanding: -1)
+    /// The gauges as last reported: what this connection has added to each meter.
+    private var last = Gauges(channels: 0, publishBuffered: 0, confirmsOutstanding: 0)
+    /// Whether this connection counts in ``RabbitMQMetrics/connectionsOpen`` now.
+    private var open = false
+    /// The connection ended: nothing it reports moves the gauges any more.
+    private var ended = false
+
+    /// The metrics for a connection that has opened, or nil when `factory` is swift-metrics'
+    /// no-op one (nothing to report, so nothing to gather).
+    static func make(connectionName: String, factory: any MetricsFactory) -> ConnectionMetrics? {
+        if factory is NOOPMetricsHandler { return nil }
+        return ConnectionMetrics(connectionName: connectionName, factory: factory)
+    }
 
     init(connectionName: String, factory: any MetricsFactory) {
         let dimensions = [(RabbitMQMetrics.connectionDimension, connectionName)]
         func counter(_ label: String) -> Counter { Counter(label: label, dimensions: dimensions, factory: factory) }
-        func gauge(_ label: String) -> Gauge { Gauge(label: label, dimensions: dimensions, factory: factory) }
+        func gauge(_ label: String) -> Meter { Meter(label: label, dimensions: dimensions, factory: factory) }
         func timer(_ label: String) -> Metrics.Timer {
             Metrics.Timer(label: label, dimensions: dimensions, preferredDisplayUnit: .milliseconds, factory: factory)
         }
@@ -107,10 +122,21 @@ final class ConnectionMetrics {
     }
 
     private func update(_ now: Gauges) {
-        if now.channels != last.channels { channelsOpen.record(now.channels) }
-        if now.publishBuffered != last.publishBuffered { publishBuffered.record(now.publishBuffered) }
-        if now.confirmsOutstanding != last.confirmsOutstanding { confirmsOutstanding.record(now.confirmsOutstanding) }
+        guard !ended else { return }
+        Self.move(channelsOpen, from: last.channels, to: now.channels)
+        Self.move(publishBuffered, from: last.publishBuffered, to: now.publishBuffered)
+        Self.move(confirmsOutstanding, from: last.confirmsOutstanding, to: now.confirmsOutstanding)
         last = now
+    }
+
+    private static func move(_ meter: Meter, from old: Int, to new: Int) {
+        if new > old { meter.increment(by: Double(new - old)) } else if new < old { meter.decrement(by: Double(old - new)) }
+    }
+
+    private func setOpen(_ isOpen: Bool) {
+        guard isOpen != open, !ended || !isOpen else { return }
+        open = isOpen
+        if isOpen { connectionsOpen.increment() } else { connectionsOpen.decrement() }
     }
 
     /// A connection event, at the loop's `now`.
@@ -118,20 +144,21 @@ final class ConnectionMetrics {
         switch event {
         case .connected:
             // During a recovery the connection counts as open once it is restored.
-            if lostAt == nil { connectionsOpen.record(1) }
+            if lostAt == nil { setOpen(true) }
         case .disconnected:
-            connectionsOpen.record(0)
+            setOpen(false)
             endBlocked(now: now)
             lostAt = now
         case .recovered:
-            connectionsOpen.record(1)
+            setOpen(true)
             recoveries.increment()
             if let lostAt { recoveryDuration.recordNanoseconds(Self.nanoseconds(lostAt.duration(to: now))) }
             lostAt = nil
         case .recoveryFailed, .closed:
-            connectionsOpen.record(0)
+            // Reported before the application hears of it: nothing is open any more.
             endBlocked(now: now)
             lostAt = nil
+            finish()
         case .blocked:
             if blockedAt == nil { blockedAt = now }
         case .unblocked:
@@ -141,10 +168,11 @@ final class ConnectionMetrics {
         }
     }
 
-    /// The connection ended: nothing is open, buffered or outstanding any more.
+    /// The connection ended: nothing is open, buffered or outstanding any more. Idempotent.
     func finish() {
-        connectionsOpen.record(0)
+        setOpen(false)
         update(Gauges(channels: 0, publishBuffered: 0, confirmsOutstanding: 0))
+        ended = true
     }
 
     private func endBlocked(now: ContinuousClock.Instant) {
