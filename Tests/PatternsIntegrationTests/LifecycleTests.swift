@@ -146,15 +146,15 @@ struct LifecycleTests {
         let replies = TestBroker.uniqueName("lifecycle-replies")
         let log = HandlerLog(triggerAt: Self.triggerAt)
         let server = RabbitMQRPCServer(
-            connection: connection, queue: requests, configuration: .init(durable: false, concurrency: 20)
+            connection: connection, queue: requests, configuration: .init(durable: true, concurrency: 20)
         ) { (job: Job) in
             await log.handle(job.id)
             return job
         }
         let publisher = try await TestBroker.connect()
         let channel = try await publisher.openChannel()
-        try await channel.queueDeclare(requests, durable: false)
-        try await channel.queueDeclare(replies)
+        try await channel.queueDeclare(requests, durable: true)
+        try await channel.queueDeclare(replies, durable: true)
         try await channel.confirmSelect(maxOutstanding: 256)
         try await Self.runUnderLoad(connection: connection, services: [server], log: log) {
             var confirmations: [RabbitMQConfirmation] = []
@@ -209,7 +209,7 @@ struct LifecycleTests {
         let queue = TestBroker.uniqueName("lifecycle-drain")
         let release = Gate()
         let received = Gate()
-        let server = RabbitMQRPCServer(connection: connection, queue: queue, configuration: .init(durable: false)) {
+        let server = RabbitMQRPCServer(connection: connection, queue: queue, configuration: .init(durable: true)) {
             (job: Job) in
             received.open()
             await release.wait()
@@ -226,7 +226,9 @@ struct LifecycleTests {
                         return nil
                     }
                     calls.addTask { try await client.call(Job(id: "slow"), routingKey: queue, as: Job.self) }
-                    await received.wait()
+                    // Bounded: a server that could not start (its queue refused) fails the test
+                    // instead of hanging it.
+                    try await withTimeout(.seconds(60), "the server to receive the call") { await received.wait() }
                     trigger.triggerGracefulShutdown()
                     // A new call fails with `closed` once the client is draining (before that
                     // it is unroutable: nobody consumes "nowhere").
@@ -249,6 +251,7 @@ struct LifecycleTests {
                 }
             }
         }
+        try await connection.openChannel().queueDelete(queue)
         try await connection.close()
     }
 
