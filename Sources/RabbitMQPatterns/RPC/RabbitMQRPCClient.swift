@@ -255,7 +255,7 @@ public final class RabbitMQRPCClient: Sendable {
             // At least 1 ms: "0" would expire a request before any consumer could see it.
             properties.expiration = String(max(1, timeout.wholeMilliseconds))
         }
-        registry.register(id, deadline: deadline)
+        try registry.register(id, deadline: deadline)
         do {
             // The call's timeout covers the publish: during an outage it waits for the
             // connection at most until the call's deadline, and is never sent after it.
