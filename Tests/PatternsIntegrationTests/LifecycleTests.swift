@@ -318,4 +318,25 @@ struct LifecycleTests {
         #expect(!connection.isOpen)
         #expect(connection.closeReason?.code == .closed)
     }
+
+    /// Cancelling the connection service (what a `ServiceGroup` does when another service
+    /// fails) closes the connection. run() once raced the end of its event stream (which
+    /// cancellation also ends) against the shutdown signal, and could return with the
+    /// connection open: repeated, bounded, so that a lost race shows.
+    @Test func connectionServiceClosesWhenCancelled() async throws {
+        for _ in 0..<200 {
+            let connection = try await TestBroker.connect()
+            let running = Task { try await connection.run() }
+            // Opens a channel while run() holds the connection, then cancels it.
+            _ = try await connection.openChannel()
+            running.cancel()
+            try await running.value
+            #expect(!connection.isOpen, "run() returned with the connection open")
+            if connection.isOpen {
+                try await connection.close()
+                break
+            }
+            #expect(connection.closeReason?.code == .closed)
+        }
+    }
 }
