@@ -75,6 +75,23 @@ final class ExampleProcess: Sendable {
         return nil
     }
 
+    /// The exit status, or nil when the process has not exited within `limit` (it is then
+    /// killed, SIGKILL: a hung service may not end on SIGTERM): a hang is a failure to
+    /// report, not a test that never ends.
+    func status(within limit: Duration) async -> Int32? {
+        await withTaskGroup(of: Int32?.self) { group in
+            group.addTask { await self.status() }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            if first == nil { kill(process.processIdentifier, SIGKILL) }
+            return first
+        }
+    }
+
     var errorOutput: String { (try? String(contentsOf: errorURL, encoding: .utf8)) ?? "" }
 
     deinit {
@@ -98,12 +115,12 @@ struct ExampleServiceTests {
     }
 
     /// Deletes what the example declared under `prefix`.
-    static func deleteTopology(_ prefix: String) async throws {
+    static func deleteTopology(_ prefix: String, retryQueue: String = "retry.200ms") async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
         for queue in [
             "\(prefix).audit", "\(prefix).audit.dead-letter", "\(prefix).pricing", "\(prefix).fulfilment",
-            "\(prefix).fulfilment.dead-letter", "\(prefix).fulfilment.retry.200ms",
+            "\(prefix).fulfilment.dead-letter", "\(prefix).fulfilment.\(retryQueue)",
         ] {
             try await channel.queueDelete(queue)
         }
@@ -185,5 +202,31 @@ struct ExampleServiceTests {
             audited + Int(try await TestBroker.queueState("\(prefix).audit")?.messageCount ?? 0) == placed
         }
         try await Self.deleteTopology(prefix)
+    }
+
+    /// When one service fails (here the audit log: its queue is deleted, so the broker
+    /// cancels its consumer), the group cancels the others and the process exits non-zero
+    /// with the error, even while the publisher waits for its orders to be processed (their
+    /// fulfilment retries are an hour away, so it would wait that long).
+    @Test func aFailingServiceStopsTheProcessWithAnError() async throws {
+        let prefix = TestBroker.uniqueName("example")
+        let example = try ExampleProcess(environment: [
+            "ORDERS_COUNT": "100", "ORDERS_PREFIX": prefix, "ORDERS_METRICS": "none", "ORDERS_FAIL_EVERY": "1",
+            "ORDERS_RETRY_DELAY_MS": "3600000",
+        ])
+        var lines = example.lines.makeAsyncIterator()
+        while let line = await lines.next() {
+            // Every order placed: the publisher now waits for the fulfilments.
+            if line == "orders: 100 placed" { break }
+        }
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        try await channel.queueDelete("\(prefix).audit")
+        try await connection.close()
+        let status = await example.status(within: .seconds(60))
+        #expect(status != nil, "still running a minute after a service failed")
+        #expect(status != 0, "stderr: \(example.errorOutput)")
+        #expect(example.errorOutput.contains("error"), "stderr: \(example.errorOutput)")
+        try await Self.deleteTopology(prefix, retryQueue: "retry.3600s")
     }
 }
