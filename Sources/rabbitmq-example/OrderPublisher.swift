@@ -23,7 +23,7 @@ struct OrderPublisher: Service {
         flushStandardOutput()
         for n in 1...configuration.orderCount {
             if Task.isShuttingDownGracefully { break }
-            try await place(Order(id: "order-\(n)", sku: "SKU-\(n % 7)", quantity: 1 + n % 3))
+            try await place(Order(id: tally.orderID(n), sku: "SKU-\(n % 7)", quantity: 1 + n % 3))
             if n % 100 == 0 {
                 // Progress, for an operator (or a test waiting to signal a busy service).
                 print("orders: \(n) placed")

@@ -46,7 +46,9 @@ struct OrderService {
         MetricsSystem.bootstrap(factory)
 
         let logger = Logger(label: "order-service")
-        let tally = OrderTally(expected: configuration.orderCount)
+        // Tells this run's orders from those an earlier run left in the durable queues.
+        let runID = String(UUID().uuidString.lowercased().prefix(8))
+        let tally = OrderTally(expected: configuration.orderCount, run: runID)
         do {
             try await run(configuration, tally: tally, logger: logger)
         } catch {
@@ -85,7 +87,7 @@ struct OrderService {
         }
         let auditLog = RabbitMQSubscriptionService(subscription: audit) { message in
             logger.debug("audit", metadata: ["order.id": "\(message.data.id)", "event.type": "\(message.envelope.type)"])
-            tally.audited()
+            tally.audited(message.data.id)
         }
         let publisher = OrderPublisher(
             configuration: configuration, pricing: pricing, events: events, fulfilment: fulfilment, tally: tally,

@@ -1,5 +1,6 @@
 import Foundation
 import RabbitMQ
+import RabbitMQPatterns
 import RabbitMQTestSupport
 import Synchronization
 import Testing
@@ -228,5 +229,45 @@ struct ExampleServiceTests {
         #expect(status != 0, "stderr: \(example.errorOutput)")
         #expect(example.errorOutput.contains("error"), "stderr: \(example.errorOutput)")
         try await Self.deleteTopology(prefix, retryQueue: "retry.3600s")
+    }
+
+    /// An order of an earlier run, as the example publishes it.
+    struct LeftoverOrder: Codable, Sendable {
+        var id: String
+        var sku: String
+        var quantity: Int
+        var totalCents: Int
+    }
+
+    /// Orders an earlier run left in the durable queues (a run stopped mid-way, or another
+    /// copy on the same prefix) are taken off the queues but not counted: the run finishes
+    /// when its own orders are processed, and its summary counts exactly those.
+    @Test func leftoversOfAnEarlierRunAreHandledButNotCounted() async throws {
+        let prefix = TestBroker.uniqueName("example")
+        let connection = try await TestBroker.connect()
+        let events = try await RabbitMQTopicExchange.declare("\(prefix).events", on: connection)
+        _ = try await events.subscribe(LeftoverOrder.self, queue: "\(prefix).audit", patterns: ["orders.#"])
+        let fulfilment = try await RabbitMQRetryQueue.declare(
+            "\(prefix).fulfilment", on: connection, configuration: .init(delays: [.milliseconds(200)]))
+        // Ids such as this run's would be if runs were not told apart.
+        for n in 1...8 {
+            let order = LeftoverOrder(id: "order-\(n)", sku: "SKU-\(n % 7)", quantity: 1, totalCents: 100)
+            try await events.publish(RabbitMQEnvelope(type: "orders.order.placed", data: order))
+            try await fulfilment.publish(RabbitMQEnvelope(type: "orders.order.fulfil", data: order))
+        }
+        try await connection.close()
+
+        let example = try ExampleProcess(environment: ["ORDERS_COUNT": "20", "ORDERS_PREFIX": prefix, "ORDERS_METRICS": "none"])
+        var output: [String] = []
+        for await line in example.lines { output.append(line) }
+        let status = await example.status()
+        #expect(status == 0, "stderr: \(example.errorOutput)")
+        #expect(output.contains("orders: all 20 processed"))
+        #expect(try Self.summary(output) == ["placed": 20, "quoted": 20, "audited": 20, "fulfilled": 20, "retried": 4])
+        // The leftovers were taken off the queues too.
+        for queue in ["\(prefix).audit", "\(prefix).fulfilment"] {
+            #expect(try await TestBroker.queueState(queue)?.messageCount == 0, "\(queue)")
+        }
+        try await Self.deleteTopology(prefix)
     }
 }
