@@ -76,6 +76,12 @@ struct OrderService {
         let fulfilment = try await RabbitMQRetryQueue.declare(
             configuration.fulfilmentQueue, on: connection, configuration: .init(delays: [configuration.retryDelay]))
         let pricing = RabbitMQRPCClient(connection: connection)
+        // The pricing server declares its queue when it starts, which may be after the
+        // publisher's first call: a request then finds no queue and fails as unroutable.
+        // Declared here (as the server declares it: durable), an early request waits there.
+        let setup = try await connection.openChannel()
+        try await setup.queueDeclare(configuration.pricingQueue, durable: true)
+        try await setup.close()
 
         let pricingServer = RabbitMQRPCServer(connection: connection, queue: configuration.pricingQueue) {
             (request: PriceRequest) in
