@@ -139,6 +139,26 @@ struct RPCLogicTests {
         await registry.drained()
     }
 
+    /// One drain at a time: a second drained() would have replaced the first's continuation
+    /// (leaking it, and the run() waiting on it); it is a programming error that traps.
+    /// Without the trap the second drain waits for ever: the limit makes that a failure.
+    @Test(.timeLimit(.minutes(1))) func aSecondDrainTraps() async {
+        await #expect(processExitsWith: .failure) {
+            let registry = RPCCallRegistry()
+            try registry.beginStarting()
+            try registry.register("a")
+            registry.beginDraining()
+            let first = Task { await registry.drained() }
+            var spins = 0
+            while !registry.isDrainAwaited, spins < 1_000_000 {
+                spins += 1
+                await Task.yield()
+            }
+            await registry.drained()
+            first.cancel()
+        }
+    }
+
     @Test func cancellingTheDrainEndsIt() async throws {
         let registry = RPCCallRegistry()
         try registry.beginStarting()
