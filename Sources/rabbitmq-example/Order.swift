@@ -1,7 +1,7 @@
 /// An order placed with the service: what the topic events, the price quotes and the
 /// fulfilment jobs carry.
 struct Order: Codable, Sendable {
-    /// `order-<n>`, unique within a run.
+    /// `order-<run>-<n>`: the run's random id, then the order's number in the run.
     var id: String
     var sku: String
     var quantity: Int

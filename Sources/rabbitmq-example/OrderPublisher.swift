@@ -8,7 +8,8 @@ import Tracing
 /// fulfilment. Then it waits until every order is processed and returns, which shuts the
 /// group down, or, with `keepRunning`, waits for SIGTERM / SIGINT.
 ///
-/// On graceful shutdown it stops placing orders; the order in hand is finished.
+/// On graceful shutdown it stops placing orders; the order in hand is finished. Cancelled
+/// (another service failed), it stops at once, waiting or not.
 struct OrderPublisher: Service {
     let configuration: OrderServiceConfiguration
     let pricing: RabbitMQRPCClient
@@ -22,7 +23,7 @@ struct OrderPublisher: Service {
         flushStandardOutput()
         for n in 1...configuration.orderCount {
             if Task.isShuttingDownGracefully { break }
-            try await place(Order(id: "order-\(n)", sku: "SKU-\(n % 7)", quantity: 1 + n % 3))
+            try await place(Order(id: tally.orderID(n), sku: "SKU-\(n % 7)", quantity: 1 + n % 3))
             if n % 100 == 0 {
                 // Progress, for an operator (or a test waiting to signal a busy service).
                 print("orders: \(n) placed")
@@ -31,11 +32,14 @@ struct OrderPublisher: Service {
         }
         logger.info("placed \(tally.counts.placed) orders", metadata: ["orders.count": "\(tally.counts.placed)"])
         // SIGTERM while waiting ends the wait: the group then shuts the others down in turn.
-        await withGracefulShutdownHandler {
+        // So does cancellation (the group cancels every service when one fails): the orders
+        // would never all be processed then, and the group waits for this service to return.
+        await withTaskCancellationOrGracefulShutdownHandler {
             await tally.waitUntilProcessed()
-        } onGracefulShutdown: {
+        } onCancelOrGracefulShutdown: {
             tally.stopWaiting()
         }
+        try Task.checkCancellation()
         if !Task.isShuttingDownGracefully {
             let counts = tally.counts
             // A line a test (or an operator) can wait for.

@@ -46,7 +46,9 @@ struct OrderService {
         MetricsSystem.bootstrap(factory)
 
         let logger = Logger(label: "order-service")
-        let tally = OrderTally(expected: configuration.orderCount)
+        // Tells this run's orders from those an earlier run left in the durable queues.
+        let runID = String(UUID().uuidString.lowercased().prefix(8))
+        let tally = OrderTally(expected: configuration.orderCount, run: runID)
         do {
             try await run(configuration, tally: tally, logger: logger)
         } catch {
@@ -74,6 +76,12 @@ struct OrderService {
         let fulfilment = try await RabbitMQRetryQueue.declare(
             configuration.fulfilmentQueue, on: connection, configuration: .init(delays: [configuration.retryDelay]))
         let pricing = RabbitMQRPCClient(connection: connection)
+        // The pricing server declares its queue when it starts, which may be after the
+        // publisher's first call: a request then finds no queue and fails as unroutable.
+        // Declared here (as the server declares it: durable), an early request waits there.
+        let setup = try await connection.openChannel()
+        try await setup.queueDeclare(configuration.pricingQueue, durable: true)
+        try await setup.close()
 
         let pricingServer = RabbitMQRPCServer(connection: connection, queue: configuration.pricingQueue) {
             (request: PriceRequest) in
@@ -85,7 +93,7 @@ struct OrderService {
         }
         let auditLog = RabbitMQSubscriptionService(subscription: audit) { message in
             logger.debug("audit", metadata: ["order.id": "\(message.data.id)", "event.type": "\(message.envelope.type)"])
-            tally.audited()
+            tally.audited(message.data.id)
         }
         let publisher = OrderPublisher(
             configuration: configuration, pricing: pricing, events: events, fulfilment: fulfilment, tally: tally,

@@ -22,6 +22,10 @@ final class OrderTally: Sendable {
 
     private let state = Mutex(State())
     private let expected: Int
+    /// The prefix of this run's order ids, `order-<run>-`: the queues are durable and shared
+    /// by every run on the same prefix, so they may hold orders of an earlier run (stopped
+    /// mid-way, or another copy), which must not count towards this one.
+    private let idPrefix: String
 
     // Metric names are dotted, like the library's (`rabbitmq.messages.published`); the
     // Prometheus factory turns the dots into underscores.
@@ -31,15 +35,40 @@ final class OrderTally: Sendable {
     private let fulfilledCounter = Counter(label: "orders.fulfilled")
     private let retriedCounter = Counter(label: "orders.fulfilment.retried")
 
-    /// A tally that calls the run complete once `expected` orders are fulfilled and audited.
-    init(expected: Int) { self.expected = expected }
+    /// A tally that calls the run complete once `expected` orders of run `run` are fulfilled
+    /// and audited.
+    init(expected: Int, run: String) {
+        self.expected = expected
+        self.idPrefix = "order-\(run)-"
+    }
+
+    /// The id of this run's order number `number`.
+    func orderID(_ number: Int) -> String { idPrefix + String(number) }
+
+    /// The number of one of this run's orders; nil for an order of another run.
+    func number(ofOwn orderID: String) -> Int? {
+        guard orderID.hasPrefix(idPrefix) else { return nil }
+        return Int(orderID.dropFirst(idPrefix.count))
+    }
 
     var counts: Counts { state.withLock { $0.counts } }
 
     func placed() { update { $0.placed += 1 }; placedCounter.increment() }
     func quoted() { update { $0.quoted += 1 }; quotedCounter.increment() }
-    func audited() { update { $0.audited += 1 }; auditedCounter.increment() }
-    func fulfilled() { update { $0.fulfilled += 1 }; fulfilledCounter.increment() }
+    /// Counts the audit of `orderID` if it is one of this run's orders.
+    func audited(_ orderID: String) {
+        guard number(ofOwn: orderID) != nil else { return }
+        update { $0.audited += 1 }
+        auditedCounter.increment()
+    }
+
+    /// Counts the fulfilment of `orderID` if it is one of this run's orders.
+    func fulfilled(_ orderID: String) {
+        guard number(ofOwn: orderID) != nil else { return }
+        update { $0.fulfilled += 1 }
+        fulfilledCounter.increment()
+    }
+
     func retried() { update { $0.retried += 1 }; retriedCounter.increment() }
 
     private func update(_ change: (inout Counts) -> Void) {

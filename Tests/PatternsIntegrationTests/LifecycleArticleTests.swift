@@ -20,11 +20,17 @@ func runPricingService(connection: RabbitMQConnection, logger: Logger) async thr
     }
     let client = RabbitMQRPCClient(connection: connection)
     // Shut down from the last to the first: the client drains, the server answers what it
-    // holds, then the connection closes.
+    // holds, then the connection closes. Should the connection's run() return first (the
+    // application closed it), the others are shut down gracefully, not cancelled.
     let group = ServiceGroup(
-        services: [connection, server, client],
-        gracefulShutdownSignals: [.sigterm, .sigint],
-        logger: logger)
+        configuration: ServiceGroupConfiguration(
+            services: [
+                .init(service: connection, successTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: server),
+                .init(service: client),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
     try await group.run()
 }
 

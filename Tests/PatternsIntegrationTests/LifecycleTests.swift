@@ -255,6 +255,38 @@ struct LifecycleTests {
         try await connection.close()
     }
 
+    /// A scoped client belongs to its scope, not to the service around it: inside a service
+    /// that is already shutting down gracefully, a handler's `withClient` still makes calls.
+    @Test func aScopedRPCClientWorksDuringTheEnclosingGracefulShutdown() async throws {
+        let connection = try await TestBroker.connect()
+        let queue = TestBroker.uniqueName("lifecycle-scoped")
+        let server = RabbitMQRPCServer(connection: connection, queue: queue, configuration: .init(durable: false)) {
+            (job: Job) in job
+        }
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await server.run() }
+            defer { tasks.cancelAll() }
+            // The server is up once a call through it is answered.
+            _ = try await RabbitMQRPCClient.withClient(connection: connection) { rpc in
+                try await rpc.call(Job(id: "warm-up"), routingKey: queue, as: Job.self)
+            }
+            try await testGracefulShutdown { trigger in
+                trigger.triggerGracefulShutdown()
+                // One call after another: a client that drained with the service would have
+                // stopped after the first (or refused it).
+                let answers = try await RabbitMQRPCClient.withClient(connection: connection) { rpc in
+                    var answers: [Job] = []
+                    for n in 1...3 {
+                        answers.append(try await rpc.call(Job(id: "during-shutdown-\(n)"), routingKey: queue, as: Job.self))
+                    }
+                    return answers
+                }
+                #expect(answers == (1...3).map { Job(id: "during-shutdown-\($0)") })
+            }
+        }
+        try await connection.close()
+    }
+
     @Test func withConnectionClosesWhenTheBodyReturnsThrowsOrIsCancelled() async throws {
         let configuration = try TestBroker.configuration()
         let kept = Mutex<[RabbitMQConnection]>([])
@@ -320,5 +352,26 @@ struct LifecycleTests {
         }
         #expect(!connection.isOpen)
         #expect(connection.closeReason?.code == .closed)
+    }
+
+    /// Cancelling the connection service (what a `ServiceGroup` does when another service
+    /// fails) closes the connection. run() once raced the end of its event stream (which
+    /// cancellation also ends) against the shutdown signal, and could return with the
+    /// connection open: repeated, bounded, so that a lost race shows.
+    @Test func connectionServiceClosesWhenCancelled() async throws {
+        for _ in 0..<200 {
+            let connection = try await TestBroker.connect()
+            let running = Task { try await connection.run() }
+            // Opens a channel while run() holds the connection, then cancels it.
+            _ = try await connection.openChannel()
+            running.cancel()
+            try await running.value
+            #expect(!connection.isOpen, "run() returned with the connection open")
+            if connection.isOpen {
+                try await connection.close()
+                break
+            }
+            #expect(connection.closeReason?.code == .closed)
+        }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import RabbitMQ
+import RabbitMQPatterns
 import RabbitMQTestSupport
 import Synchronization
 import Testing
@@ -75,6 +76,23 @@ final class ExampleProcess: Sendable {
         return nil
     }
 
+    /// The exit status, or nil when the process has not exited within `limit` (it is then
+    /// killed, SIGKILL: a hung service may not end on SIGTERM): a hang is a failure to
+    /// report, not a test that never ends.
+    func status(within limit: Duration) async -> Int32? {
+        await withTaskGroup(of: Int32?.self) { group in
+            group.addTask { await self.status() }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            if first == nil { kill(process.processIdentifier, SIGKILL) }
+            return first
+        }
+    }
+
     var errorOutput: String { (try? String(contentsOf: errorURL, encoding: .utf8)) ?? "" }
 
     deinit {
@@ -98,12 +116,12 @@ struct ExampleServiceTests {
     }
 
     /// Deletes what the example declared under `prefix`.
-    static func deleteTopology(_ prefix: String) async throws {
+    static func deleteTopology(_ prefix: String, retryQueue: String = "retry.200ms") async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
         for queue in [
             "\(prefix).audit", "\(prefix).audit.dead-letter", "\(prefix).pricing", "\(prefix).fulfilment",
-            "\(prefix).fulfilment.dead-letter", "\(prefix).fulfilment.retry.200ms",
+            "\(prefix).fulfilment.dead-letter", "\(prefix).fulfilment.\(retryQueue)",
         ] {
             try await channel.queueDelete(queue)
         }
@@ -183,6 +201,72 @@ struct ExampleServiceTests {
         let audited = try #require(counts["audited"])
         try await eventually("audited \(audited) + waiting in the audit queue == placed \(placed)") {
             audited + Int(try await TestBroker.queueState("\(prefix).audit")?.messageCount ?? 0) == placed
+        }
+        try await Self.deleteTopology(prefix)
+    }
+
+    /// When one service fails (here the audit log: its queue is deleted, so the broker
+    /// cancels its consumer), the group cancels the others and the process exits non-zero
+    /// with the error, even while the publisher waits for its orders to be processed (their
+    /// fulfilment retries are an hour away, so it would wait that long).
+    @Test func aFailingServiceStopsTheProcessWithAnError() async throws {
+        let prefix = TestBroker.uniqueName("example")
+        let example = try ExampleProcess(environment: [
+            "ORDERS_COUNT": "100", "ORDERS_PREFIX": prefix, "ORDERS_METRICS": "none", "ORDERS_FAIL_EVERY": "1",
+            "ORDERS_RETRY_DELAY_MS": "3600000",
+        ])
+        var lines = example.lines.makeAsyncIterator()
+        while let line = await lines.next() {
+            // Every order placed: the publisher now waits for the fulfilments.
+            if line == "orders: 100 placed" { break }
+        }
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        try await channel.queueDelete("\(prefix).audit")
+        try await connection.close()
+        let status = await example.status(within: .seconds(60))
+        #expect(status != nil, "still running a minute after a service failed")
+        #expect(status != 0, "stderr: \(example.errorOutput)")
+        #expect(example.errorOutput.contains("error"), "stderr: \(example.errorOutput)")
+        try await Self.deleteTopology(prefix, retryQueue: "retry.3600s")
+    }
+
+    /// An order of an earlier run, as the example publishes it.
+    struct LeftoverOrder: Codable, Sendable {
+        var id: String
+        var sku: String
+        var quantity: Int
+        var totalCents: Int
+    }
+
+    /// Orders an earlier run left in the durable queues (a run stopped mid-way, or another
+    /// copy on the same prefix) are taken off the queues but not counted: the run finishes
+    /// when its own orders are processed, and its summary counts exactly those.
+    @Test func leftoversOfAnEarlierRunAreHandledButNotCounted() async throws {
+        let prefix = TestBroker.uniqueName("example")
+        let connection = try await TestBroker.connect()
+        let events = try await RabbitMQTopicExchange.declare("\(prefix).events", on: connection)
+        _ = try await events.subscribe(LeftoverOrder.self, queue: "\(prefix).audit", patterns: ["orders.#"])
+        let fulfilment = try await RabbitMQRetryQueue.declare(
+            "\(prefix).fulfilment", on: connection, configuration: .init(delays: [.milliseconds(200)]))
+        // Ids such as this run's would be if runs were not told apart.
+        for n in 1...8 {
+            let order = LeftoverOrder(id: "order-\(n)", sku: "SKU-\(n % 7)", quantity: 1, totalCents: 100)
+            try await events.publish(RabbitMQEnvelope(type: "orders.order.placed", data: order))
+            try await fulfilment.publish(RabbitMQEnvelope(type: "orders.order.fulfil", data: order))
+        }
+        try await connection.close()
+
+        let example = try ExampleProcess(environment: ["ORDERS_COUNT": "20", "ORDERS_PREFIX": prefix, "ORDERS_METRICS": "none"])
+        var output: [String] = []
+        for await line in example.lines { output.append(line) }
+        let status = await example.status()
+        #expect(status == 0, "stderr: \(example.errorOutput)")
+        #expect(output.contains("orders: all 20 processed"))
+        #expect(try Self.summary(output) == ["placed": 20, "quoted": 20, "audited": 20, "fulfilled": 20, "retried": 4])
+        // The leftovers were taken off the queues too.
+        for queue in ["\(prefix).audit", "\(prefix).fulfilment"] {
+            #expect(try await TestBroker.queueState(queue)?.messageCount == 0, "\(queue)")
         }
         try await Self.deleteTopology(prefix)
     }

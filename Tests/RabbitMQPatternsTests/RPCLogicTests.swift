@@ -1,7 +1,15 @@
 import RabbitMQ
+import Synchronization
 import Testing
 
 @testable import RabbitMQPatterns
+
+/// A flag one task sets and another reads.
+final class Flag: Sendable {
+    private let value = Atomic(false)
+    func set() { value.store(true, ordering: .sequentiallyConsistent) }
+    var isSet: Bool { value.load(ordering: .sequentiallyConsistent) }
+}
 
 @Suite("RPC error replies and call bookkeeping")
 struct RPCLogicTests {
@@ -29,7 +37,7 @@ struct RPCLogicTests {
 
     @Test func aLateReplyIsCountedAndDropped() async throws {
         let registry = RPCCallRegistry()
-        registry.register("a")
+        try registry.register("a")
         registry.remove("a")  // the call timed out
         registry.resolve("a", with: .failure(CancellationError()), isReply: true)
         registry.resolve("never-sent", with: .failure(CancellationError()), isReply: true)
@@ -40,7 +48,7 @@ struct RPCLogicTests {
 
     @Test func aReplyBeforeTheWaitIsKept() async throws {
         let registry = RPCCallRegistry()
-        registry.register("a")
+        try registry.register("a")
         #expect(registry.inFlight == 1)
         let error = RabbitMQPatternsError(code: .remoteError, message: "early")
         registry.resolve("a", with: .failure(error), isReply: true)
@@ -52,7 +60,7 @@ struct RPCLogicTests {
 
     @Test func cancellingAWaitRemovesTheCall() async throws {
         let registry = RPCCallRegistry()
-        registry.register("a")
+        try registry.register("a")
         let waiter = Task { try await registry.wait("a") }
         waiter.cancel()
         await #expect(throws: CancellationError.self) { try await waiter.value }
@@ -63,7 +71,7 @@ struct RPCLogicTests {
         let registry = RPCCallRegistry()
         try registry.beginStarting()
         let ready = Task { try await registry.ready() }
-        registry.register("a")
+        try registry.register("a")
         registry.finish(RabbitMQPatternsError(code: .closed, message: "stopped"))
         await #expect(throws: RabbitMQPatternsError.self) { try await ready.value }
         await #expect(throws: RabbitMQPatternsError.self) { try await registry.wait("a") }
@@ -71,29 +79,90 @@ struct RPCLogicTests {
         #expect(throws: RabbitMQPatternsError.self) { try registry.beginStarting() }
     }
 
+    /// A reply (or a recorded outcome) that came in before its caller waited survives the
+    /// client finishing: the caller gets that outcome, not `closed`.
+    @Test func anOutcomeBeforeTheWaitSurvivesFinishing() async throws {
+        let registry = RPCCallRegistry()
+        try registry.beginStarting()
+        try registry.register("a")
+        try registry.register("b")
+        registry.resolve("a", with: .failure(RabbitMQPatternsError(code: .remoteError, message: "early")), isReply: true)
+        registry.beginDraining()
+        registry.resolve("b", with: .failure(RabbitMQPatternsError(code: .unroutable, message: "returned")), isReply: false)
+        await registry.drained()
+        registry.finish(RabbitMQPatternsError(code: .closed, message: "stopped"))
+        let first = await #expect(throws: RabbitMQPatternsError.self) { try await registry.wait("a") }
+        #expect(first?.code == .remoteError)
+        let second = await #expect(throws: RabbitMQPatternsError.self) { try await registry.wait("b") }
+        #expect(second?.code == .unroutable)
+    }
+
+    /// A call that registers after the client finished is refused there, so the request is
+    /// never published for a caller that would only be told `closed`.
+    @Test func registeringAfterFinishingIsRefused() async throws {
+        let registry = RPCCallRegistry()
+        try registry.beginStarting()
+        registry.finish(RabbitMQPatternsError(code: .closed, message: "stopped"))
+        #expect(throws: RabbitMQPatternsError.self) { try registry.register("late") }
+        #expect(registry.inFlight == 0)
+    }
+
     /// Graceful shutdown of a client: new callers are refused with `closed`, and drained()
     /// returns once the last call in flight has an outcome (a reply, a failure, a removal).
     @Test func drainingRefusesNewCallersAndEndsWhenTheLastCallEnds() async throws {
         let registry = RPCCallRegistry()
         try registry.beginStarting()
-        registry.register("a")
-        registry.register("b")
+        try registry.register("a")
+        try registry.register("b")
         registry.beginDraining()
         await #expect(throws: RabbitMQPatternsError.self) { try await registry.ready() }
-        let drained = Task { await registry.drained() }
+        let ended = Flag()
+        let drained = Task {
+            await registry.drained()
+            ended.set()
+        }
         registry.resolve("a", with: .failure(CancellationError()), isReply: false)
         #expect(registry.inFlight == 1)
+        // "b" is still in flight: the drain must park, not end. Wait for either (bounded).
+        var spins = 0
+        while !ended.isSet, !registry.isDrainAwaited, spins < 1_000_000 {
+            spins += 1
+            await Task.yield()
+        }
+        #expect(registry.isDrainAwaited)
+        #expect(!ended.isSet, "drained() returned while a call was still in flight")
         registry.remove("b")
         await drained.value
+        #expect(ended.isSet)
         #expect(registry.inFlight == 0)
         // Nothing in flight: at once.
         await registry.drained()
     }
 
+    /// One drain at a time: a second drained() would have replaced the first's continuation
+    /// (leaking it, and the run() waiting on it); it is a programming error that traps.
+    /// Without the trap the second drain waits for ever: the limit makes that a failure.
+    @Test(.timeLimit(.minutes(1))) func aSecondDrainTraps() async {
+        await #expect(processExitsWith: .failure) {
+            let registry = RPCCallRegistry()
+            try registry.beginStarting()
+            try registry.register("a")
+            registry.beginDraining()
+            let first = Task { await registry.drained() }
+            var spins = 0
+            while !registry.isDrainAwaited, spins < 1_000_000 {
+                spins += 1
+                await Task.yield()
+            }
+            await registry.drained()
+            first.cancel()
+        }
+    }
+
     @Test func cancellingTheDrainEndsIt() async throws {
         let registry = RPCCallRegistry()
         try registry.beginStarting()
-        registry.register("a")
+        try registry.register("a")
         registry.beginDraining()
         let drained = Task { await registry.drained() }
         drained.cancel()

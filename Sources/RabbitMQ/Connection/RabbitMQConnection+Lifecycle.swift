@@ -40,7 +40,10 @@ extension RabbitMQConnection: Service {
             group.cancelAll()
             return first
         }
-        if stop {
+        // Cancellation ends the event stream as well as the wait for shutdown, so the child
+        // that finished first does not say why: a connection that is still open was not
+        // closed for good, and is closed here.
+        if stop || closeReason == nil {
             try await close()
         } else if let reason = closeReason, reason.code != .closed {
             throw reason

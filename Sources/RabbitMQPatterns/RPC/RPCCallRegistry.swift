@@ -64,6 +64,9 @@ final class RPCCallRegistry: Sendable {
 
     var discardedReplies: Int { state.withLock { $0.discardedReplies } }
 
+    /// Whether a drained() waits (tests watch it to see that a drain parked, not ended).
+    var isDrainAwaited: Bool { state.withLock { $0.drainWaiter != nil } }
+
     /// Calls still waiting for their reply (not those whose outcome awaits collection).
     var inFlight: Int {
         state.withLock { state in
@@ -91,7 +94,9 @@ final class RPCCallRegistry: Sendable {
         for waiter in waiters { waiter.resume(returning: link) }
     }
 
-    /// Fails every waiting caller with `error`; later calls fail with it at once.
+    /// Fails every caller still waiting for its reply with `error`; later calls fail with it
+    /// at once. An outcome already recorded for a caller that has not collected it yet is
+    /// kept.
     func finish(_ error: RabbitMQPatternsError) {
         typealias Woken = (
             ready: [CheckedContinuation<Link, any Error>], calls: [CheckedContinuation<RabbitMQDelivery, any Error>],
@@ -104,11 +109,16 @@ final class RPCCallRegistry: Sendable {
             state.readyWaiters = [:]
             var continuations: [CheckedContinuation<RabbitMQDelivery, any Error>] = []
             for (id, slot) in state.calls {
-                if case .waiting(let continuation?, _) = slot {
+                switch slot {
+                case .waiting(let continuation?, _):
                     continuations.append(continuation)
                     state.calls[id] = nil
-                } else {
+                case .waiting(nil, _):
                     state.calls[id] = .done(.failure(error))
+                case .done:
+                    // A reply, return or timeout that came before its caller waited: the
+                    // caller still gets it.
+                    break
                 }
             }
             return (waiters, continuations, state.drainWaiter.take())
@@ -136,7 +146,8 @@ final class RPCCallRegistry: Sendable {
     }
 
     /// Waits until no call waits for its reply (each has its reply, failed or timed out), or
-    /// the client finished, or the task is cancelled.
+    /// the client finished, or the task is cancelled. One drain at a time (the client's
+    /// run()): a second would replace the first's continuation, which then never resumes.
     func drained() async {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -144,6 +155,7 @@ final class RPCCallRegistry: Sendable {
                     if Task.isCancelled { return true }
                     if case .finished = state.phase { return true }
                     if !state.calls.values.contains(where: \.isWaiting) { return true }
+                    precondition(state.drainWaiter == nil, "drained() is already awaited")
                     state.drainWaiter = continuation
                     return false
                 }
@@ -200,14 +212,12 @@ final class RPCCallRegistry: Sendable {
     }
 
     /// Adds the slot of a call; with a deadline, the timer task fails it at that instant.
-    func register(_ id: String, deadline: Deadline? = nil) {
-        let kick: CheckedContinuation<Void, Never>? = state.withLock { state in
-            if case .finished(let error) = state.phase {
-                // The client stopped after the caller saw it running: nothing will answer or
-                // time this call out any more, so it fails as soon as it waits.
-                state.calls[id] = .done(.failure(error))
-                return nil
-            }
+    ///
+    /// - Throws: The client's error when it has finished (it stopped after the caller saw it
+    ///   running): nothing would answer the call, so its request must not be published.
+    func register(_ id: String, deadline: Deadline? = nil) throws(RabbitMQPatternsError) {
+        let kick: CheckedContinuation<Void, Never>? = try state.withLock { (state) throws(RabbitMQPatternsError) in
+            if case .finished(let error) = state.phase { throw error }
             state.calls[id] = .waiting(nil, deadline)
             // The timer sleeps until an earlier instant, or is parked: wake it to look again.
             guard let deadline, state.timerTarget.map({ deadline.instant < $0 }) ?? true else { return nil }

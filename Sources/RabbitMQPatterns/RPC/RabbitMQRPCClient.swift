@@ -45,6 +45,10 @@ public final class RabbitMQRPCClient: Sendable {
     /// `body` starts once the client is ready (its channel open and its reply consumer
     /// registered), so its calls do not spend their timeouts on the set-up.
     ///
+    /// The client belongs to the scope: it does not drain when a service around it (say, the
+    /// handler of a service in a `ServiceGroup`) shuts down gracefully, so `body` can still
+    /// make its calls then; it stops when `body` ends.
+    ///
     /// - Throws: the error of `body`, or `RabbitMQError` when the client cannot be set up.
     public static func withClient<Result: Sendable>(
         connection: RabbitMQConnection, configuration: Configuration = .init(),
@@ -52,7 +56,7 @@ public final class RabbitMQRPCClient: Sendable {
     ) async throws -> Result {
         let client = RabbitMQRPCClient(connection: connection, configuration: configuration)
         return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await client.run() }
+            group.addTask { try await client.run(drainsOnGracefulShutdown: false) }
             do {
                 _ = try await client.registry.ready()
             } catch {
@@ -91,6 +95,13 @@ public final class RabbitMQRPCClient: Sendable {
     ///
     /// - Throws: `RabbitMQError` when the channel or consumer cannot be set up or fails.
     public func run() async throws {
+        try await run(drainsOnGracefulShutdown: true)
+    }
+
+    /// ``run()``; without `drainsOnGracefulShutdown`, only cancellation (or a failure) ends
+    /// it. A scoped client runs so: the graceful-shutdown signal is a task-local that its task
+    /// inherits from whatever service it runs in.
+    func run(drainsOnGracefulShutdown: Bool) async throws {
         try registry.beginStarting()
         var channel: RabbitMQChannel? = nil
         do {
@@ -137,6 +148,11 @@ public final class RabbitMQRPCClient: Sendable {
                 }
                 group.addTask { [registry] in await registry.runTimer() }
                 group.addTask { [registry] in
+                    guard drainsOnGracefulShutdown else {
+                        // Ends the client on cancellation, like the shutdown wait below.
+                        while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+                        return
+                    }
                     // Graceful shutdown: refuse new calls, wait for the replies of those in
                     // flight (or their timeouts), then end the client.
                     guard await gracefulShutdownOrCancellation() == .gracefulShutdown else { return }
@@ -255,7 +271,7 @@ public final class RabbitMQRPCClient: Sendable {
             // At least 1 ms: "0" would expire a request before any consumer could see it.
             properties.expiration = String(max(1, timeout.wholeMilliseconds))
         }
-        registry.register(id, deadline: deadline)
+        try registry.register(id, deadline: deadline)
         do {
             // The call's timeout covers the publish: during an outage it waits for the
             // connection at most until the call's deadline, and is never sent after it.
