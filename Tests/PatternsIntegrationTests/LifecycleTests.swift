@@ -260,7 +260,7 @@ struct LifecycleTests {
     @Test func aScopedRPCClientWorksDuringTheEnclosingGracefulShutdown() async throws {
         let connection = try await TestBroker.connect()
         let queue = TestBroker.uniqueName("lifecycle-scoped")
-        let server = RabbitMQRPCServer(connection: connection, queue: queue, configuration: .init(durable: false)) {
+        let server = RabbitMQRPCServer(connection: connection, queue: queue, configuration: .init(durable: true)) {
             (job: Job) in job
         }
         try await withThrowingTaskGroup(of: Void.self) { tasks in
@@ -284,6 +284,7 @@ struct LifecycleTests {
                 #expect(answers == (1...3).map { Job(id: "during-shutdown-\($0)") })
             }
         }
+        try await connection.openChannel().queueDelete(queue)
         try await connection.close()
     }
 

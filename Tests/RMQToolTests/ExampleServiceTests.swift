@@ -186,9 +186,11 @@ struct ExampleServiceTests {
             if line == "orders: 200 placed" { break }
         }
         example.send(signal)
-        while let line = await lines.next() { output.append(line) }
-        let status = await example.status()
+        // Bounded: a shutdown that hangs is a failure with its log, not a test that never ends
+        // (killed, the process closes its standard output, which ends the lines below).
+        let status = await example.status(within: .seconds(120))
         #expect(status == 0, "a clean exit; stderr: \(example.errorOutput)")
+        while let line = await lines.next() { output.append(line) }
 
         let counts = try Self.summary(output)
         print("rabbitmq-example after signal \(signal): \(counts.sorted { $0.key < $1.key })")
