@@ -207,6 +207,9 @@ struct LifecycleTests {
     @Test func rpcClientDrainsItsCallsInFlightAndRefusesNewOnes() async throws {
         let connection = try await TestBroker.connect()
         let queue = TestBroker.uniqueName("lifecycle-drain")
+        // Declared before the server runs (it declares it too, identically): a call must not
+        // race the server's declaration and come back unroutable.
+        try await connection.openChannel().queueDeclare(queue, durable: true)
         let release = Gate()
         let received = Gate()
         let server = RabbitMQRPCServer(connection: connection, queue: queue, configuration: .init(durable: true)) {
@@ -260,6 +263,9 @@ struct LifecycleTests {
     @Test func aScopedRPCClientWorksDuringTheEnclosingGracefulShutdown() async throws {
         let connection = try await TestBroker.connect()
         let queue = TestBroker.uniqueName("lifecycle-scoped")
+        // Declared before the server runs (it declares it too, identically): the warm-up call
+        // must not race the server's declaration and come back unroutable.
+        try await connection.openChannel().queueDeclare(queue, durable: true)
         let server = RabbitMQRPCServer(connection: connection, queue: queue, configuration: .init(durable: true)) {
             (job: Job) in job
         }
