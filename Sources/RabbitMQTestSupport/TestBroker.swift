@@ -302,6 +302,26 @@ public struct TestSupportError: Error, CustomStringConvertible {
 }
 
 /// Waits for `condition` to hold, polling; for state that has no event to await.
+extension TestBroker {
+    /// Runs `body` on a connection of its own with `queues` and `exchanges` deleted before and
+    /// after: for documentation samples, whose names are fixed (on the test broker only).
+    public static func deleting(
+        queues: [String], exchanges: [String] = [], _ body: (RabbitMQConnection) async throws -> Void
+    ) async throws {
+        let connection = try await connect()
+        func clean() async throws {
+            let channel = try await connection.openChannel()
+            for queue in queues { try await channel.queueDelete(queue) }
+            for exchange in exchanges { try await channel.exchangeDelete(exchange) }
+            try await channel.close()
+        }
+        try await clean()
+        try await body(connection)
+        try await clean()
+        try await connection.close()
+    }
+}
+
 public func eventually(
     timeout: Duration = .seconds(30), _ what: String, _ condition: () async throws -> Bool
 ) async throws {

@@ -12,22 +12,6 @@ import Testing
 
 @Suite("Documentation: RabbitMQ articles", .timeLimit(.minutes(2)))
 struct CoreDocumentationExampleTests {
-    static func deleting(
-        queues: [String], exchanges: [String] = [], _ body: (RabbitMQConnection) async throws -> Void
-    ) async throws {
-        let connection = try await TestBroker.connect()
-        func clean() async throws {
-            let channel = try await connection.openChannel()
-            for queue in queues { try await channel.queueDelete(queue) }
-            for exchange in exchanges { try await channel.exchangeDelete(exchange) }
-            try await channel.close()
-        }
-        try await clean()
-        try await body(connection)
-        try await clean()
-        try await connection.close()
-    }
-
     /// Connections.md: the endpoints of a cluster, set by value.
     @Test func endpointsExample() {
         let configuration = endpointsConfiguration()
@@ -40,7 +24,7 @@ struct CoreDocumentationExampleTests {
     /// Connections.md, PublishingAndConfirms.md and ConsumingAndBackPressure.md: declare the
     /// topology, publish an invoice to it, consume it, then the audit queue's consumer.
     @Test func topologyPublishAndConsumeExamples() async throws {
-        try await Self.deleting(queues: ["invoices.created", "invoices.audit"], exchanges: ["invoicing"]) { connection in
+        try await TestBroker.deleting(queues: ["invoices.created", "invoices.audit"], exchanges: ["invoicing"]) { connection in
             try await topologyExample(connection: connection)
             try await publishExample(connection: connection)
             let handled = Handled()
@@ -65,7 +49,7 @@ struct CoreDocumentationExampleTests {
 
     /// PublishingAndConfirms.md: a stream of confirmed publishes, then a returned one.
     @Test func confirmsAndReturnsExample() async throws {
-        try await Self.deleting(queues: ["shipments"]) { connection in
+        try await TestBroker.deleting(queues: ["shipments"]) { connection in
             try await connection.openChannel().queueDeclare("shipments", durable: true)
             let (refused, returned) = try await confirmsExample(connection: connection)
             #expect(refused == 0)
@@ -80,7 +64,7 @@ struct CoreDocumentationExampleTests {
 
     /// Connections.md: a quorum queue and a stream read from an offset.
     @Test func queueTypesExampleRuns() async throws {
-        try await Self.deleting(queues: ["invoices", "ledger"]) { connection in
+        try await TestBroker.deleting(queues: ["invoices", "ledger"]) { connection in
             try await queueTypesExample(channel: connection.openChannel())
             #expect(try await TestBroker.queueState("invoices") != nil)
         }
@@ -107,7 +91,7 @@ struct CoreDocumentationExampleTests {
     /// publishes to the default exchange with routing key "orders": the test gives it a queue
     /// of that name for the run, so the confirms are for routed messages.
     @Test func connectionExecutorExampleRuns() async throws {
-        try await Self.deleting(queues: ["orders"]) { connection in
+        try await TestBroker.deleting(queues: ["orders"]) { connection in
             let channel = try await connection.openChannel()
             try await channel.queueDeclare("orders", durable: true)
             try await connectionExecutorExample(connection: connection)

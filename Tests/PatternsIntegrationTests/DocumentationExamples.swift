@@ -29,20 +29,6 @@ struct Email: Codable, Sendable {
 
 @Suite("Documentation: RabbitMQPatterns articles", .timeLimit(.minutes(2)))
 struct PatternsDocumentationExampleTests {
-    static func deleting(queues: [String], exchanges: [String], _ body: (RabbitMQConnection) async throws -> Void) async throws {
-        let connection = try await TestBroker.connect()
-        func clean() async throws {
-            let channel = try await connection.openChannel()
-            for queue in queues { try await channel.queueDelete(queue) }
-            for exchange in exchanges { try await channel.exchangeDelete(exchange) }
-            try await channel.close()
-        }
-        try await clean()
-        try await body(connection)
-        try await clean()
-        try await connection.close()
-    }
-
     @Test func envelopeExampleRuns() throws {
         let decoded = try envelopeExample()
         #expect(decoded.data.orderID == 42)
@@ -50,7 +36,7 @@ struct PatternsDocumentationExampleTests {
     }
 
     @Test func directExampleRuns() async throws {
-        try await Self.deleting(queues: ["orders.eu"], exchanges: ["orders"]) { connection in
+        try await TestBroker.deleting(queues: ["orders.eu"], exchanges: ["orders"]) { connection in
             let warehouse = Warehouse()
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await directExample(connection: connection, warehouse: warehouse) }
@@ -61,7 +47,7 @@ struct PatternsDocumentationExampleTests {
     }
 
     @Test func topicExampleRuns() async throws {
-        try await Self.deleting(queues: ["audit", "audit.dead-letter"], exchanges: ["events", "events.dead-letter"]) { connection in
+        try await TestBroker.deleting(queues: ["audit", "audit.dead-letter"], exchanges: ["events", "events.dead-letter"]) { connection in
             let auditLog = AuditLog()
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await topicExample(connection: connection, auditLog: auditLog) }
@@ -72,14 +58,14 @@ struct PatternsDocumentationExampleTests {
     }
 
     @Test func fanoutExampleRuns() async throws {
-        try await Self.deleting(queues: [], exchanges: ["notices"]) { connection in
+        try await TestBroker.deleting(queues: [], exchanges: ["notices"]) { connection in
             let result = try await fanoutExample(connection: connection)
             #expect(result == 42)
         }
     }
 
     @Test func rpcExampleRuns() async throws {
-        try await Self.deleting(queues: ["pricing"], exchanges: []) { connection in
+        try await TestBroker.deleting(queues: ["pricing"], exchanges: []) { connection in
             try await connection.openChannel().queueDeclare("pricing", durable: true)
             let price = try await withThrowingTaskGroup(of: Price?.self) { group in
                 group.addTask {
@@ -95,7 +81,7 @@ struct PatternsDocumentationExampleTests {
 
     @Test func retryExampleRuns() async throws {
         let mailer = Mailer()
-        try await Self.deleting(
+        try await TestBroker.deleting(
             queues: ["emails", "emails.dead-letter", "emails.retry.1s", "emails.retry.5s", "emails.retry.25s"],
             exchanges: ["emails"]
         ) { connection in

@@ -1,3 +1,5 @@
+import Tracing
+
 /// The span attribute names this package records, from OpenTelemetry's semantic
 /// conventions for messaging (and their RabbitMQ part), kept in one place.
 package enum MessagingAttributes {
@@ -16,6 +18,16 @@ package enum MessagingAttributes {
 
     /// `messaging.system`'s value.
     static let rabbitMQ = "rabbitmq"
+
+    /// The attributes of a span that sends (a publish, an RPC call): the operation, and where to.
+    static func recordSend(
+        _ operation: String, exchange: String, routingKey: String, into attributes: inout SpanAttributes
+    ) {
+        attributes[operationType] = "send"
+        attributes[operationName] = operation
+        attributes[destinationName] = destination(exchange: exchange, routingKey: routingKey)
+        if !routingKey.isEmpty { attributes[Self.routingKey] = routingKey }
+    }
 
     /// The exchange as spans name it: the default exchange has no name, OpenTelemetry calls
     /// it `amq.default`.

@@ -37,11 +37,7 @@ extension RabbitMQChannel {
         let span = tracing.startSpan(
             "publish \(MessagingAttributes.exchangeName(exchange))", context: parent, kind: .producer)
         span.updateAttributes { attributes in
-            attributes[MessagingAttributes.operationType] = "send"
-            attributes[MessagingAttributes.operationName] = "publish"
-            attributes[MessagingAttributes.destinationName] = MessagingAttributes.destination(
-                exchange: exchange, routingKey: routingKey)
-            if !routingKey.isEmpty { attributes[MessagingAttributes.routingKey] = routingKey }
+            MessagingAttributes.recordSend("publish", exchange: exchange, routingKey: routingKey, into: &attributes)
             if let id = properties.messageID { attributes[MessagingAttributes.messageID] = id }
             if let id = properties.correlationID { attributes[MessagingAttributes.conversationID] = id }
             attributes[MessagingAttributes.bodySize] = bodySize

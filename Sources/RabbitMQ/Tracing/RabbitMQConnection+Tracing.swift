@@ -67,11 +67,7 @@ extension RabbitMQConnection {
         guard let tracing else { return try await operation() }
         let span = tracing.startSpan("call \(routingKey)", context: ServiceContext.current ?? .topLevel, kind: .client)
         span.updateAttributes { attributes in
-            attributes[MessagingAttributes.operationType] = "send"
-            attributes[MessagingAttributes.operationName] = "call"
-            attributes[MessagingAttributes.destinationName] = MessagingAttributes.destination(
-                exchange: exchange, routingKey: routingKey)
-            if !routingKey.isEmpty { attributes[MessagingAttributes.routingKey] = routingKey }
+            MessagingAttributes.recordSend("call", exchange: exchange, routingKey: routingKey, into: &attributes)
         }
         return try await tracing.run(in: span) { _ in try await operation() }
     }
