@@ -13,6 +13,7 @@ final class ExampleProcess: Sendable {
     private let process: Process
     private let exit: AsyncStream<Int32>
     let errorURL: URL
+    let outputURL: URL
 
     init(environment: [String: String]) throws {
         let directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
@@ -31,39 +32,53 @@ final class ExampleProcess: Sendable {
         errorURL = FileManager.default.temporaryDirectory.appendingPathComponent("rabbitmq-example-\(UUID().uuidString).err")
         _ = FileManager.default.createFile(atPath: errorURL.path, contents: nil)
         process.standardError = try FileHandle(forWritingTo: errorURL)
-        let pipe = Pipe()
-        process.standardOutput = pipe
+        // Standard output to a file too, read as it grows, and to its end once the process has
+        // exited. Not a pipe: its write end can be inherited by another child that the tests,
+        // running in parallel, start at the same moment, and then the end of the output never
+        // comes (seen: a run that exited cleanly, and a test waiting for its last line until
+        // the time limit).
+        let outputURL = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "rabbitmq-example-\(UUID().uuidString).out")
+        self.outputURL = outputURL
+        _ = FileManager.default.createFile(atPath: outputURL.path, contents: nil)
+        process.standardOutput = try FileHandle(forWritingTo: outputURL)
 
-        let (lines, linesContinuation) = AsyncStream.makeStream(of: String.self)
-        let pending = Mutex<[UInt8]>([])
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            let chunk = handle.availableData
-            if chunk.isEmpty {
-                handle.readabilityHandler = nil
-                let rest = pending.withLock { $0 }
-                if !rest.isEmpty { linesContinuation.yield(String(decoding: rest, as: UTF8.self)) }
-                linesContinuation.finish()
-                return
-            }
-            let complete: [String] = pending.withLock { buffer in
-                buffer.append(contentsOf: chunk)
-                var found: [String] = []
-                while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-                    found.append(String(decoding: buffer[..<newline], as: UTF8.self))
-                    buffer.removeSubrange(...newline)
+        let exited = ExitFlag()
+        lines = AsyncStream { continuation in
+            let reader = Task {
+                guard let handle = try? FileHandle(forReadingFrom: outputURL) else {
+                    continuation.finish()
+                    return
                 }
-                return found
+                defer { try? handle.close() }
+                var pending: [UInt8] = []
+                while !Task.isCancelled {
+                    // Asked before reading: once it has exited, this read sees all it wrote.
+                    let done = exited.value.withLock { $0 }
+                    let chunk = [UInt8]((try? handle.readToEnd()) ?? Data())
+                    pending.append(contentsOf: chunk)
+                    while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                        continuation.yield(String(decoding: pending[..<newline], as: UTF8.self))
+                        pending.removeSubrange(...newline)
+                    }
+                    if done {
+                        if !pending.isEmpty { continuation.yield(String(decoding: pending, as: UTF8.self)) }
+                        break
+                    }
+                    if chunk.isEmpty { try? await Task.sleep(for: .milliseconds(20)) }
+                }
+                continuation.finish()
             }
-            for line in complete { linesContinuation.yield(line) }
+            continuation.onTermination = { _ in reader.cancel() }
         }
         let (exit, exitContinuation) = AsyncStream.makeStream(of: Int32.self)
         process.terminationHandler = { process in
+            exited.value.withLock { $0 = true }
             exitContinuation.yield(process.terminationStatus)
             exitContinuation.finish()
         }
         try process.run()
         self.process = process
-        self.lines = lines
         self.exit = exit
     }
 
@@ -98,7 +113,13 @@ final class ExampleProcess: Sendable {
     deinit {
         if process.isRunning { process.terminate() }
         try? FileManager.default.removeItem(at: errorURL)
+        try? FileManager.default.removeItem(at: outputURL)
     }
+}
+
+/// Set once the process has exited, for the reader of its output.
+private final class ExitFlag: Sendable {
+    let value = Mutex(false)
 }
 
 /// The example order service, run against the test broker as a team would run it.
