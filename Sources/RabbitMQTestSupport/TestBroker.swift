@@ -197,7 +197,10 @@ public enum TestBroker {
             lists:flatten(lists:join(" ", [pid_to_list(P) || P <- rabbit_networking:connections(), \
             lists:member({<<"connection_name">>, longstr, Name}, Props(P))])).
             """
-        let deadline = ContinuousClock.now + .seconds(60)
+        // Each step has its own bound: on a loaded 2-core machine (the whole suite in parallel,
+        // the RabbitMQ 4 node's CLI started in its root) a rabbitmqctl call can take many
+        // seconds, and the two steps together were seen to need more than one minute.
+        var deadline = ContinuousClock.now + .seconds(90)
         var pids: [String] = []
         while pids.isEmpty {
             guard ContinuousClock.now < deadline else { throw TestSupportError("no connection named \(name) on the broker") }
@@ -208,6 +211,7 @@ public enum TestBroker {
             // A connection this new may not be registered with the broker yet.
             if pids.isEmpty { try await Task.sleep(for: .milliseconds(200)) }
         }
+        deadline = ContinuousClock.now + .seconds(90)
         let list = pids.map { "\"\($0)\"" }.joined(separator: ",")
         // Closed by a call that returned; one that failed is repeated (a process it ended
         // already is skipped). Not waiting for the processes to end: a client that cannot

@@ -61,8 +61,9 @@ final class HandlerLog: Sendable {
 
 /// The services of the patterns module in a `ServiceGroup`: graceful shutdown under load
 /// stops consuming, lets handlers in flight finish and settles their messages; nothing is
-/// lost, nothing handled twice.
-@Suite("Patterns: service lifecycle", .timeLimit(.minutes(3)))
+/// lost, nothing handled twice. Serialized: its load tests, run at once beside the rest of
+/// the suite, starved other tests' rabbitmqctl calls on the 2-core machine.
+@Suite("Patterns: service lifecycle", .serialized, .timeLimit(.minutes(3)))
 struct LifecycleTests {
     static let messageCount = 2_000
     static let triggerAt = 500
