@@ -24,7 +24,7 @@ public final class ConnectionEventLog: Sendable {
     }
 
     private final class Box: Sendable {
-        let state = Mutex(State())
+        let state = LockedValue(State())
 
         func append(_ event: RabbitMQConnectionEvent) {
             let ready: [(CheckedContinuation<Entry, any Error>, Entry)] = state.withLock { state in

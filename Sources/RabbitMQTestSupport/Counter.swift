@@ -1,3 +1,4 @@
+import RabbitMQ
 import Synchronization
 
 /// A counter shared by the tasks of a test.
@@ -14,9 +15,11 @@ public final class Counter: Sendable {
     public var current: Int { value.load(ordering: .relaxed) }
 }
 
-/// Lines the tasks of a test note down, for a failure message.
+/// Lines the tasks of a test note down, for a failure message. Behind a pthread mutex
+/// (`LockedValue`), not `Synchronization.Mutex`, whose futex ThreadSanitizer cannot see: it
+/// reported the notes of concurrent tasks as a race.
 public final class Notes: Sendable {
-    private let lines = Mutex<[String]>([])
+    private let lines = LockedValue<[String]>([])
 
     public init() {}
 

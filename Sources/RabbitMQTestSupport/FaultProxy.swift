@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import RabbitMQ
 import Synchronization
 
 /// A TCP proxy on loopback that stands between a client and the broker and injects faults
@@ -71,7 +72,7 @@ public final class FaultProxy: Sendable {
 
     /// What the proxy and its thread share: the controls and the wake-up descriptor.
     private final class Shared: Sendable {
-        let control = Mutex(Control())
+        let control = LockedValue(Control())
         /// A pipe: the proxy writes a byte to wake the thread from poll().
         let wake: Int32
         let wakeWriter: Int32
@@ -186,7 +187,7 @@ public final class FaultProxy: Sendable {
     /// Touched by the pump thread only, apart from the `Control` it reads under the lock.
     private final class Pump: @unchecked Sendable {
         // @unchecked Sendable: the pump is handed to its thread once and used only there
-        // afterwards; what it shares with the proxy is `Shared` (a Mutex and a descriptor
+        // afterwards; what it shares with the proxy is `Shared` (a lock and a descriptor
         // only written to). It holds `Shared`, not the proxy, so the proxy's deinit can stop it.
         struct Chunk {
             var bytes: [UInt8]

@@ -375,7 +375,7 @@ private final class FirstOutcome<T: Sendable>: Sendable {
         var cancelled = false
     }
 
-    private let state = Mutex(State())
+    private let state = LockedValue(State())
 
     func start(_ continuation: CheckedContinuation<T, any Error>) {
         state.withLock { $0.continuation = continuation }
