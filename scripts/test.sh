@@ -137,6 +137,9 @@ finish() {
     echo
     echo "==> test.sh summary"
     if [[ ${#SUMMARY[@]} -gt 0 ]]; then printf '  %s\n' "${SUMMARY[@]}"; fi
+    if [[ $rc -ne 0 && $RAN_TESTS -eq 1 ]]; then
+        python3 scripts/test-failures.py "$RESULTS_DIR" ${ST_XML[@]+"${ST_XML[@]}"} || true
+    fi
     if [[ $rc -eq 0 ]]; then echo "  result: OK"; else echo "  result: FAILED (exit $rc)"; fi
     # Last line, in the plain "N passed, N failed" form tools look for.
     if [[ $RAN_TESTS -eq 1 ]]; then echo "tests: $(tally || echo '0 passed, 0 failed')"; fi
