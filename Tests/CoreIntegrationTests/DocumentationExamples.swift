@@ -8,7 +8,8 @@ import Testing
 // here and, where the test broker is enough, run. Each function's body holds its article's
 // code blocks verbatim (DocumentationSampleTests in RabbitMQTests checks it); the lines
 // around them only hand values in and out. The names are the articles', so each test
-// deletes them before and after, and no other test uses them.
+// runs in a virtual host of its own (TestBroker.inScratchVirtualHost), so a broker a user
+// points the tests at keeps its own entities of those names.
 
 @Suite("Documentation: RabbitMQ articles", .timeLimit(.minutes(2)))
 struct CoreDocumentationExampleTests {
@@ -24,7 +25,7 @@ struct CoreDocumentationExampleTests {
     /// Connections.md, PublishingAndConfirms.md and ConsumingAndBackPressure.md: declare the
     /// topology, publish an invoice to it, consume it, then the audit queue's consumer.
     @Test func topologyPublishAndConsumeExamples() async throws {
-        try await TestBroker.deleting(queues: ["invoices.created", "invoices.audit"], exchanges: ["invoicing"]) { connection in
+        try await TestBroker.inScratchVirtualHost { connection in
             try await topologyExample(connection: connection)
             try await publishExample(connection: connection)
             let handled = Handled()
@@ -49,7 +50,7 @@ struct CoreDocumentationExampleTests {
 
     /// PublishingAndConfirms.md: a stream of confirmed publishes, then a returned one.
     @Test func confirmsAndReturnsExample() async throws {
-        try await TestBroker.deleting(queues: ["shipments"]) { connection in
+        try await TestBroker.inScratchVirtualHost { connection in
             try await connection.openChannel().queueDeclare("shipments", durable: true)
             let (refused, returned) = try await confirmsExample(connection: connection)
             #expect(refused == 0)
@@ -58,15 +59,16 @@ struct CoreDocumentationExampleTests {
                 return
             }
             #expect(message.replyCode == 312)
-            #expect(try await TestBroker.queueState("shipments")?.messageCount == 1_000)
+            #expect(try await connection.openChannel().queueDeclare("shipments", passive: true).messageCount == 1_000)
         }
     }
 
     /// Connections.md: a quorum queue and a stream read from an offset.
     @Test func queueTypesExampleRuns() async throws {
-        try await TestBroker.deleting(queues: ["invoices", "ledger"]) { connection in
+        try await TestBroker.inScratchVirtualHost { connection in
             try await queueTypesExample(channel: connection.openChannel())
-            #expect(try await TestBroker.queueState("invoices") != nil)
+            // A passive declare fails (404) unless the queue exists.
+            _ = try await connection.openChannel().queueDeclare("invoices", passive: true)
         }
     }
 
@@ -91,7 +93,7 @@ struct CoreDocumentationExampleTests {
     /// publishes to the default exchange with routing key "orders": the test gives it a queue
     /// of that name for the run, so the confirms are for routed messages.
     @Test func connectionExecutorExampleRuns() async throws {
-        try await TestBroker.deleting(queues: ["orders"]) { connection in
+        try await TestBroker.inScratchVirtualHost { connection in
             let channel = try await connection.openChannel()
             try await channel.queueDeclare("orders", durable: true)
             try await connectionExecutorExample(connection: connection)

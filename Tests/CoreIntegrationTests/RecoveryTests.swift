@@ -54,12 +54,16 @@ struct RecoveryTests {
         }
         #expect(kinds == ["disconnected", "attempt", "connected", "renamed", "recovered"], "\(log.all)")
 
-        // Idle after recovery means asleep in poll() on the new socket, not spinning.
+        // Idle after recovery means asleep in poll() on the new socket, not spinning: the
+        // thread is seen blocked in poll with a timeout other than zero (a spinning loop never
+        // blocks, or polls with a zero timeout). Seen, not timed: nothing depends on load.
         let thread = connection.core.threadName
-        let ticksBefore = try #require(ProcessResources.cpuTicks(ofThread: thread))
-        try await Task.sleep(for: .seconds(2))
-        let ticksAfter = try #require(ProcessResources.cpuTicks(ofThread: thread))
-        #expect(ticksAfter - ticksBefore < 50, "the I/O thread used \(ticksAfter - ticksBefore) ticks in 2 s of idleness")
+        try await eventually(timeout: .seconds(60), "the I/O thread to sleep in poll()") {
+            guard let sleeping = ProcessResources.isSleepingInPoll(thread: thread) else {
+                throw TestSupportError("no thread named \(thread)")
+            }
+            return sleeping
+        }
         try await channel.exchangeDelete(fanout)
         try await publisher.close()
         try await connection.close()
@@ -90,11 +94,14 @@ struct RecoveryTests {
         #expect(again.bodyString == "one")
         #expect(again.redelivered, "the broker requeued the unacked message")
         try again.ack()
-        #expect(channel.isOpen)
+        // A round trip after the acks: the broker answers it only after it has taken them, so
+        // a stale tag would have closed the channel (406) by then and this would throw.
         #expect(try await channel.publishAndWaitForConfirm(Array("two".utf8), routingKey: queue.name) == .acked)
         let second = try #require(try await iterator.next())
         #expect(second.bodyString == "two")
         try second.ack()
+        let state = try await channel.queueDeclare(queue.name, passive: true)
+        #expect(state.messageCount == 0, "every message acknowledged")
         #expect(channel.isOpen, "no stale delivery tag reached the broker")
         try await channel.queueDelete(queue.name)
         try await connection.close()
@@ -119,8 +126,14 @@ struct RecoveryTests {
         try await TestBroker.closeConnection(named: name)
         try await log.next("disconnected") { if case .disconnected = $0 { true } else { false } }
         let publishing = Task { try await channel.publish("x", routingKey: TestBroker.uniqueName("nowhere")) }
+        // Cancel only once the publish waits for the connection: a task cancelled before it
+        // starts fails at its first check and says nothing about a waiting publisher.
+        try await eventually("the publish to wait for the outage to end") {
+            connection.core.publishesWaitingForRecovery == 1
+        }
         publishing.cancel()
         await #expect(throws: CancellationError.self) { try await publishing.value }
+        #expect(connection.core.publishesWaitingForRecovery == 0, "the cancelled publisher stopped waiting")
         #expect(!log.all.contains { $0.isRecovered })
         try await connection.close()
     }
@@ -351,19 +364,26 @@ struct ProcessResources {
         return ProcessResources(threads: threads, descriptors: descriptors, residentBytes: pages * Int(sysconf(Int32(_SC_PAGESIZE))))
     }
 
-    /// User + system clock ticks (1/100 s) used so far by the thread with this name.
-    static func cpuTicks(ofThread name: String) -> Int? {
+    /// Whether the thread with this name is blocked in `poll` (or `ppoll`) with a timeout
+    /// other than zero right now, from `/proc/self/task/*/syscall`: the system call number
+    /// and its arguments while the thread is blocked in one, `running` otherwise. Nil when no
+    /// thread has that name.
+    static func isSleepingInPoll(thread name: String) -> Bool? {
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
         for task in tasks {
             let comm = (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? ""
-            guard comm.trimmingCharacters(in: .whitespacesAndNewlines) == name,
-                let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
-                let close = stat.lastIndex(of: ")")
-            else { continue }
-            // Fields after "(comm)": state is the 3rd field overall; utime and stime are 14th and 15th.
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            guard fields.count > 12, let user = Int(fields[11]), let system = Int(fields[12]) else { return nil }
-            return user + system
+            guard comm.trimmingCharacters(in: .whitespacesAndNewlines) == name else { continue }
+            let syscall = (try? String(contentsOfFile: "/proc/self/task/\(task)/syscall", encoding: .utf8)) ?? ""
+            let fields = syscall.split(separator: " ")
+            guard fields.count > 3, let number = Int(fields[0]) else { return false }
+            // The third argument: poll's timeout in milliseconds (-1: none), ppoll's timespec
+            // pointer (null: none). Either way, zero is the only value that does not sleep.
+            #if arch(x86_64)
+                let polls = number == 7 || number == 271
+            #else
+                let polls = number == 73
+            #endif
+            return polls && fields[3] != "0x0"
         }
         return nil
     }

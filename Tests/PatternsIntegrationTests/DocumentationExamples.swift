@@ -7,7 +7,9 @@ import Testing
 // (Sources/RabbitMQPatterns/RabbitMQPatterns.docc), compiled and run against the test broker.
 // Each function's body holds its article's code blocks verbatim (DocumentationSampleTests in
 // RabbitMQTests checks it); the lines around them only hand values in and out. The names are
-// the articles', so each test deletes them before and after.
+// the articles', so each test runs in a virtual host of its own
+// (TestBroker.inScratchVirtualHost): a broker a user points the tests at keeps its own
+// entities of those names.
 
 struct OrderPlaced: Codable, Sendable {
     var orderID: Int
@@ -36,7 +38,7 @@ struct PatternsDocumentationExampleTests {
     }
 
     @Test func directExampleRuns() async throws {
-        try await TestBroker.deleting(queues: ["orders.eu"], exchanges: ["orders"]) { connection in
+        try await TestBroker.inScratchVirtualHost { connection in
             let warehouse = Warehouse()
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await directExample(connection: connection, warehouse: warehouse) }
@@ -47,7 +49,7 @@ struct PatternsDocumentationExampleTests {
     }
 
     @Test func topicExampleRuns() async throws {
-        try await TestBroker.deleting(queues: ["audit", "audit.dead-letter"], exchanges: ["events", "events.dead-letter"]) { connection in
+        try await TestBroker.inScratchVirtualHost { connection in
             let auditLog = AuditLog()
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await topicExample(connection: connection, auditLog: auditLog) }
@@ -58,14 +60,14 @@ struct PatternsDocumentationExampleTests {
     }
 
     @Test func fanoutExampleRuns() async throws {
-        try await TestBroker.deleting(queues: [], exchanges: ["notices"]) { connection in
+        try await TestBroker.inScratchVirtualHost { connection in
             let result = try await fanoutExample(connection: connection)
             #expect(result == 42)
         }
     }
 
     @Test func rpcExampleRuns() async throws {
-        try await TestBroker.deleting(queues: ["pricing"], exchanges: []) { connection in
+        try await TestBroker.inScratchVirtualHost { connection in
             try await connection.openChannel().queueDeclare("pricing", durable: true)
             let price = try await withThrowingTaskGroup(of: Price?.self) { group in
                 group.addTask {
@@ -81,10 +83,7 @@ struct PatternsDocumentationExampleTests {
 
     @Test func retryExampleRuns() async throws {
         let mailer = Mailer()
-        try await TestBroker.deleting(
-            queues: ["emails", "emails.dead-letter", "emails.retry.1s", "emails.retry.5s", "emails.retry.25s"],
-            exchanges: ["emails"]
-        ) { connection in
+        try await TestBroker.inScratchVirtualHost { connection in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await retryExample(connection: connection, mailer: mailer) }
                 defer { group.cancelAll() }

@@ -60,9 +60,12 @@ func queueDepth(configuration: RabbitMQConfiguration) async throws -> UInt32 {
 
 @Suite("Article: services and graceful shutdown", .timeLimit(.minutes(1)))
 struct LifecycleArticleTests {
-    /// The scoped-connection sample runs (its "orders" queue is the core README's, declared
-    /// the same way).
+    /// The scoped-connection sample runs, in a virtual host of its own (its "orders" queue is
+    /// an everyday name that a broker the tests are pointed at may hold).
     @Test func queueDepthRunsInAScopedConnection() async throws {
-        _ = try await queueDepth(configuration: TestBroker.configuration())
+        let depth = try await TestBroker.withScratchVirtualHost { configuration in
+            try await queueDepth(configuration: configuration)
+        }
+        #expect(depth == 0)
     }
 }

@@ -206,12 +206,22 @@ struct PatternsExchangeTests {
         #expect(locked?.code == .resourceLocked)
         try await other.close()
 
-        // Cancelling removes the queue.
+        // Cancelling removes the queue: the broker deletes an auto-delete queue once its
+        // last consumer is gone, after the cancel-ok and not necessarily before the next
+        // command, so wait for it to go (a 404 from a passive declare).
         let queue = subscribers[0].queue
         try await subscribers[0].cancel()
-        let probe = try await connection.openChannel()
-        let gone = await #expect(throws: RabbitMQError.self) { try await probe.queueDeclare(queue, passive: true) }
-        #expect(gone?.code == .notFound)
+        // Probed from this connection: the queue is exclusive to it (another would get 405).
+        try await eventually("the cancelled subscription's queue to be deleted") {
+            let probe = try await connection.openChannel()
+            do {
+                _ = try await probe.queueDeclare(queue, passive: true)
+                try await probe.close()
+                return false
+            } catch let error as RabbitMQError where error.code == .notFound {
+                return true
+            }
+        }
 
         try await notices.channel.exchangeDelete(notices.name)
         try await connection.close()
