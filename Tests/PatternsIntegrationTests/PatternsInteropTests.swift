@@ -114,10 +114,13 @@ struct PatternsInteropTests {
         let setup = try await connection.openChannel()
         try await setup.queueDeclare(queue, durable: true)
         // pika answers two requests and exits; our calls wait in the queue until it consumes.
-        let pika = Task { try await Self.pika("rpc-serve", TestBroker.url, queue, "2") }
+        let pika = Task { try await Self.pika("rpc-serve", TestBroker.url, queue, "3") }
         try await RabbitMQRPCClient.withClient(connection: connection) { client in
             let reply = try await client.call(Array("hello pika".utf8), routingKey: queue)
             #expect(reply.bodyString == "HELLO PIKA")
+            // An answer that says "success": false without the error header is an answer.
+            let declined = try await client.call(Array("declined".utf8), routingKey: queue)
+            #expect(declined.bodyString == #"{"success": false, "reason": "out of stock"}"#)
             let error = await #expect(throws: RabbitMQPatternsError.self) {
                 try await client.call(Array("fail".utf8), routingKey: queue)
             }

@@ -138,20 +138,44 @@ struct PatternsRPCTests {
         let setup = try await connection.openChannel()
         try await setup.queueDeclare(raw, durable: true)
         try await setup.queueDeclare(typed, durable: true)
+        let chosen = TestBroker.uniqueName("chosen")
+        let described = TestBroker.uniqueName("described")
+        try await setup.queueDeclare(chosen, durable: true)
+        try await setup.queueDeclare(described, durable: true)
         try await withThrowingTaskGroup(of: Void.self) { group in
             let rawServer = RabbitMQRPCServer(connection: connection, queue: raw) { _ -> [UInt8] in throw OutOfStock() }
             let typedServer = RabbitMQRPCServer(connection: connection, queue: typed) { (request: QuoteRequest) in
                 Quote(sku: request.sku, cents: 1)
             }
+            let chosenServer = RabbitMQRPCServer(connection: connection, queue: chosen) { _ -> [UInt8] in
+                throw RabbitMQPatternsError.permanentFailure("no such SKU")
+            }
+            let describingServer = RabbitMQRPCServer(
+                connection: connection, queue: described, configuration: .init(repliesWithErrorDescriptions: true)
+            ) { _ -> [UInt8] in throw OutOfStock() }
             group.addTask { try await rawServer.run() }
             group.addTask { try await typedServer.run() }
+            group.addTask { try await chosenServer.run() }
+            group.addTask { try await describingServer.run() }
             defer { group.cancelAll() }
             try await RabbitMQRPCClient.withClient(connection: connection) { client in
+                // An arbitrary error's description stays on the server (issue 13: it was sent).
                 let remote = await #expect(throws: RabbitMQPatternsError.self) {
                     try await client.call(Array("Z-9".utf8), routingKey: raw)
                 }
                 #expect(remote?.code == .remoteError)
-                #expect(remote?.message == "sku Z-9 is out of stock")
+                #expect(remote?.message == "the server could not handle the request")
+                // The handler's own message goes to the caller.
+                let refused = await #expect(throws: RabbitMQPatternsError.self) {
+                    try await client.call(Array("Z-9".utf8), routingKey: chosen)
+                }
+                #expect(refused?.code == .remoteError)
+                #expect(refused?.message == "no such SKU")
+                // And every description, when the server is configured so.
+                let told = await #expect(throws: RabbitMQPatternsError.self) {
+                    try await client.call(Array("Z-9".utf8), routingKey: described)
+                }
+                #expect(told?.message == "sku Z-9 is out of stock")
 
                 // The error reply itself is the documented JSON.
                 let invalid = await #expect(throws: RabbitMQPatternsError.self) {
@@ -161,8 +185,88 @@ struct PatternsRPCTests {
                 #expect(invalid?.message.contains("sku") == true, "names the missing field: \(String(describing: invalid))")
             }
         }
-        try await setup.queueDelete(raw)
-        try await setup.queueDelete(typed)
+        for queue in [raw, typed, chosen, described] { try await setup.queueDelete(queue) }
+        try await connection.close()
+    }
+
+    /// A typed reply whose JSON says `"success": false` is the caller's answer, not an error:
+    /// only a reply marked by the server as an error is one (issue 13: it was thrown as a
+    /// remoteError).
+    @Test func aTypedReplyThatSaysSuccessFalseIsReturnedAsItsType() async throws {
+        struct Availability: Codable, Sendable, Equatable {
+            var success: Bool
+            var error: String?
+        }
+        let queue = TestBroker.uniqueName("availability")
+        let connection = try await TestBroker.connect()
+        let setup = try await connection.openChannel()
+        try await setup.queueDeclare(queue, durable: true)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let server = RabbitMQRPCServer(connection: connection, queue: queue) { (sku: String) in
+                Availability(success: false, error: "\(sku) is out of stock")
+            }
+            group.addTask { try await server.run() }
+            defer { group.cancelAll() }
+            try await RabbitMQRPCClient.withClient(connection: connection) { client in
+                let answer = try await client.call("Z-9", routingKey: queue, as: Availability.self)
+                #expect(answer == Availability(success: false, error: "Z-9 is out of stock"))
+            }
+        }
+        try await setup.queueDelete(queue)
+        try await connection.close()
+    }
+
+    /// The largest message the broker takes (`max_message_size`: 128 MiB on 3.10, 16 MiB on 4.x).
+    static func brokerMaxMessageSize() async throws -> Int {
+        let output = try await TestBroker.ctl("eval", "application:get_env(rabbit, max_message_size).")
+        guard let size = output.split(whereSeparator: { !$0.isNumber }).compactMap({ Int($0) }).first else {
+            throw TestSupportError("no max_message_size in \(output)")
+        }
+        return size
+    }
+
+    /// A request the broker refuses with a channel error (a body over its size limit) fails
+    /// with the broker's reason, as does the call in flight beside it on the same channel
+    /// (at once, not at its timeout), the client opens a new channel, and later calls work.
+    /// Issue 13: the client stopped, and every later call failed with `closed`.
+    @Test(arguments: [RabbitMQRPCClient.ReplyQueue.directReplyTo, .exclusiveQueue])
+    func aRequestTheBrokerRefusesFailsAloneAndTheClientGoesOn(replyQueue: RabbitMQRPCClient.ReplyQueue) async throws {
+        let queue = TestBroker.uniqueName("refused")
+        let connection = try await TestBroker.connect()
+        let setup = try await connection.openChannel()
+        try await setup.queueDeclare(queue, durable: true)
+        let oversize = try await Self.brokerMaxMessageSize() + 1
+        let slowStarted = OneShot()
+        let releaseSlow = OneShot()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let server = RabbitMQRPCServer(connection: connection, queue: queue) { request -> [UInt8] in
+                if request.bodyString == "slow" {
+                    slowStarted.fire()
+                    await releaseSlow.wait()
+                }
+                return Array(request.bodyString.uppercased().utf8)
+            }
+            group.addTask { try await server.run() }
+            defer { group.cancelAll() }
+            try await RabbitMQRPCClient.withClient(
+                connection: connection, configuration: .init(timeout: .seconds(120), replyQueue: replyQueue)
+            ) { (client: RabbitMQRPCClient) async throws -> Void in
+                #expect(try await client.call(Array("first".utf8), routingKey: queue).bodyString == "FIRST")
+                let slow = Task { try await client.call(Array("slow".utf8), routingKey: queue) }
+                await slowStarted.wait()
+                let refused = await #expect(throws: RabbitMQError.self) {
+                    try await client.call([UInt8](repeating: 0x61, count: oversize), routingKey: queue)
+                }
+                #expect(refused?.scope == .channel, "the broker's reason: \(String(describing: refused))")
+                releaseSlow.fire()
+                // The broker closed the channel with the other request in flight on it: that
+                // call fails with the same reason at once, not at its timeout.
+                let beside = await #expect(throws: RabbitMQError.self) { try await slow.value }
+                #expect(beside == refused)
+                #expect(try await client.call(Array("after".utf8), routingKey: queue).bodyString == "AFTER")
+            }
+        }
+        try await setup.queueDelete(queue)
         try await connection.close()
     }
 

@@ -16,23 +16,28 @@ struct RPCLogicTests {
     @Test func anErrorReplyRoundTrips() {
         let body = RPCErrorReply.encode("unknown sku \"Z\"")
         #expect(String(decoding: body, as: UTF8.self) == #"{"error":"unknown sku \"Z\"","success":false}"#)
-        #expect(RPCErrorReply.decode(body) == "unknown sku \"Z\"")
+        #expect(RPCErrorReply.decode(body, headers: RPCErrorReply.headers) == "unknown sku \"Z\"")
     }
 
     @Test(arguments: [
         (#"  {"success": false, "error": "boom"}"#, "boom"),
         (#"{"success":false}"#, "the server reported a failure"),
+        ("not json", "the server reported a failure"),
     ])
-    func errorRepliesFromOtherLanguagesAreRecognised(text: String, message: String) {
-        #expect(RPCErrorReply.decode(Array(text.utf8)) == message)
+    func errorRepliesMarkedByTheHeaderAreRecognised(text: String, message: String) {
+        #expect(RPCErrorReply.decode(Array(text.utf8), headers: ["x-rpc-error": true]) == message)
     }
 
+    /// Only the header makes an error reply: a typed answer may say "success": false itself
+    /// (issue 13: such a reply was thrown as a remoteError instead of returned).
     @Test(arguments: [
-        #"{"success": true, "error": "none"}"#, #"{"success": 0, "error": "x"}"#, #"{"result": 1}"#, "42", "",
-        #"["success", false]"#, #"{"success": false"#,
+        #"{"success": false, "error": "boom"}"#, #"{"success": false, "reason": "out of stock"}"#,
+        #"{"success": true, "error": "none"}"#, #"{"result": 1}"#, "42", "",
     ])
-    func ordinaryRepliesAreNotErrors(text: String) {
-        #expect(RPCErrorReply.decode(Array(text.utf8)) == nil)
+    func repliesWithoutTheHeaderAreNotErrors(text: String) {
+        #expect(RPCErrorReply.decode(Array(text.utf8), headers: nil) == nil)
+        #expect(RPCErrorReply.decode(Array(text.utf8), headers: ["x-rpc-error": false]) == nil)
+        #expect(RPCErrorReply.decode(Array(text.utf8), headers: ["other": true]) == nil)
     }
 
     @Test func aLateReplyIsCountedAndDropped() async throws {

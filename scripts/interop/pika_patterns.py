@@ -5,8 +5,10 @@
                                                 print what was checked as JSON
   pika_patterns.py write-envelope URL QUEUE     publish an envelope the way a Python service would
   pika_patterns.py rpc-call URL QUEUE BODY      call an RPC server over direct reply-to, print the reply
-  pika_patterns.py rpc-serve URL QUEUE COUNT    answer COUNT requests: the body upper-cased, or
-                                                {"error": ..., "success": false} for a body "fail"
+  pika_patterns.py rpc-serve URL QUEUE COUNT    answer COUNT requests: the body upper-cased;
+                                                for a body "fail" an error reply ({"error": ...,
+                                                "success": false} with the header x-rpc-error);
+                                                for "declined" the answer {"success": false, ...}
 
 Used by Tests/PatternsIntegrationTests/PatternsInteropTests.swift; runnable by hand against any broker.
 """
@@ -114,12 +116,18 @@ def rpc_serve(url, queue, count):
     for method, properties, body in channel.consume(queue, inactivity_timeout=30):
         if method is None:
             sys.exit("no request within 30 s")
+        headers = None
         if body == b"fail":
+            # An error reply as RabbitMQRPCServer sends one: the body and the marking header.
             reply = json.dumps({"error": "pika refuses", "success": False}).encode()
+            headers = {"x-rpc-error": True}
+        elif body == b"declined":
+            # An answer that happens to say "success": false: a reply, not an error.
+            reply = json.dumps({"success": False, "reason": "out of stock"}).encode()
         else:
             reply = body.upper()
         channel.basic_publish("", properties.reply_to, reply,
-                              pika.BasicProperties(correlation_id=properties.correlation_id))
+                              pika.BasicProperties(correlation_id=properties.correlation_id, headers=headers))
         channel.basic_ack(method.delivery_tag)
         answered += 1
         if answered == count:

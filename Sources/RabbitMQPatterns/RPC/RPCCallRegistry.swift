@@ -22,10 +22,18 @@ final class RPCCallRegistry: Sendable {
     }
 
     private enum Slot {
-        case waiting(CheckedContinuation<RabbitMQDelivery, any Error>?, Deadline?)
+        case waiting(CheckedContinuation<RabbitMQDelivery, any Error>?, Pending)
         case done(Result<RabbitMQDelivery, any Error>)
 
         var isWaiting: Bool { if case .waiting = self { true } else { false } }
+    }
+
+    /// What the registry knows of a call still waiting: when it gives up, and where its
+    /// request went (so that a channel the broker closed fails the calls it took with it).
+    struct Pending: Sendable {
+        var deadline: Deadline?
+        /// The channel the request is published on (nil in tests of the registry alone).
+        var channel: ObjectIdentifier?
     }
 
     /// When a call gives up, and what it then reports.
@@ -85,9 +93,15 @@ final class RPCCallRegistry: Sendable {
         }
     }
 
+    /// The reply consumer is up on `link`'s channel (at the start, or after the broker closed
+    /// the last one): callers waiting for it go on. A client that began draining or finished
+    /// meanwhile stays so.
     func setRunning(_ link: Link) {
         let waiters = state.withLock { state in
-            state.phase = .running(link)
+            switch state.phase {
+            case .draining, .finished: return Dictionary<Int, CheckedContinuation<Link, any Error>>().values
+            case .idle, .starting, .running: state.phase = .running(link)
+            }
             defer { state.readyWaiters = [:] }
             return state.readyWaiters.values
         }
@@ -170,6 +184,8 @@ final class RPCCallRegistry: Sendable {
     func ready() async throws -> Link {
         let immediate: Result<Link, RabbitMQPatternsError>? = state.withLock { state in
             switch state.phase {
+            // A link whose channel closed is being replaced (see channelClosed): wait for the next.
+            case .running(let link) where !link.channel.isOpen: nil
             case .running(let link): .success(link)
             case .finished(let error): .failure(error)
             case .draining: .failure(Self.drainingError)
@@ -186,10 +202,10 @@ final class RPCCallRegistry: Sendable {
                 let result: Result<Link, any Error>? = state.withLock { state in
                     if Task.isCancelled { return .failure(CancellationError()) }
                     switch state.phase {
-                    case .running(let link): return .success(link)
+                    case .running(let link) where link.channel.isOpen: return .success(link)
                     case .finished(let error): return .failure(error)
                     case .draining: return .failure(Self.drainingError)
-                    case .idle, .starting:
+                    case .idle, .starting, .running:
                         state.readyWaiters[id] = continuation
                         return nil
                     }
@@ -206,7 +222,7 @@ final class RPCCallRegistry: Sendable {
     /// Whether the client is running: the link to send on, without waiting.
     var runningLink: Link? {
         state.withLock { state in
-            if case .running(let link) = state.phase { return link }
+            if case .running(let link) = state.phase, link.channel.isOpen { return link }
             return nil
         }
     }
@@ -215,10 +231,12 @@ final class RPCCallRegistry: Sendable {
     ///
     /// - Throws: The client's error when it has finished (it stopped after the caller saw it
     ///   running): nothing would answer the call, so its request must not be published.
-    func register(_ id: String, deadline: Deadline? = nil) throws(RabbitMQPatternsError) {
+    func register(
+        _ id: String, deadline: Deadline? = nil, channel: ObjectIdentifier? = nil
+    ) throws(RabbitMQPatternsError) {
         let kick: CheckedContinuation<Void, Never>? = try state.withLock { (state) throws(RabbitMQPatternsError) in
             if case .finished(let error) = state.phase { throw error }
-            state.calls[id] = .waiting(nil, deadline)
+            state.calls[id] = .waiting(nil, Pending(deadline: deadline, channel: channel))
             // The timer sleeps until an earlier instant, or is parked: wake it to look again.
             guard let deadline, state.timerTarget.map({ deadline.instant < $0 }) ?? true else { return nil }
             guard let kick = state.timerKick.take() else {
@@ -243,7 +261,7 @@ final class RPCCallRegistry: Sendable {
                 state.kickPending = false  // this scan sees every deadline registered so far
                 var next: ContinuousClock.Instant?
                 for (id, slot) in state.calls {
-                    guard case .waiting(let continuation, let deadline?) = slot else { continue }
+                    guard case .waiting(let continuation, let pending) = slot, let deadline = pending.deadline else { continue }
                     if deadline.instant <= now {
                         if continuation != nil {
                             state.calls[id] = nil
@@ -329,6 +347,33 @@ final class RPCCallRegistry: Sendable {
         drainWaiter?.resume()
     }
 
+    /// The broker closed `channel`, the one requests went out on: the client takes no calls
+    /// until ``setRunning(_:)`` gives it a new one (callers wait in ``ready()``), and the calls
+    /// whose requests went out on it fail with `error`, the broker's reason. Returns how many.
+    @discardableResult
+    func channelClosed(_ channel: ObjectIdentifier, error: any Error) -> Int {
+        var failed: [CheckedContinuation<RabbitMQDelivery, any Error>] = []
+        var count = 0
+        let drainWaiter: CheckedContinuation<Void, Never>? = state.withLock { state in
+            if case .running = state.phase { state.phase = .starting }
+            for (id, slot) in state.calls {
+                guard case .waiting(let continuation, let pending) = slot, pending.channel == channel else { continue }
+                count += 1
+                if let continuation {
+                    state.calls[id] = nil
+                    failed.append(continuation)
+                } else {
+                    // Its caller is still publishing or about to wait: it finds the error there.
+                    state.calls[id] = .done(.failure(error))
+                }
+            }
+            return state.takeDrainWaiterIfDrained()
+        }
+        for continuation in failed { continuation.resume(throwing: error) }
+        drainWaiter?.resume()
+        return count
+    }
+
     /// Counts a reply that carries no correlation id at all.
     func discardReply() {
         state.withLock { $0.discardedReplies += 1 }
@@ -341,8 +386,8 @@ final class RPCCallRegistry: Sendable {
             try await withCheckedThrowingContinuation { continuation in
                 let result: Result<RabbitMQDelivery, any Error>? = state.withLock { state in
                     switch state.calls[id] {
-                    case .waiting(nil, let deadline):
-                        state.calls[id] = .waiting(continuation, deadline)
+                    case .waiting(nil, let pending):
+                        state.calls[id] = .waiting(continuation, pending)
                         return nil
                     case .done(let result):
                         state.calls[id] = nil

@@ -1,8 +1,15 @@
 import Foundation
+import RabbitMQ
 
-/// The reply an RPC server sends when its handler fails: `{"error": "...", "success": false}`,
-/// the convention Python and Node RPC services use, so any client can recognise it.
+/// The reply an RPC server sends when its handler fails: the body
+/// `{"error": "...", "success": false}` (the convention Python and Node RPC services use, so
+/// any client can read it) and the header `x-rpc-error: true`, which is what
+/// ``RabbitMQRPCClient`` goes by. A reply without the header is the handler's own answer,
+/// whatever its body says: a typed reply may well carry `"success": false` of its own.
 enum RPCErrorReply {
+    /// The header that marks an error reply.
+    static let header = "x-rpc-error"
+
     private struct Body: Codable {
         var error: String?
         var success: Bool
@@ -14,27 +21,20 @@ enum RPCErrorReply {
             ?? Array(#"{"success":false}"#.utf8)
     }
 
-    /// The error text when `body` is an error reply (a JSON object whose `success` is the
-    /// boolean false), else nil. Cheap for ordinary replies: only a body that starts with `{`
-    /// and mentions "success" is parsed.
-    static func decode(_ body: [UInt8]) -> String? {
-        guard let first = body.first(where: { !Self.isWhitespace($0) }), first == UInt8(ascii: "{"),
-            body.count < 1 << 20, containsSuccess(body),
-            let reply = try? JSONDecoder().decode(Body.self, from: Data(body)), !reply.success
-        else { return nil }
-        return reply.error ?? "the server reported a failure"
+    /// The headers of an error reply.
+    static var headers: RabbitMQFieldTable { [header: true] }
+
+    /// The error text when `reply` is an error reply (it has the header), else nil.
+    static func decode(_ reply: RabbitMQDelivery) -> String? {
+        decode(reply.body, headers: reply.properties.headers)
     }
 
-    private static func isWhitespace(_ byte: UInt8) -> Bool {
-        byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09
-    }
-
-    private static func containsSuccess(_ body: [UInt8]) -> Bool {
-        let needle = Array(#""success""#.utf8)
-        guard body.count >= needle.count else { return false }
-        for start in 0...(body.count - needle.count) where body[start] == needle[0] {
-            if body[start..<(start + needle.count)].elementsEqual(needle) { return true }
+    /// The error text when a reply of `body` and `headers` is an error reply, else nil.
+    static func decode(_ body: [UInt8], headers: RabbitMQFieldTable?) -> String? {
+        guard case .bool(true)? = headers?[header] else { return nil }
+        guard let reply = try? JSONDecoder().decode(Body.self, from: Data(body)) else {
+            return "the server reported a failure"
         }
-        return false
+        return reply.error ?? "the server reported a failure"
     }
 }

@@ -103,34 +103,92 @@ public final class RabbitMQRPCClient: Sendable {
     /// inherits from whatever service it runs in.
     func run(drainsOnGracefulShutdown: Bool) async throws {
         try registry.beginStarting()
-        var channel: RabbitMQChannel? = nil
         do {
-            let opened = try await connection.openChannel()
-            channel = opened
-            let returns = opened.returnedMessages()
-            let consumer: RabbitMQConsumer
-            let replyTo: String
-            // Replies are routed to their callers on the connection's I/O thread (a lock and
-            // a continuation resume): one thread hand-off per reply, not two.
-            let route: @Sendable (RabbitMQDelivery) -> Void = { [registry] reply in
-                if let id = reply.properties.correlationID {
-                    registry.resolve(id, with: .success(reply), isReply: true)
-                } else {
-                    registry.discardReply()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                // One timer for every call, across the client's channels: a call keeps its
+                // deadline while a channel the broker closed is replaced.
+                group.addTask { [registry] in await registry.runTimer() }
+                group.addTask { [registry] in
+                    guard drainsOnGracefulShutdown else {
+                        // Ends the client on cancellation, like the shutdown wait below.
+                        while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+                        return
+                    }
+                    // Graceful shutdown: refuse new calls, wait for the replies of those in
+                    // flight (or their timeouts), then end the client.
+                    guard await gracefulShutdownOrCancellation() == .gracefulShutdown else { return }
+                    registry.beginDraining()
+                    await registry.drained()
                 }
+                group.addTask { try await self.serveChannels() }
+                // Whichever ends first (the channels, normally) ends the client.
+                try await group.next()
+                group.cancelAll()
             }
-            if configuration.replyQueue.isDirectReplyTo {
-                replyTo = "amq.rabbitmq.reply-to"
-                // Direct reply-to requires auto-ack, and a consumer before the first request.
-                consumer = try await opened.consume(queue: replyTo, autoAck: true, handler: route)
+        } catch {
+            registry.finish(RabbitMQPatternsError(code: .closed, message: "the RPC client stopped: \(error)"))
+            if error is CancellationError { return }
+            throw error
+        }
+        registry.finish(RabbitMQPatternsError(code: .closed, message: "the RPC client stopped"))
+    }
+
+    /// Serves on one channel after another: when the broker closes the client's channel (a
+    /// request it refused: an exchange that does not exist, a body over its size limit), the
+    /// calls that went with it fail with the broker's reason and the client opens a new one.
+    /// Returns when the client ends; throws when a channel cannot be set up, or the
+    /// connection closed.
+    private func serveChannels() async throws {
+        while true {
+            let channel = try await connection.openChannel()
+            let refused: RabbitMQError?
+            do {
+                refused = try await serve(on: channel)
+            } catch {
+                try? await channel.close()
+                throw error
+            }
+            guard let refused else {
+                try? await channel.close()
+                return
+            }
+            // The broker closed the channel with the requests in flight on it: nothing tells the
+            // one it refused from the others, and with direct reply-to their replies could no
+            // longer arrive, so they all fail with its reason, at once rather than at their
+            // timeouts. Calls from now on go out on the next channel.
+            registry.channelClosed(ObjectIdentifier(channel), error: refused)
+            try? await channel.close()
+        }
+    }
+
+    /// Consumes replies on `opened` and dispatches them until the client ends (nil) or the
+    /// broker closes this channel while the connection stays open (the broker's error).
+    private func serve(on opened: RabbitMQChannel) async throws -> RabbitMQError? {
+        let returns = opened.returnedMessages()
+        let consumer: RabbitMQConsumer
+        let replyTo: String
+        // Replies are routed to their callers on the connection's I/O thread (a lock and
+        // a continuation resume): one thread hand-off per reply, not two.
+        let route: @Sendable (RabbitMQDelivery) -> Void = { [registry] reply in
+            if let id = reply.properties.correlationID {
+                registry.resolve(id, with: .success(reply), isReply: true)
             } else {
-                // A name of our own, not a server-named one: recovery declares the queue
-                // again under the same name, so the reply-to of later requests stays right.
-                replyTo = "swift-rmq.rpc-reply." + correlationPrefix.dropLast()
-                try await opened.queueDeclare(replyTo, exclusive: true)
-                consumer = try await opened.consume(queue: replyTo, autoAck: true, exclusive: true, handler: route)
+                registry.discardReply()
             }
-            registry.setRunning(.init(channel: opened, replyTo: replyTo))
+        }
+        if configuration.replyQueue.isDirectReplyTo {
+            replyTo = "amq.rabbitmq.reply-to"
+            // Direct reply-to requires auto-ack, and a consumer before the first request.
+            consumer = try await opened.consume(queue: replyTo, autoAck: true, handler: route)
+        } else {
+            // A name of our own, not a server-named one: recovery declares the queue
+            // again under the same name, so the reply-to of later requests stays right.
+            replyTo = "swift-rmq.rpc-reply." + correlationPrefix.dropLast()
+            try await opened.queueDeclare(replyTo, exclusive: true)
+            consumer = try await opened.consume(queue: replyTo, autoAck: true, exclusive: true, handler: route)
+        }
+        registry.setRunning(.init(channel: opened, replyTo: replyTo))
+        do {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     // Yields nothing (the handler gets the replies): ends when the consumer does.
@@ -146,31 +204,25 @@ public final class RabbitMQRPCClient: Sendable {
                         registry.resolve(id, with: .failure(error), isReply: false)
                     }
                 }
-                group.addTask { [registry] in await registry.runTimer() }
-                group.addTask { [registry] in
-                    guard drainsOnGracefulShutdown else {
-                        // Ends the client on cancellation, like the shutdown wait below.
-                        while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
-                        return
-                    }
-                    // Graceful shutdown: refuse new calls, wait for the replies of those in
-                    // flight (or their timeouts), then end the client.
-                    guard await gracefulShutdownOrCancellation() == .gracefulShutdown else { return }
-                    registry.beginDraining()
-                    await registry.drained()
-                }
-                // Whichever ends first (the reply consumer, normally) ends the client.
+                // The consumer ends first (the returns end only when cancelled).
                 try await group.next()
                 group.cancelAll()
             }
         } catch {
-            registry.finish(RabbitMQPatternsError(code: .closed, message: "the RPC client stopped: \(error)"))
-            try? await channel?.close()
-            if error is CancellationError { return }
+            if let refused = refusal(closing: opened) { return refused }
             throw error
         }
-        registry.finish(RabbitMQPatternsError(code: .closed, message: "the RPC client stopped"))
-        try? await channel?.close()
+        // The consumer may end without an error of its own when its channel closes.
+        return refusal(closing: opened)
+    }
+
+    /// The broker's reason when it closed `channel` alone (the connection is open, and the
+    /// client is not being cancelled), else nil.
+    private func refusal(closing channel: RabbitMQChannel) -> RabbitMQError? {
+        guard !Task.isCancelled, connection.isOpen, let reason = channel.closeReason, reason.scope == .channel else {
+            return nil
+        }
+        return reason
     }
 
     /// Sends `body` as a request and returns the reply.
@@ -207,7 +259,9 @@ public final class RabbitMQRPCClient: Sendable {
         } else {
             reply = try await callWhenReady(body, routingKey: routingKey, timeout: timeout, deadline: deadline, properties: properties)
         }
-        if let message = RPCErrorReply.decode(reply.body) {
+        // Only the server's own error replies (marked so) are errors: any other reply,
+        // `{"success": false}` included, is the caller's to read.
+        if let message = RPCErrorReply.decode(reply) {
             throw RabbitMQPatternsError(code: .remoteError, message: message)
         }
         return reply
@@ -271,7 +325,7 @@ public final class RabbitMQRPCClient: Sendable {
             // At least 1 ms: "0" would expire a request before any consumer could see it.
             properties.expiration = String(max(1, timeout.wholeMilliseconds))
         }
-        try registry.register(id, deadline: deadline)
+        try registry.register(id, deadline: deadline, channel: ObjectIdentifier(link.channel))
         do {
             // The call's timeout covers the publish: during an outage it waits for the
             // connection at most until the call's deadline, and is never sent after it.

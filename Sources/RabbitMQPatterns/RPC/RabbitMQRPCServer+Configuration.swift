@@ -16,13 +16,21 @@ extension RabbitMQRPCServer {
         /// Stop after answering this many requests; requests beyond it are left to other
         /// servers. Default: nil, serve until cancelled.
         public var requestLimit: Int?
+        /// Answer a handler error other than a `permanentFailure` with its description
+        /// instead of a fixed text. Default: false: a description may name what the caller
+        /// should not see (a host, a path, a query); turn it on for callers you trust.
+        public var repliesWithErrorDescriptions: Bool
 
         /// Creates a configuration; see each property for its default.
-        public init(declareQueue: Bool = true, durable: Bool = true, concurrency: UInt16 = 10, requestLimit: Int? = nil) {
+        public init(
+            declareQueue: Bool = true, durable: Bool = true, concurrency: UInt16 = 10, requestLimit: Int? = nil,
+            repliesWithErrorDescriptions: Bool = false
+        ) {
             self.declareQueue = declareQueue
             self.durable = durable
             self.concurrency = concurrency
             self.requestLimit = requestLimit
+            self.repliesWithErrorDescriptions = repliesWithErrorDescriptions
         }
     }
 }

@@ -6,8 +6,12 @@ import Tracing
 /// Answers RPC requests from a queue: runs a handler for each request and publishes its result
 /// to the request's reply-to address with the request's correlation id.
 ///
-/// A handler that throws produces the reply `{"error": "<description>", "success": false}`,
-/// which ``RabbitMQRPCClient`` raises as a `remoteError` (and any other client can recognise).
+/// A handler that throws produces the reply `{"error": "<message>", "success": false}` with
+/// the header `x-rpc-error: true`, which ``RabbitMQRPCClient`` raises as a `remoteError` (and
+/// any other client can recognise). The message is the handler's choice when it throws
+/// ``RabbitMQPatternsError/permanentFailure(_:file:line:)``, and a fixed text for any other
+/// error, whose description may say more than a caller should know (see
+/// ``Configuration/repliesWithErrorDescriptions``).
 /// A request is acknowledged after its reply is sent; a server that dies mid-request leaves
 /// it to be redelivered. Requests without a reply-to address are dropped.
 ///
@@ -123,6 +127,20 @@ public struct RabbitMQRPCServer: Sendable {
         }
     }
 
+    /// The text an error reply carries: what the handler chose (a `permanentFailure`), what
+    /// the server found wrong with the request, or a fixed text, since an arbitrary error's
+    /// description may say more than the caller should know.
+    func errorMessage(for error: any Error) -> String {
+        switch error {
+        case let failure as RabbitMQPatternsError where failure.code == .permanentFailure: failure.message
+        case let invalid as RPCInvalidRequest: "invalid request: \(invalid.reason)"
+        default: configuration.repliesWithErrorDescriptions ? ErrorText.describe(error) : Self.genericFailure
+        }
+    }
+
+    /// The error reply's text for a handler error other than a `permanentFailure`.
+    static let genericFailure = "the server could not handle the request"
+
     /// Runs the handler and publishes its reply; `span` (nil without a tracer) is the
     /// request's process span, current here, so the reply carries the trace back.
     private func answer(_ delivery: RabbitMQDelivery, on channel: RabbitMQChannel, span: (any Span)?) async throws {
@@ -143,8 +161,9 @@ public struct RabbitMQRPCServer: Sendable {
             // Shutting down: leave the request to be requeued rather than answer "cancelled".
             if Task.isCancelled { return }
             span?.recordFailure(error)
-            reply = RPCErrorReply.encode(ErrorText.describe(error))
+            reply = RPCErrorReply.encode(errorMessage(for: error))
             properties.contentType = "application/json"
+            properties.headers = RPCErrorReply.headers
         }
         try await channel.publish(reply, routingKey: replyTo, properties: properties)
         try delivery.ack()

@@ -47,7 +47,9 @@ struct RPCServeCommand: AsyncParsableCommand {
             guard result.status == 0 else {
                 let detail = String(decoding: result.errorOutput, as: UTF8.self)
                     .split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
-                throw CLIError("command exited with status \(result.status)" + (detail.isEmpty ? "" : ": \(detail)"))
+                // The command's own words go back to the caller: they are what it chose to say.
+                throw RabbitMQPatternsError.permanentFailure(
+                    "command exited with status \(result.status)" + (detail.isEmpty ? "" : ": \(detail)"))
             }
             return result.output
         }
