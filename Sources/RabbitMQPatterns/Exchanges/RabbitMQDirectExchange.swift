@@ -15,8 +15,16 @@ import RabbitMQ
 public struct RabbitMQDirectExchange: Sendable {
     /// The exchange name.
     public let name: String
-    /// The confirm-mode channel this handle publishes on.
-    public let channel: RabbitMQChannel
+    /// The confirm-mode channel this handle publishes on. When the broker closes it (a
+    /// publish it refused), the next publish opens a new one: one bad message does not break
+    /// the handle.
+    public var channel: RabbitMQChannel { publisher.current }
+    private let publisher: PublishingChannel
+
+    init(name: String, channel: RabbitMQChannel) {
+        self.name = name
+        self.publisher = PublishingChannel(channel)
+    }
 
     /// Declares the exchange (or checks that an identical one exists) on a new channel.
     ///
@@ -43,7 +51,7 @@ public struct RabbitMQDirectExchange: Sendable {
     public func publish<Payload>(
         _ envelope: RabbitMQEnvelope<Payload>, routingKey: String, mandatory: Bool = true
     ) async throws {
-        try await channel.publishConfirmed(envelope, exchange: name, routingKey: routingKey, mandatory: mandatory)
+        try await publisher.usable().publishConfirmed(envelope, exchange: name, routingKey: routingKey, mandatory: mandatory)
     }
 
     /// Declares a queue with `options`, binds it with every key in `bindingKeys`, and consumes
@@ -72,6 +80,6 @@ public struct RabbitMQDirectExchange: Sendable {
 
     /// Closes the handle's channel (the exchange stays).
     public func close() async throws {
-        try await channel.close()
+        try await publisher.close()
     }
 }

@@ -15,8 +15,16 @@ import RabbitMQ
 public struct RabbitMQFanoutExchange: Sendable {
     /// The exchange name.
     public let name: String
-    /// The confirm-mode channel this handle publishes on.
-    public let channel: RabbitMQChannel
+    /// The confirm-mode channel this handle publishes on. When the broker closes it (a
+    /// publish it refused), the next publish opens a new one: one bad message does not break
+    /// the handle.
+    public var channel: RabbitMQChannel { publisher.current }
+    private let publisher: PublishingChannel
+
+    init(name: String, channel: RabbitMQChannel) {
+        self.name = name
+        self.publisher = PublishingChannel(channel)
+    }
 
     /// Declares the exchange (or checks that an identical one exists) on a new channel.
     ///
@@ -36,7 +44,7 @@ public struct RabbitMQFanoutExchange: Sendable {
     ///
     /// - Throws: ``RabbitMQPatternsError`` (`nacked`, `invalidEnvelope`) or `RabbitMQError`.
     public func publish<Payload>(_ envelope: RabbitMQEnvelope<Payload>) async throws {
-        try await channel.publishConfirmed(envelope, exchange: name, routingKey: "")
+        try await publisher.usable().publishConfirmed(envelope, exchange: name, routingKey: "")
     }
 
     /// Declares a server-named exclusive queue, binds it, and consumes it on a channel of its
@@ -59,6 +67,6 @@ public struct RabbitMQFanoutExchange: Sendable {
 
     /// Closes the handle's channel (the exchange stays).
     public func close() async throws {
-        try await channel.close()
+        try await publisher.close()
     }
 }

@@ -16,8 +16,16 @@ import RabbitMQ
 public struct RabbitMQTopicExchange: Sendable {
     /// The exchange name.
     public let name: String
-    /// The confirm-mode channel this handle publishes on.
-    public let channel: RabbitMQChannel
+    /// The confirm-mode channel this handle publishes on. When the broker closes it (a
+    /// publish it refused), the next publish opens a new one: one bad message does not break
+    /// the handle.
+    public var channel: RabbitMQChannel { publisher.current }
+    private let publisher: PublishingChannel
+
+    init(name: String, channel: RabbitMQChannel) {
+        self.name = name
+        self.publisher = PublishingChannel(channel)
+    }
 
     /// Declares the exchange (or checks that an identical one exists) on a new channel.
     ///
@@ -51,7 +59,7 @@ public struct RabbitMQTopicExchange: Sendable {
         var headers = headers
         headers["event_type"] = .string(envelope.type)
         headers["version"] = .string(envelope.version)
-        try await channel.publishConfirmed(
+        try await publisher.usable().publishConfirmed(
             envelope, exchange: name, routingKey: envelope.type, headers: headers, mandatory: mandatory)
     }
 
@@ -100,6 +108,6 @@ public struct RabbitMQTopicExchange: Sendable {
 
     /// Closes the handle's channel (the exchange stays).
     public func close() async throws {
-        try await channel.close()
+        try await publisher.close()
     }
 }

@@ -53,8 +53,16 @@ public struct RabbitMQRetryQueue: Sendable {
     public let name: String
     /// The retry ladder and consumer settings.
     public let configuration: Configuration
-    /// The confirm-mode channel ``publish(_:)`` uses.
-    public let channel: RabbitMQChannel
+    /// The confirm-mode channel ``publish(_:)`` uses. When the broker closes it (a publish it
+    /// refused), the next use opens a new one: one bad message does not break the handle.
+    public var channel: RabbitMQChannel { publisher.current }
+    private let publisher: PublishingChannel
+
+    init(name: String, configuration: Configuration, channel: RabbitMQChannel) {
+        self.name = name
+        self.configuration = configuration
+        self.publisher = PublishingChannel(channel)
+    }
 
     /// The work exchange (`N`); publish here with routing key ``name``, or use ``publish(_:)``.
     public var workExchange: String { name }
@@ -130,7 +138,7 @@ public struct RabbitMQRetryQueue: Sendable {
     /// - Throws: ``RabbitMQPatternsError`` (`unroutable` when the work queue is gone,
     ///   `nacked`, `invalidEnvelope`), `RabbitMQError`.
     public func publish<Payload>(_ envelope: RabbitMQEnvelope<Payload>) async throws {
-        try await channel.publishConfirmed(
+        try await publisher.usable().publishConfirmed(
             envelope, exchange: workExchange, routingKey: name, persistent: configuration.durable, mandatory: true)
     }
 
@@ -231,6 +239,7 @@ public struct RabbitMQRetryQueue: Sendable {
 
     /// Deletes the exchange and every queue of this retry queue, messages included.
     public func delete() async throws {
+        let channel = try await publisher.usable()
         for queue in [workQueue, deadLetterQueue] + Set(delayQueues).sorted() {
             try await channel.queueDelete(queue)
         }
@@ -239,7 +248,7 @@ public struct RabbitMQRetryQueue: Sendable {
 
     /// Closes the handle's publishing channel (the queues stay).
     public func close() async throws {
-        try await channel.close()
+        try await publisher.close()
     }
 
     static func delayQueueName(_ name: String, _ delay: Duration) -> String {
