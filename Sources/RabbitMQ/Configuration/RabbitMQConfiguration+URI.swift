@@ -88,9 +88,9 @@ extension RabbitMQConfiguration {
     /// its URIs, trimmed, empty ones dropped.
     ///
     /// It splits only at a comma followed (after optional spaces) by `amqp://` or `amqps://`
-    /// (or by nothing: a trailing comma), so a comma inside a password (`amqp://app:pa,ss@host/`) stays in it. A password that
-    /// itself holds `,amqp://` is not told apart from a list: write its comma as `%2C`, which
-    /// always works.
+    /// (or by nothing: a trailing comma), so a comma inside a password
+    /// (`amqp://app:pa,ss@host/`) stays in it. A password that itself holds `,amqp://` is not
+    /// told apart from a list: write its comma as `%2C`, which always works.
     public static func splitURIList(_ text: String) -> [String] {
         var items: [Substring] = []
         var current = text.startIndex
