@@ -64,6 +64,9 @@ struct URIPasswordTests {
         }
         try await TestBroker.ctl("delete_user", user)
         #expect(!records.all.isEmpty)
+        // The endpoint in the logs is scheme://host:port, never with user information.
+        #expect(records.all.contains { $0.contains("rabbitmq.endpoint") })
+        #expect(!records.all.contains { $0.contains("@127.0.0.1") }, "\(records.all)")
         #expect(errors.count == 8)
         Self.expectNoSecret(records.all + errors)
     }
