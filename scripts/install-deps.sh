@@ -7,6 +7,7 @@
 #   pkg-config       how SwiftPM finds that library's flags
 #   rabbitmq-server  the broker scripts/broker.sh starts for the tests
 #   pika (Python)    an independent AMQP client the tests use as a peer
+#   pydantic (Python, 2 or later) the envelope model Python services validate with
 set -euo pipefail
 
 # Root needs no sudo; a developer account does (and sudo drops the
@@ -50,9 +51,11 @@ if [[ ${#missing[@]} -gt 0 ]]; then
     apt_install "${missing[@]}"
 fi
 
-# pika must be importable by the `python3` on PATH, which may be a pyenv or
-# venv interpreter rather than Debian's, so ask that interpreter's own pip.
-if ! python3 -c 'import pika' >/dev/null 2>&1; then
+# pika (an independent AMQP client) and pydantic (the envelope model Python services
+# validate with) must be importable by the `python3` on PATH, which may be a pyenv or venv
+# interpreter rather than Debian's, so ask that interpreter's own pip.
+for module in pika pydantic; do
+    python3 -c "import $module" >/dev/null 2>&1 && continue
     if ! python3 -m pip --version >/dev/null 2>&1; then
         if [[ "$(command -v python3)" == /usr/bin/python3 ]]; then
             apt_install python3-pip
@@ -61,18 +64,26 @@ if ! python3 -c 'import pika' >/dev/null 2>&1; then
         fi
     fi
     export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
-    echo "install-deps.sh: pip install pika"
-    if ! out="$(python3 -m pip install --quiet pika 2>&1)"; then
+    # pydantic 2 or later: the interop script uses its v2 API (model_dump_json).
+    requirement=$module
+    [[ $module == pydantic ]] && requirement='pydantic>=2'
+    echo "install-deps.sh: pip install $requirement"
+    if ! out="$(python3 -m pip install --quiet "$requirement" 2>&1)"; then
         # Debian's own python3 is "externally managed" (PEP 668): pip refuses
         # unless told to. Only then do we override it.
         if grep -q externally-managed-environment <<<"$out"; then
-            python3 -m pip install --quiet --break-system-packages pika
+            python3 -m pip install --quiet --break-system-packages "$requirement"
         else
             echo "$out" >&2
             exit 1
         fi
     fi
-    python3 -c 'import pika' || { echo "install-deps.sh: pika still not importable" >&2; exit 1; }
-fi
+    python3 -c "import $module" || { echo "install-deps.sh: $module still not importable" >&2; exit 1; }
+done
+# An older pydantic (1.x) imports but lacks the v2 API.
+python3 -c 'import pydantic, sys; sys.exit(int(pydantic.VERSION.split(".")[0]) < 2)' || {
+    echo "install-deps.sh: pydantic 2 or later is needed: python3 -m pip install 'pydantic>=2'" >&2
+    exit 1
+}
 
 echo "install-deps.sh: dependencies OK"

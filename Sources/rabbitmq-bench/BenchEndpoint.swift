@@ -18,7 +18,7 @@ struct BenchEndpoint: Sendable {
         var configuration = try RabbitMQConfiguration(uri: uri)
         // Connection and channel events would otherwise be printed between the results.
         configuration.logger = Logger(label: "rabbitmq-bench", factory: { _ in SwiftLogNoOpLogHandler() })
-        guard let endpoint = configuration.endpoints.first else { throw BenchError("\(uri) names no broker") }
+        guard let endpoint = configuration.endpoints.first else { throw BenchError("\(RabbitMQConfiguration.redactedURI(uri)) names no broker") }
         useTLS = endpoint.useTLS
         caCertificatePath = configuration.tls.caCertificatePath
         self.configuration = configuration

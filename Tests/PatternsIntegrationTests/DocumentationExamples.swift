@@ -138,7 +138,7 @@ private final class Warehouse: Sendable {
 private final class AuditLog: Sendable {
     let types = Recorded<String>()
 
-    func record(_ type: String, id: String) async throws {
+    func record(_ type: String, id: some Hashable & Sendable) async throws {
         types.append(type)
     }
 }

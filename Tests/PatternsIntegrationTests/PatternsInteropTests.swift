@@ -41,7 +41,7 @@ struct PatternsInteropTests {
         let json = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
         #expect((json["problems"] as? [String]) == [], "\(output)")
         let seen = try #require(json["envelope"] as? [String: Any])
-        #expect(seen["id"] as? String == envelope.id)
+        #expect(seen["id"] as? String == envelope.id.uuidString.lowercased())
         #expect(seen["type"] as? String == "billing.invoice.paid")
         #expect(seen["version"] as? String == "1.0")
         #expect(json["timestamp_epoch"] as? Double == 1_715_949_000.5)
@@ -52,7 +52,7 @@ struct PatternsInteropTests {
             == ["source": "swift-billing", "correlation_id": "corr-7", "user_id": "u-1", "region": "eu"])
         #expect(json["content_type"] as? String == "application/json")
         #expect(json["delivery_mode"] as? Int == 2)
-        #expect(json["message_id"] as? String == envelope.id)
+        #expect(json["message_id"] as? String == envelope.id.uuidString.lowercased())
         #expect(json["type"] as? String == "billing.invoice.paid")
         #expect(json["timestamp"] as? Int == 1_715_949_000)
         #expect(json["correlation_id"] as? String == "corr-7")
@@ -72,7 +72,7 @@ struct PatternsInteropTests {
 
         let delivery = try #require(try await channel.get(queue: queue.name, autoAck: true))
         let envelope = try delivery.envelope(Invoice.self)
-        #expect(envelope.id == id)
+        #expect(envelope.id == UUID(uuidString: id))
         #expect(envelope.type == "billing.invoice.paid")
         #expect(envelope.version == "2.0")
         #expect(abs(envelope.timestamp.timeIntervalSince1970 - 1_715_949_000.123) < 0.0005)
@@ -82,6 +82,82 @@ struct PatternsInteropTests {
         #expect(envelope.metadata.userID == "u-42")
         #expect(envelope.metadata.extra == ["region": "eu"])
 
+        try await channel.queueDelete(queue.name)
+        try await connection.close()
+    }
+
+    static func pydantic(_ arguments: String...) async throws -> [[String: Any]] {
+        let script = TestBroker.repositoryRoot().appendingPathComponent("scripts/interop/pydantic_envelopes.py").path
+        let output = try await TestBroker.run("/usr/bin/env", ["python3", script] + arguments)
+        return try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]], "\(output)")
+    }
+
+    struct Form: Codable, Sendable, Equatable {
+        var form: String
+    }
+
+    /// Issue 13: what pydantic's `model_dump_json()` and `json.dumps(default=str)` write (naive
+    /// and aware timestamps, a space or `T`, hex ids, metadata of every JSON type) decodes.
+    @Test func envelopesPydanticAndJSONDumpsWriteDecode() async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("envelope-from-pydantic"), durable: true)
+        let sent = try await Self.pydantic("write", TestBroker.url, queue.name)
+        #expect(sent.count == 6)
+        for form in sent {
+            let delivery = try #require(try await channel.get(queue: queue.name, autoAck: true))
+            let body = try #require(form["body"] as? String)
+            #expect(delivery.bodyString == body)
+            do {
+                let envelope = try delivery.envelope(Form.self)
+                #expect(envelope.data == Form(form: try #require(form["form"] as? String)))
+                #expect(envelope.id == UUID(uuidString: try #require(form["id"] as? String)), "\(body)")
+                let milliseconds = try #require(form["epoch_ms"] as? Int)
+                #expect(envelope.timestamp == Date(timeIntervalSince1970: Double(milliseconds) / 1000), "\(body)")
+                let metadata = envelope.metadata
+                #expect(metadata.source == "py-shop" && metadata.correlationID == nil && metadata.userID == nil)
+                #expect(
+                    metadata.extra == [
+                        "user_id": 42, "attempt": 3, "ratio": 0.5, "urgent": true, "tags": ["a", 1], "origin": ["region": "eu"],
+                    ], "\(body)")
+            } catch {
+                Issue.record("\(error): \(body)")
+            }
+        }
+        try await channel.queueDelete(queue.name)
+        try await connection.close()
+    }
+
+    /// Issue 13: pydantic (strict) validates every envelope we publish, and reads the same id,
+    /// instant and metadata, at the ends of the timestamp range too.
+    @Test func pydanticValidatesWhatWePublish() async throws {
+        let connection = try await TestBroker.connect()
+        let channel = try await connection.openChannel()
+        let queue = try await channel.queueDeclare(TestBroker.uniqueName("envelope-to-pydantic"), durable: true)
+        try await channel.confirmSelect()
+        let metadata = RabbitMQEnvelopeMetadata(
+            source: "swift-shop", correlationID: "c-1",
+            extra: ["attempt": 2, "ratio": 1.25, "urgent": false, "tags": ["x", 3], "origin": ["zone": "eu-1"], "none": nil])
+        let envelopes = [1_715_949_000.123, -62_135_596_800, 253_402_300_799.999].map { seconds in
+            RabbitMQEnvelope(
+                type: "shop.order.placed", data: Form(form: "swift"), version: "2.0", metadata: metadata,
+                timestamp: Date(timeIntervalSince1970: seconds))
+        }
+        for envelope in envelopes { try await channel.publishConfirmed(envelope, routingKey: queue.name) }
+        let results = try await Self.pydantic("validate", TestBroker.url, queue.name, "\(envelopes.count)")
+        #expect(results.count == envelopes.count)
+        for (envelope, result) in zip(envelopes, results) {
+            #expect(result["ok"] as? Bool == true, "\(result)")
+            #expect(result["id"] as? String == envelope.id.uuidString.lowercased())
+            #expect(result["message_id"] as? String == envelope.id.uuidString.lowercased())
+            #expect(result["epoch_ms"] as? Int == Int((envelope.timestamp.timeIntervalSince1970 * 1000).rounded()))
+            #expect(result["aware"] as? Bool == true)
+            #expect(result["version"] as? String == "2.0")
+            let seen = try #require(result["metadata"] as? [String: Any])
+            #expect(Set(seen.keys) == ["source", "correlation_id", "attempt", "ratio", "urgent", "tags", "origin"])
+            #expect(seen["attempt"] as? Int == 2 && seen["ratio"] as? Double == 1.25 && seen["urgent"] as? Bool == false)
+            #expect((seen["origin"] as? [String: String]) == ["zone": "eu-1"])
+        }
         try await channel.queueDelete(queue.name)
         try await connection.close()
     }

@@ -151,7 +151,7 @@ struct RMQToolTests {
         #expect(envelope.data == Placed(orderId: 7, total: 12.5))
         #expect(envelope.metadata.correlationID == "c-9")
         #expect(envelope.metadata.source == "shop")
-        #expect(delivery.properties.messageID == envelope.id)
+        #expect(delivery.properties.messageID == envelope.id.uuidString.lowercased())
         #expect(delivery.properties.type == "shop.order.placed")
         #expect(delivery.properties.contentType == "application/json")
         #expect(delivery.properties.deliveryMode == .persistent)

@@ -18,6 +18,8 @@ struct Order: Codable, Sendable, Equatable {
 
 @Suite("Envelope")
 struct EnvelopeTests {
+    static let id = UUID(uuid: (0x0d, 0x9f, 0x8a, 0x3e, 0x51, 0xc2, 0x4c, 0x1b, 0x9a, 0x47, 0x0f, 0x5b, 0x2a, 0x9c, 0x1e, 0x77))
+
     static let order = Order(
         orderID: 42, amount: 12.5, placedAt: Date(timeIntervalSince1970: 1_715_949_000.25),
         items: [Item(sku: "A-1", quantity: 2)])
@@ -44,7 +46,7 @@ struct EnvelopeTests {
         let envelope = RabbitMQEnvelope(
             type: "shop.order.placed", data: Self.order,
             metadata: RabbitMQEnvelopeMetadata(source: "shop", correlationID: "c-1", userID: "u-7", extra: ["tenant": "acme"]),
-            id: "0d9f8a3e-51c2-4c1b-9a47-0f5b2a9c1e77", timestamp: Date(timeIntervalSince1970: 1_715_949_000.123))
+            id: Self.id, timestamp: Date(timeIntervalSince1970: 1_715_949_000.123))
         let body = try envelope.encodedBody()
         let text = String(decoding: body, as: UTF8.self)
         #expect(text.hasPrefix(#"{"id":"0d9f8a3e-51c2-4c1b-9a47-0f5b2a9c1e77","timestamp":"2024-05-17T12:30:00.123Z","version":"1.0","type":"shop.order.placed","data":{"#))
@@ -76,7 +78,7 @@ struct EnvelopeTests {
 
     @Test func readsWhatPythonWrites() throws {
         let envelope = try RabbitMQEnvelope<Order>(decoding: Self.body())
-        #expect(envelope.id == "0d9f8a3e-51c2-4c1b-9a47-0f5b2a9c1e77")
+        #expect(envelope.id == Self.id)
         #expect(envelope.version == "2.1")
         #expect(envelope.type == "shop.order.placed")
         #expect(abs(envelope.timestamp.timeIntervalSince1970 - 1_715_949_000.123) < 0.0005)
@@ -118,7 +120,6 @@ struct EnvelopeTests {
         ("data", #"{"orderID": 7, "amount": 1, "placedAt": "2024-05-17T12:29:59Z", "items": [{"sku": "B"}]}"#,
          "data.items[0].quantity"),
         ("data", #"{"orderID": 7, "amount": 1, "placedAt": "noon", "items": []}"#, "data.placedAt"),
-        ("metadata", #"{"source": 3}"#, "metadata.source"),
         ("metadata", #""none""#, "metadata"),
     ])
     func aMistypedFieldIsNamed(key: String, json: String, field: String) throws {
@@ -151,12 +152,12 @@ struct EnvelopeTests {
     @Test func propertiesComeFromTheEnvelope() {
         let envelope = RabbitMQEnvelope(
             type: "shop.order.placed", data: 1, metadata: RabbitMQEnvelopeMetadata(source: "shop", correlationID: "c-1", userID: "u"),
-            id: "0d9f8a3e-51c2-4c1b-9a47-0f5b2a9c1e77", timestamp: Date(timeIntervalSince1970: 1_700_000_000.9))
+            id: Self.id, timestamp: Date(timeIntervalSince1970: 1_700_000_000.9))
         let properties = envelope.properties(headers: ["k": "v"])
         #expect(properties.contentType == "application/json")
         #expect(properties.contentEncoding == "utf-8")
         #expect(properties.deliveryMode == .persistent)
-        #expect(properties.messageID == envelope.id)
+        #expect(properties.messageID == "0d9f8a3e-51c2-4c1b-9a47-0f5b2a9c1e77")
         #expect(properties.type == "shop.order.placed")
         #expect(properties.timestamp == 1_700_000_000)
         #expect(properties.correlationID == "c-1")
@@ -181,8 +182,130 @@ struct EnvelopeTests {
         (1_715_949_000.0, "2024-05-17T12:30:00.000Z"),
         (1_715_949_000.9996, "2024-05-17T12:30:01.000Z"),
         (-0.25, "1969-12-31T23:59:59.750Z"),
+        (-62_135_596_800, "0001-01-01T00:00:00.000Z"),
+        (253_402_300_799.999, "9999-12-31T23:59:59.999Z"),
+        (951_782_400, "2000-02-29T00:00:00.000Z"),
     ])
     func timestampsHaveMilliseconds(seconds: Double, text: String) {
         #expect(EnvelopeTimestamp.format(Date(timeIntervalSince1970: seconds)) == text)
+    }
+
+    /// Issue 13: every form Python writes a timestamp in. pydantic v2's `model_dump_json`
+    /// writes `T`, microseconds and `Z` (aware) or no zone (naive); `json.dumps(default=str)`
+    /// writes `str(datetime)`: a space, microseconds (none when zero) and `+00:00` or no zone.
+    @Test(arguments: [
+        ("2024-05-17T12:30:00.123456Z", 1_715_949_000.123),  // pydantic, aware UTC
+        ("2024-05-17T12:30:00.123456", 1_715_949_000.123),  // pydantic, naive
+        ("2024-05-17T12:30:00", 1_715_949_000.0),  // pydantic, naive, no microseconds
+        ("2024-05-17 12:30:00.123456+00:00", 1_715_949_000.123),  // str(datetime), aware
+        ("2024-05-17 12:30:00.123456", 1_715_949_000.123),  // str(datetime), naive
+        ("2024-05-17 12:30:00", 1_715_949_000.0),  // str(datetime) with no microseconds
+        ("2024-05-17 14:30:00+02:00", 1_715_949_000.0),
+        ("2024-05-17T07:30:00.5-05:00", 1_715_949_000.5),
+        ("2024-05-17T14:30:00+0200", 1_715_949_000.0),
+        ("2024-05-17T14:30:00+02", 1_715_949_000.0),
+        ("2024-05-17t12:30:00.123456789z", 1_715_949_000.123),  // nanoseconds, lowercase
+        ("2024-05-17T12:30:00.0005Z", 1_715_949_000.001),  // rounds half up to the millisecond
+        ("2024-02-29T00:00:00Z", 1_709_164_800.0),
+        ("1969-12-31T23:59:59.750Z", -0.25),
+    ])
+    func readsEveryTimestampForm(text: String, seconds: Double) throws {
+        let envelope = try RabbitMQEnvelope<Order>(decoding: Self.body { $0["timestamp"] = text })
+        #expect(envelope.timestamp == Date(timeIntervalSince1970: seconds))
+    }
+
+    @Test(arguments: [
+        "2024-05-17", "2024-05-17T12:30", "2024-05-17T12:30:00.", "2024-05-17T12:30:00.1234567890Z",
+        "2023-02-29T00:00:00Z", "2024-05-17T24:00:00Z", "2024-05-17T12:30:60Z", "2024-05-17T12:30:00+2",
+        "2024-05-17T12:30:00Z ", "2024-05-17  12:30:00", "24-05-17T12:30:00Z", "2024-05-17T12:30:00+02:00:00",
+    ])
+    func refusesWhatIsNotADateTime(text: String) throws {
+        let error = #expect(throws: RabbitMQPatternsError.self) {
+            try RabbitMQEnvelope<Order>(decoding: Self.body { $0["timestamp"] = text })
+        }
+        #expect(error?.field == "timestamp")
+    }
+
+    /// `str(uuid)` (and pydantic) write hyphens, `uuid.hex` none; either case.
+    @Test(arguments: [
+        "0d9f8a3e-51c2-4c1b-9a47-0f5b2a9c1e77", "0D9F8A3E-51C2-4C1B-9A47-0F5B2A9C1E77",
+        "0d9f8a3e51c24c1b9a470f5b2a9c1e77", "0D9F8A3E51C24C1B9A470F5B2A9C1E77",
+    ])
+    func readsUUIDsWithOrWithoutHyphens(text: String) throws {
+        let envelope = try RabbitMQEnvelope<Order>(decoding: Self.body { $0["id"] = text })
+        #expect(envelope.id == Self.id)
+        #expect(try Self.json(envelope.encodedBody())["id"] as? String == "0d9f8a3e-51c2-4c1b-9a47-0f5b2a9c1e77")
+    }
+
+    @Test(arguments: ["0d9f8a3e51c24c1b9a470f5b2a9c1e7", "0d9f8a3e51c24c1b9a470f5b2a9c1e7g", "0d9f8a3e-51c24c1b9a470f5b2a9c1e77"])
+    func refusesWhatIsNotAUUID(text: String) throws {
+        let error = #expect(throws: RabbitMQPatternsError.self) {
+            try RabbitMQEnvelope<Order>(decoding: Self.body { $0["id"] = text })
+        }
+        #expect(error?.field == "id")
+    }
+
+    /// Metadata as a Python `dict[str, Any]` writes it: every JSON type, nulls read as absent,
+    /// and a known key holding no string kept as an extra entry.
+    @Test func metadataOfEveryJSONType() throws {
+        let body = try Self.body {
+            $0["metadata"] = [
+                "source": "py-shop", "correlation_id": NSNull(), "user_id": 42, "attempt": 3, "ratio": 0.5,
+                "urgent": true, "note": NSNull(), "tags": ["a", 1, false], "origin": ["region": "eu", "zone": 2],
+            ] as [String: Any]
+        }
+        let envelope = try RabbitMQEnvelope<Order>(decoding: body)
+        let metadata = envelope.metadata
+        #expect(metadata.source == "py-shop")
+        #expect(metadata.correlationID == nil)
+        #expect(metadata.userID == nil, "not a string")
+        #expect(metadata.entries["user_id"] == 42)
+        #expect(metadata.extra["attempt"]?.intValue == 3)
+        #expect(metadata.extra["ratio"]?.doubleValue == 0.5)
+        #expect(metadata.extra["urgent"]?.boolValue == true)
+        #expect(metadata.extra["tags"] == ["a", 1, false])
+        #expect(metadata.extra["origin"]?.objectValue?["region"]?.stringValue == "eu")
+        #expect(metadata["attempt"] == nil, "the string subscript reads strings only")
+        #expect(Set(metadata.extra.keys) == ["user_id", "attempt", "ratio", "urgent", "tags", "origin"])
+        let decoded = try RabbitMQEnvelope<Order>(decoding: envelope.encodedBody())
+        #expect(decoded == envelope)
+        let json = try #require(try Self.json(envelope.encodedBody())["metadata"] as? [String: Any])
+        #expect(json["note"] == nil && json["correlation_id"] == nil)
+        #expect(json["attempt"] as? Int == 3 && json["urgent"] as? Bool == true)
+    }
+
+    @Test func metadataNeverHoldsANull() {
+        var metadata = RabbitMQEnvelopeMetadata(source: "s", extra: ["a": nil, "b": 1])
+        #expect(metadata.extra == ["b": 1])
+        metadata.extra["b"] = .null
+        metadata.entries["c"] = nil
+        metadata.entries["d"] = .null
+        metadata.source = nil
+        #expect(metadata.entries.isEmpty)
+        metadata.extra = ["source": "from-extra", "user_id": 7]
+        #expect(metadata.source == "from-extra" && metadata.userID == nil)
+        #expect(metadata.extra == ["user_id": 7])
+        metadata.userID = "u"
+        #expect(metadata.extra.isEmpty && metadata.entries == ["source": "from-extra", "user_id": "u"])
+    }
+
+    /// Encoding refuses what decoding would refuse, naming the field.
+    @Test func encodingRefusesWhatDecodingWould() throws {
+        let cases: [(RabbitMQEnvelope<Int>, String)] = [
+            (RabbitMQEnvelope(type: "", data: 1), "type"),
+            (RabbitMQEnvelope(type: "t", data: 1, timestamp: Date(timeIntervalSince1970: 253_402_300_800)), "timestamp"),
+            (RabbitMQEnvelope(type: "t", data: 1, timestamp: Date(timeIntervalSince1970: -62_135_596_801)), "timestamp"),
+            (RabbitMQEnvelope(type: "t", data: 1, metadata: .init(extra: ["x": .double(.infinity)])), "metadata.x"),
+        ]
+        for (envelope, field) in cases {
+            let error = #expect(throws: RabbitMQPatternsError.self) { try envelope.encodedBody() }
+            #expect(error?.field == field, "\(String(describing: error))")
+            #expect(throws: (any Error).self) { try JSONEncoder().encode(envelope) }
+        }
+        // The first and last instants that encode, and read back.
+        for seconds in [-62_135_596_800.0, 253_402_300_799.999] {
+            let envelope = RabbitMQEnvelope(type: "t", data: 1, timestamp: Date(timeIntervalSince1970: seconds))
+            #expect(try RabbitMQEnvelope<Int>(decoding: envelope.encodedBody()) == envelope)
+        }
     }
 }

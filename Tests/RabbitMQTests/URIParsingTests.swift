@@ -99,7 +99,7 @@ struct URIParsingTests {
         ("localhost:5672", "unsupported scheme 'localhost'"),
         ("guest@host", "missing scheme"),
         ("amqp://host:99999", "port '99999'"),
-        ("amqp://host:abc", "port 'abc'"),
+        ("amqp://host:abc", "the port is not a number"),
         ("amqp://host/a/b", "one path segment"),
         ("amqp://host?heartbeat=x", "heartbeat=x"),
         ("amqp://host?frame_max=100", "frame_max=100"),
@@ -171,5 +171,146 @@ struct URIParsingTests {
         configuration.clientProperties = ["ok": "v"]
         configuration.virtualHost = String(repeating: "v", count: 255)
         #expect(throws: Never.self) { try configuration.validate() }
+    }
+}
+
+/// Issue 13: passwords with the characters generated passwords hold, raw and
+/// percent-encoded, and errors that never show any part of them.
+@Suite("URI parsing: passwords with reserved characters")
+struct URIPasswordParsingTests {
+    /// One password per character, and one with all of them; the fragments between the
+    /// characters are what no message may contain.
+    static let fragments = ["Kx7q", "Zr9w", "Mn3b", "Lp5t", "Hd8j", "Gs2v", "Qf6c", "Yt4e"]
+    static let specials: [Character] = ["/", "?", "#", ",", ":", "@", "%"]
+    static let passwords: [String] =
+        specials.map { "Kx7q\($0)Zr9w" } + ["Kx7q/Zr9w?Mn3b#Lp5t,Hd8j:Gs2v@Qf6c%Yt4e", "Kx7q@@Zr9w//", "@Kx7q:"]
+
+    /// The password as written raw in a URI: everything as is but `%`, the escape character.
+    static func raw(_ password: String) -> String {
+        String(password.flatMap { $0 == "%" ? Array("%25") : [$0] })
+    }
+
+    /// Every byte but letters and digits percent-encoded, as any client's encoder would.
+    static func encoded(_ password: String) -> String {
+        password.utf8.map { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"):
+                String(UnicodeScalar(byte))
+            default:
+                "%" + String(byte, radix: 16, uppercase: true)
+            }
+        }.joined()
+    }
+
+    static func expectNoSecret(_ text: String, _ uri: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        for fragment in fragments {
+            #expect(!text.contains(fragment), "'\(fragment)' of \(uri) in: \(text)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test(arguments: passwords)
+    func rawPasswords(password: String) throws {
+        for form in [Self.raw(password), Self.encoded(password)] {
+            let full = try RabbitMQConfiguration(uri: "amqp://app:\(form)@broker.example:5673/orders?heartbeat=7")
+            #expect(full.username == "app")
+            #expect(full.password == password)
+            #expect(full.endpoints == [.init(host: "broker.example", port: 5673)])
+            #expect(full.virtualHost == "orders")
+            #expect(full.heartbeat == .seconds(7))
+            let bare = try RabbitMQConfiguration(uri: "amqps://app:\(form)@[::1]")
+            #expect(bare.password == password)
+            #expect(bare.endpoints == [.init(host: "::1", port: 5671, useTLS: true)])
+            #expect(bare.virtualHost == "/")
+            let slash = try RabbitMQConfiguration(uri: "amqp://app:\(form)@host/")
+            #expect(slash.password == password && slash.endpoints[0].host == "host" && slash.virtualHost == "/")
+        }
+    }
+
+    /// The authority ends at the first `/`, `?` or `#` after the last `@`, so what follows
+    /// the host keeps its meaning whatever the password holds.
+    @Test func theLastAtEndsTheUserInformation() throws {
+        let configuration = try RabbitMQConfiguration(uri: "amqp://a%3Ab:p@ss/w?rd#x@host:1234/%2Fvh?connection_name=n%40m")
+        #expect(configuration.username == "a:b")
+        #expect(configuration.password == "p@ss/w?rd#x")
+        #expect(configuration.endpoints == [.init(host: "host", port: 1234)])
+        #expect(configuration.virtualHost == "/vh")
+        #expect(configuration.connectionName == "n@m")
+        // Without an '@', a '/', '?' or '#' ends the authority as in RFC 3986.
+        let plain = try RabbitMQConfiguration(uri: "amqps://host?cacertfile=/etc/ca.pem")
+        #expect(plain.endpoints == [.init(host: "host", port: 5671, useTLS: true)])
+        #expect(plain.tls.caCertificatePath == "/etc/ca.pem")
+        // A user name alone, with an '@' of its own percent-encoded.
+        let user = try RabbitMQConfiguration(uri: "amqp://us%40er@host")
+        #expect(user.username == "us@er" && user.password == "guest")
+    }
+
+    /// Every error about a URI with such a password: the message names the problem and
+    /// shows the URI with the password masked.
+    @Test(arguments: passwords)
+    func errorsNeverShowThePassword(password: String) {
+        let raw = Self.raw(password)
+        var bad = [
+            "amqp://app:\(raw)@host:abc/", "amqp://app:\(raw)@host:99999/", "amqp://app:\(raw)@host/a/b",
+            "amqp://app:\(raw)@host?nope=1", "amqp://app:\(raw)@host?heartbeat=x", "amqp://app:\(raw)@host#top",
+            "amqp://app:\(raw)@[::1", "http://app:\(raw)@host", "AMQP://app:\(raw)@host",
+            // A list cut at a comma in the password: no '@' left.
+            "amqp://app:Kx7q", "amqp://app:Kx7q/Zr9w", "amqp://app:Kx7q?Zr9w", "amqp://app:Kx7q#Zr9w",
+        ]
+        // A raw '%' followed by no two hex digits is a bad escape.
+        if password.contains("%") { bad.append("amqp://app:\(password)@host") }
+        for uri in bad {
+            do {
+                let parsed = try RabbitMQConfiguration(uris: [uri])
+                Issue.record("\(uri) parsed: \(parsed)")
+            } catch {
+                #expect(error.code == .invalidURI)
+                Self.expectNoSecret(error.message, uri)
+                Self.expectNoSecret(error.description, uri)
+                Self.expectNoSecret("\(error)", uri)
+            }
+        }
+    }
+
+    @Test func redactionMasksWhatTheParserTakesForThePassword() {
+        let cases = [
+            ("amqp://app:Kx7q/Zr9w@host/", "amqp://app:***@host/"),
+            ("amqps://app:a@b?c#d,e:f%25@[::1]:5671/vh?heartbeat=5", "amqps://app:***@[::1]:5671/vh?heartbeat=5"),
+            ("amqp://app:@host", "amqp://app:***@host"),
+            ("amqp://app@host/", "amqp://app@host/"),
+            ("amqp://host:5672/vh", "amqp://host:5672/vh"),
+            ("amqp://[::1]:5672", "amqp://[::1]:5672"),
+            // No '@' and a port that is not one: a password cut from its '@'.
+            ("amqp://app:Kx7q", "amqp://app:***"),
+            ("amqp://app:Kx7q/Zr9w?x#y", "amqp://app:***"),
+            ("amqp://[::1]:Kx7q", "amqp://[::1]:***"),
+            ("app:Kx7q@host", "app:***@host"),
+            ("http://app:Kx7q@host", "http://app:***@host"),
+        ]
+        for (uri, expected) in cases {
+            #expect(RabbitMQConfiguration.redactedURI(uri) == expected)
+        }
+    }
+
+    @Test func aListSplitsOnlyWhereAnotherURIStarts() {
+        #expect(
+            RabbitMQConfiguration.splitURIList("amqp://app:pa,ss@h1/, amqps://h2,amqp://app:x%2Cy@h3")
+                == ["amqp://app:pa,ss@h1/", "amqps://h2", "amqp://app:x%2Cy@h3"])
+        #expect(RabbitMQConfiguration.splitURIList(" amqp://h1 ,\tAMQP://h2 , ") == ["amqp://h1", "AMQP://h2"])
+        #expect(RabbitMQConfiguration.splitURIList("amqp://a:,,b@h") == ["amqp://a:,,b@h"])
+        #expect(RabbitMQConfiguration.splitURIList("") == [])
+        for password in URIPasswordParsingTests.passwords {
+            let first = "amqp://app:\(URIPasswordParsingTests.raw(password))@h1/"
+            #expect(RabbitMQConfiguration.splitURIList("\(first),amqp://h2") == [first, "amqp://h2"])
+        }
+    }
+
+    @Test func errorsShowTheURIMasked() {
+        do {
+            _ = try RabbitMQConfiguration(uris: ["amqp://h1", "amqp://app:Kx7q/Zr9w@host:http/"])
+            Issue.record("parsed")
+        } catch {
+            #expect(error.message == "the port is not a number in amqp://app:***@host:http/")
+        }
     }
 }

@@ -12,11 +12,106 @@ extension RabbitMQConfiguration {
     /// broker's certificate must carry, when not the host). Any other key is an error, so a
     /// typo is not silently ignored.
     ///
-    /// - Throws: ``RabbitMQError`` with code `invalidURI`, naming the problem; the message
-    ///   never repeats the password.
+    /// Generated passwords often hold `/`, `?`, `#`, `@`, `:` or `,`, and a strict RFC 3986
+    /// reading would cut such a password at its first `/` and take the rest for a host, a
+    /// port or a path. This parser splits the text after `scheme://` so that a raw password
+    /// works:
+    ///
+    /// 1. The user information runs to the **last** `@` of the URI (none: no user
+    ///    information). The user name ends at its first `:`; the password is everything
+    ///    after that colon, raw `/ ? # @ : ,` included.
+    /// 2. The authority (`host`, `host:port`, `[ipv6]:port`) runs from there to the first
+    ///    `/`, `?` or `#`; the virtual host from that `/` to the first `?`; then the query.
+    ///    A `#` after the user information is refused (fragments mean nothing here).
+    ///
+    /// So `%` is the one character a password must escape (`%25`: an escape is always
+    /// decoded), a `:` in a user name is `%3A`, and an `@` in the virtual host or in a query
+    /// value must be written `%40` (an unescaped one would end the user information).
+    /// Percent-encoding any reserved character always works, as in every other client.
+    ///
+    /// - Throws: ``RabbitMQError`` with code `invalidURI`, naming the problem and showing the
+    ///   URI as ``redactedURI(_:)`` masks it: never any part of the password.
     public init(uri: String) throws(RabbitMQError) {
         self.init()
-        let parsed = try ParsedURI(uri)
+        do {
+            try apply(ParsedURI(parsing: uri))
+        } catch {
+            throw error.naming(uri: uri)
+        }
+    }
+
+    /// Parses several URIs (cluster nodes); user, password, virtual host and options come
+    /// from the first, the endpoints from all of them in order.
+    public init(uris: [String]) throws(RabbitMQError) {
+        guard let first = uris.first else { throw .invalidURI("no URI given") }
+        try self.init(uri: first)
+        var endpoints: [Endpoint] = []
+        for uri in uris {
+            do {
+                endpoints.append(try ParsedURI(parsing: uri).endpoint)
+            } catch {
+                throw error.naming(uri: uri)
+            }
+        }
+        self.endpoints = endpoints
+    }
+
+    /// `uri` with its password replaced by `***`, for messages and logs:
+    /// `amqp://app:s3cr/et@host/` becomes `amqp://app:***@host/`.
+    ///
+    /// It splits the URI by the rule of ``init(uri:)`` (user information up to the last
+    /// `@`), so what the parser would take for the password is what it hides, whatever the
+    /// password holds. A URI without `@` whose port is not a number has that "port" masked
+    /// too, with everything after it: it is most likely a password whose `@` was lost
+    /// (`amqp://app:pa` from a list cut at the comma in `pa,ss`). Text that is not a URI at
+    /// all is masked by the same rule.
+    public static func redactedURI(_ uri: String) -> String {
+        let start = uri.firstRange(of: "://")?.upperBound ?? uri.startIndex
+        let rest = uri[start...]
+        if let at = rest.lastIndex(of: "@") {
+            guard let colon = rest[..<at].firstIndex(of: ":") else { return uri }
+            return String(uri[...colon]) + "***" + String(uri[at...])
+        }
+        let end = rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex
+        var authority = rest[..<end]
+        if authority.hasPrefix("["), let close = authority.firstIndex(of: "]") {
+            authority = authority[authority.index(after: close)...]
+        }
+        guard let colon = authority.lastIndex(of: ":") else { return uri }
+        let port = authority[authority.index(after: colon)...]
+        if port.allSatisfy({ $0.isASCII && $0.isNumber }) { return uri }
+        // What follows such a "port" may be the rest of the password: all of it goes.
+        return String(uri[...colon]) + "***"
+    }
+
+    /// Splits a comma-separated list of URIs (`RABBITMQ_URL` in `rmq` and the tests) into
+    /// its URIs, trimmed, empty ones dropped.
+    ///
+    /// It splits only at a comma followed (after optional spaces) by `amqp://` or `amqps://`
+    /// (or by nothing: a trailing comma), so a comma inside a password
+    /// (`amqp://app:pa,ss@host/`) stays in it. A password that itself holds `,amqp://` is not
+    /// told apart from a list: write its comma as `%2C`, which always works.
+    public static func splitURIList(_ text: String) -> [String] {
+        var items: [Substring] = []
+        var current = text.startIndex
+        var index = text.startIndex
+        while let comma = text[index...].firstIndex(of: ",") {
+            let next = text[text.index(after: comma)...].drop(while: { $0 == " " || $0 == "\t" })
+            let lowered = next.prefix(8).lowercased()
+            if next.isEmpty || lowered.hasPrefix("amqp://") || lowered.hasPrefix("amqps://") {
+                items.append(text[current..<comma])
+                current = text.index(after: comma)
+            }
+            index = text.index(after: comma)
+        }
+        items.append(text[current...])
+        return items.compactMap { item in
+            let trimmed = item.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed()
+            return trimmed.isEmpty ? nil : String(trimmed)
+        }
+    }
+
+    private mutating func apply(_ parsed: ParsedURI) throws(RabbitMQError) {
         endpoints = [parsed.endpoint]
         username = parsed.username ?? "guest"
         password = parsed.password ?? "guest"
@@ -67,16 +162,6 @@ extension RabbitMQConfiguration {
         }
     }
 
-    /// Parses several URIs (cluster nodes); user, password, virtual host and options come
-    /// from the first, the endpoints from all of them in order.
-    public init(uris: [String]) throws(RabbitMQError) {
-        guard let first = uris.first else { throw .invalidURI("no URI given") }
-        try self.init(uri: first)
-        var endpoints: [Endpoint] = []
-        for uri in uris { endpoints.append(try ParsedURI(uri).endpoint) }
-        self.endpoints = endpoints
-    }
-
     private static func integer(_ text: String, key: String, range: ClosedRange<Int>) throws(RabbitMQError) -> Int {
         guard let value = Int(text), range.contains(value) else {
             throw .invalidURI("query parameter \(key)=\(text) must be an integer in \(range.lowerBound)...\(range.upperBound)")
@@ -93,7 +178,10 @@ struct ParsedURI {
     var virtualHost: String
     var query: [(String, String)]
 
-    init(_ uri: String) throws(RabbitMQError) {
+    /// Splits `uri` by the rule ``RabbitMQConfiguration/init(uri:)`` documents. Its errors
+    /// name the problem only; the callers add the redacted URI. No message here may quote
+    /// text before the last `@`: that is where the password is.
+    init(parsing uri: String) throws(RabbitMQError) {
         let useTLS: Bool
         var rest: Substring
         if uri.hasPrefix("amqp://") {
@@ -103,27 +191,17 @@ struct ParsedURI {
             useTLS = true
             rest = uri.dropFirst("amqps://".count)
         } else {
+            // The text before the first colon is a scheme or at most a user name, never a
+            // password.
             let scheme = uri.firstIndex(of: ":").map { String(uri[..<$0]) }
             throw .invalidURI(
                 scheme.map { "unsupported scheme '\($0)' (expected amqp or amqps)" }
                     ?? "missing scheme (expected amqp:// or amqps://)")
         }
 
-        var queryText: Substring = ""
-        if let mark = rest.firstIndex(of: "?") {
-            queryText = rest[rest.index(after: mark)...]
-            rest = rest[..<mark]
-        }
-        if rest.contains("#") { throw .invalidURI("fragments are not allowed") }
-        var path: Substring? = nil
-        if let slash = rest.firstIndex(of: "/") {
-            path = rest[rest.index(after: slash)...]
-            rest = rest[..<slash]
-        }
-        var authority = rest
-        if let at = authority.lastIndex(of: "@") {
-            let userInfo = authority[..<at]
-            authority = authority[authority.index(after: at)...]
+        if let at = rest.lastIndex(of: "@") {
+            let userInfo = rest[..<at]
+            rest = rest[rest.index(after: at)...]
             if let colon = userInfo.firstIndex(of: ":") {
                 username = try Self.decode(userInfo[..<colon], part: "user")
                 password = try Self.decode(userInfo[userInfo.index(after: colon)...], part: "password")
@@ -131,8 +209,20 @@ struct ParsedURI {
                 username = try Self.decode(userInfo, part: "user")
             }
         }
+        var queryText: Substring = ""
+        if let mark = rest.firstIndex(of: "?") {
+            queryText = rest[rest.index(after: mark)...]
+            rest = rest[..<mark]
+        }
+        if rest.contains("#") || queryText.contains("#") { throw .invalidURI("fragments are not allowed") }
+        var path: Substring? = nil
+        if let slash = rest.firstIndex(of: "/") {
+            path = rest[rest.index(after: slash)...]
+            rest = rest[..<slash]
+        }
+        let authority = rest
 
-        var host: Substring
+        let host: Substring
         var portText: Substring? = nil
         if authority.hasPrefix("[") {
             guard let close = authority.firstIndex(of: "]") else {
@@ -153,8 +243,12 @@ struct ParsedURI {
         let hostName = try Self.decode(host, part: "host")
         var port: Int? = nil
         if let portText {
+            guard portText.allSatisfy({ $0.isASCII && $0.isNumber }), !portText.isEmpty else {
+                // Not quoted: without an '@' a "port" may be a password cut from its '@'.
+                throw .invalidURI("the port is not a number")
+            }
             guard let value = Int(portText), (1...65535).contains(value) else {
-                throw .invalidURI("port '\(portText)' is not a number in 1...65535")
+                throw .invalidURI("port '\(portText)' is not in 1...65535")
             }
             port = value
         }
@@ -206,5 +300,14 @@ struct ParsedURI {
         case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
         default: nil
         }
+    }
+}
+
+extension RabbitMQError {
+    /// This `invalidURI` error with the URI it is about, password masked.
+    func naming(uri: String) -> RabbitMQError {
+        var error = self
+        error.message += " in \(RabbitMQConfiguration.redactedURI(uri))"
+        return error
     }
 }

@@ -6,10 +6,16 @@ extension RabbitMQEnvelope {
     /// documented order, then the keys of `data` and `metadata` sorted, so that an envelope
     /// always encodes to the same bytes.
     ///
-    /// - Throws: ``RabbitMQPatternsError`` (`invalidEnvelope`) when the payload cannot be
-    ///   encoded, for example a `Double.nan`.
+    /// - Throws: ``RabbitMQPatternsError`` (`invalidEnvelope`) for what decoding would refuse:
+    ///   an empty type, a timestamp outside the years 1 to 9999, a payload or metadata number
+    ///   that is not finite (`Double.nan`).
     public func encodedBody() throws(RabbitMQPatternsError) -> [UInt8] {
         let encoder = EnvelopeJSON.encoder()
+        do {
+            try validateForEncoding(codingPath: [])
+        } catch {
+            throw EnvelopeJSON.patternsError(error)
+        }
         // Foundation's encoder does not keep the order of keys, so the top level is written here.
         func encode(_ value: some Encodable, at field: String) throws(RabbitMQPatternsError) -> Data {
             do {
@@ -20,7 +26,7 @@ extension RabbitMQEnvelope {
         }
         var body: [UInt8] = []
         for (key, value) in [
-            ("id", try encode(id, at: "id")),
+            ("id", try encode(id.uuidString.lowercased(), at: "id")),
             ("timestamp", try encode(EnvelopeTimestamp.format(timestamp), at: "timestamp")),
             ("version", try encode(version, at: "version")),
             ("type", try encode(type, at: "type")),
@@ -58,7 +64,7 @@ extension RabbitMQEnvelope {
         RabbitMQProperties(
             contentType: "application/json", contentEncoding: "utf-8", headers: headers,
             deliveryMode: persistent ? .persistent : .transient, correlationID: metadata.correlationID,
-            messageID: id, timestamp: UInt64(max(0, timestamp.timeIntervalSince1970.rounded(.down))), type: type,
+            messageID: id.uuidString.lowercased(), timestamp: UInt64(max(0, timestamp.timeIntervalSince1970.rounded(.down))), type: type,
             appID: metadata.source)
     }
 }

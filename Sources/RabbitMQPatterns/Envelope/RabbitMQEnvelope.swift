@@ -9,16 +9,22 @@ import Foundation
 ///  "metadata": {"source": "shop", "correlation_id": "c-1"}}
 /// ```
 ///
-/// - `id`: a UUID string (lowercase when we create it).
-/// - `timestamp`: ISO-8601 in UTC, millisecond precision.
+/// - `id`: a UUID, written lowercase with hyphens; read with or without hyphens (Python's
+///   `str(uuid)` and `uuid.hex`), in either case.
+/// - `timestamp`: written ISO-8601 in UTC with milliseconds; read with `T` or a space,
+///   0 to 9 fractional digits and any zone offset, or none, which means UTC (what pydantic
+///   and `json.dumps(..., default=str)` write for a naive `datetime`).
 /// - `version`: the schema version of `data`, a string.
 /// - `type`: the event type, by convention `service.entity.action`.
 /// - `data`: the payload, encoded with `JSONEncoder` (dates as ISO-8601 strings).
-/// - `metadata`: see ``RabbitMQEnvelopeMetadata``.
+/// - `metadata`: an object of entries of any JSON type; see ``RabbitMQEnvelopeMetadata``.
 ///
 /// Decoding validates every field and throws ``RabbitMQPatternsError`` with code
 /// `invalidEnvelope` and the ``RabbitMQPatternsError/field`` that is missing or mistyped.
 /// Unknown top-level keys are ignored, so a newer producer does not break an older consumer.
+/// Encoding refuses what decoding would refuse (an empty `type`, a timestamp outside the
+/// years 1 to 9999, a payload number that is not finite), so every envelope we publish reads
+/// back, here and in other languages.
 ///
 /// ```swift
 /// struct OrderCreated: Codable, Sendable { var orderID: Int }
@@ -26,8 +32,8 @@ import Foundation
 /// try await channel.publish(envelope, exchange: "shop", routingKey: envelope.type)
 /// ```
 public struct RabbitMQEnvelope<Payload: Codable & Sendable>: Sendable {
-    /// A UUID string identifying this envelope; published as the AMQP message-id.
-    public var id: String
+    /// Identifies this envelope; published as the AMQP message-id (lowercase, with hyphens).
+    public var id: UUID
     /// When the event happened (kept to the millisecond); published as the AMQP timestamp (seconds).
     public var timestamp: Date
     /// The schema version of ``data``. Default: `"1.0"`.
@@ -42,15 +48,16 @@ public struct RabbitMQEnvelope<Payload: Codable & Sendable>: Sendable {
     /// Creates an envelope with a new random id, stamped now unless told otherwise.
     ///
     /// - Parameters:
-    ///   - type: The event type, for example `shop.order.created`; must not be empty.
+    ///   - type: The event type, for example `shop.order.created`; must not be empty (an
+    ///     envelope with an empty type does not encode).
     ///   - data: The payload.
     ///   - version: The payload's schema version. Default: `"1.0"`.
     ///   - metadata: Source, correlation id, user id, extra entries. Default: none.
-    ///   - id: A UUID string. Default: a new random UUID, lowercase.
+    ///   - id: The envelope's id. Default: a new random UUID.
     ///   - timestamp: When it happened. Default: now.
     public init(
         type: String, data: Payload, version: String = "1.0", metadata: RabbitMQEnvelopeMetadata = .init(),
-        id: String = UUID().uuidString.lowercased(), timestamp: Date = Date()
+        id: UUID = UUID(), timestamp: Date = Date()
     ) {
         self.id = id
         self.timestamp = EnvelopeTimestamp.normalized(timestamp)
@@ -73,10 +80,12 @@ extension RabbitMQEnvelope: Codable {
     /// as ``RabbitMQPatternsError``.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        id = try container.decode(String.self, forKey: .id)
-        guard UUID(uuidString: id) != nil else {
-            throw DecodingError.dataCorruptedError(forKey: .id, in: container, debugDescription: "'\(id)' is not a UUID")
+        let idText = try container.decode(String.self, forKey: .id)
+        guard let id = Self.uuid(idText) else {
+            throw DecodingError.dataCorruptedError(
+                forKey: .id, in: container, debugDescription: "'\(idText)' is not a UUID")
         }
+        self.id = id
         let stamp = try container.decode(String.self, forKey: .timestamp)
         guard let date = EnvelopeTimestamp.parse(stamp) else {
             throw DecodingError.dataCorruptedError(
@@ -93,13 +102,48 @@ extension RabbitMQEnvelope: Codable {
     }
 
     /// Encodes the envelope; ``encodedBody()`` also fixes the order of the keys.
+    ///
+    /// - Throws: `EncodingError.invalidValue` for what decoding would refuse: an empty type or
+    ///   a timestamp outside the years 1 to 9999.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(id, forKey: .id)
+        try validateForEncoding(codingPath: encoder.codingPath)
+        try container.encode(id.uuidString.lowercased(), forKey: .id)
         try container.encode(EnvelopeTimestamp.format(timestamp), forKey: .timestamp)
         try container.encode(version, forKey: .version)
         try container.encode(type, forKey: .type)
         try container.encode(data, forKey: .data)
         try container.encode(metadata, forKey: .metadata)
+    }
+}
+
+extension RabbitMQEnvelope {
+    /// A UUID in the canonical form (any case) or as 32 hex digits without hyphens (Python's
+    /// `uuid.hex`).
+    static func uuid(_ text: String) -> UUID? {
+        if let uuid = UUID(uuidString: text) { return uuid }
+        let hex = Array(text.utf8)
+        guard hex.count == 32, hex.allSatisfy({ $0 < 0x80 && Character(UnicodeScalar($0)).isHexDigit }) else {
+            return nil
+        }
+        var canonical = ""
+        for (index, byte) in hex.enumerated() {
+            if [8, 12, 16, 20].contains(index) { canonical += "-" }
+            canonical.append(Character(UnicodeScalar(byte)))
+        }
+        return UUID(uuidString: canonical)
+    }
+
+    /// Throws for what ``init(from:)`` would refuse and the types cannot rule out.
+    func validateForEncoding(codingPath: [any CodingKey]) throws {
+        guard !type.isEmpty else {
+            throw EncodingError.invalidValue(
+                type, .init(codingPath: codingPath + [CodingKeys.type], debugDescription: "the type is empty"))
+        }
+        guard EnvelopeTimestamp.isEncodable(timestamp) else {
+            throw EncodingError.invalidValue(
+                timestamp,
+                .init(codingPath: codingPath + [CodingKeys.timestamp], debugDescription: "not within the years 1 to 9999"))
+        }
     }
 }

@@ -4,6 +4,11 @@ import RabbitMQ
 
 /// Where the broker is: `--uri` (repeatable: cluster nodes, tried in order), else
 /// `RABBITMQ_URL` (comma-separated), else the local default.
+///
+/// `RABBITMQ_URL` splits only at a comma that starts another `amqp://` or `amqps://` URI
+/// (``RabbitMQConfiguration/splitURIList(_:)``), so a comma in a password stays in it;
+/// `%2C` always works too. No message of `rmq` shows a password: the library's URI errors
+/// mask it.
 struct ConnectionOptions: ParsableArguments {
     static let defaultURI = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -11,7 +16,10 @@ struct ConnectionOptions: ParsableArguments {
         name: .customLong("uri"),
         help: ArgumentHelp(
             "A broker URI; repeat it for the nodes of a cluster, tried in order.",
-            discussion: "Default: $RABBITMQ_URL (comma-separated URIs), else \(defaultURI)",
+            discussion: """
+                Default: $RABBITMQ_URL (URIs separated by commas; a comma in a password needs no \
+                escaping, %2C always works), else \(defaultURI)
+                """,
             valueName: "uri"))
     var uris: [String] = []
 
@@ -19,8 +27,7 @@ struct ConnectionOptions: ParsableArguments {
     var effectiveURIs: [String] {
         if !uris.isEmpty { return uris }
         if let environment = ProcessInfo.processInfo.environment["RABBITMQ_URL"] {
-            let list = environment.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-                .filter { !$0.isEmpty }
+            let list = RabbitMQConfiguration.splitURIList(environment)
             if !list.isEmpty { return list }
         }
         return [Self.defaultURI]

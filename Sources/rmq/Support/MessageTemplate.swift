@@ -22,7 +22,7 @@ struct MessageTemplate: Sendable {
         }
         let metadata = RabbitMQEnvelopeMetadata(source: properties.appID, correlationID: properties.correlationID)
         var envelope = RabbitMQEnvelope(type: envelopeType, data: data, metadata: metadata)
-        if let id = properties.messageID { envelope.id = id.lowercased() }
+        if let id = properties.messageID, let uuid = UUID(uuidString: id) { envelope.id = uuid }
         // Envelope properties first, then whatever the flags set explicitly.
         var merged = envelope.properties(persistent: true, headers: properties.headers)
         if let contentType = properties.contentType { merged.contentType = contentType }
