@@ -36,7 +36,9 @@ struct PatternsDocumentationExampleTests {
     }
 
     @Test func directExampleRuns() async throws {
-        try await TestBroker.deleting(queues: ["orders.eu"], exchanges: ["orders"]) { connection in
+        try await TestBroker.deleting(
+            queues: ["orders.eu", "orders.eu.dead-letter"], exchanges: ["orders", "orders.dead-letter"]
+        ) { connection in
             let warehouse = Warehouse()
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await directExample(connection: connection, warehouse: warehouse) }
@@ -58,9 +60,32 @@ struct PatternsDocumentationExampleTests {
     }
 
     @Test func fanoutExampleRuns() async throws {
-        try await TestBroker.deleting(queues: [], exchanges: ["notices"]) { connection in
+        try await TestBroker.deleting(queues: ["notices.dead-letter"], exchanges: ["notices", "notices.dead-letter"]) {
+            connection in
             let result = try await fanoutExample(connection: connection)
             #expect(result == 42)
+        }
+    }
+
+    @Test func undecodableExampleRuns() async throws {
+        try await TestBroker.deleting(
+            queues: ["orders.payments", "orders.payments.dead-letter"], exchanges: ["orders", "orders.dead-letter"]
+        ) { connection in
+            let undecodable = UndecodableLog()
+            let payments = try await undecodableExample(connection: connection, undecodable: undecodable)
+            let orders = try await connection.openChannel()
+            try await orders.confirmSelect()
+            try await orders.publishAndWaitForConfirm(Array("{}".utf8), exchange: "orders", routingKey: "paid")
+            try await orders.publishAndWaitForConfirm(
+                RabbitMQEnvelope(type: "shop.order.paid", data: OrderPlaced(orderID: 7, cents: 100)).encodedBody(),
+                exchange: "orders", routingKey: "paid")
+            var iterator = payments.makeAsyncIterator()
+            let paid = try #require(try await iterator.next())
+            try paid.ack()
+            #expect(paid.data.orderID == 7)
+            #expect(payments.undecodableCount == 1)
+            #expect(undecodable.entries.all.map(\.queue) == ["orders.payments"])
+            try await payments.cancel()
         }
     }
 
@@ -173,6 +198,30 @@ private func fanoutExample(connection: RabbitMQConnection) async throws -> Int {
         return message.data.orderID
     }
     return 0
+}
+
+/// Stands in for an application's record of what it could not read.
+private final class UndecodableLog: Sendable {
+    let entries = Recorded<(queue: String, error: String)>()
+
+    func record(_ queue: String, _ error: String) {
+        entries.append((queue, error))
+    }
+}
+
+private func undecodableExample(
+    connection: RabbitMQConnection, undecodable: UndecodableLog
+) async throws -> RabbitMQSubscription<OrderPlaced> {
+    let orders = try await RabbitMQDirectExchange.declare("orders", on: connection)
+
+    let payments = try await orders.subscribe(
+        OrderPlaced.self, queue: "orders.payments", bindingKeys: ["paid"],
+        onUndecodable: { rejected in
+            // Already in "orders.payments.dead-letter"; rejected.delivery has the bytes.
+            undecodable.record(rejected.queue, rejected.error.message)
+        })
+
+    return payments
 }
 
 private func rpcServerExample(connection: RabbitMQConnection) async throws {
