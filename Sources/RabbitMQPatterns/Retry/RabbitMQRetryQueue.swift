@@ -41,6 +41,29 @@ import RabbitMQ
 /// `x-death` reason `delivery_limit` and our headers as they were (no
 /// ``deadLetterReasonHeader``); a classic work queue would hand it out forever.
 ///
+/// A parked message can be replayed: moved by an operator (a shovel, the management UI's
+/// move, a script) from `N.dead-letter` back to exchange `N` with routing key `N`, or to queue
+/// `N`, headers as they are. The consumer recognises it (our ``deadLetterReasonHeader``,
+/// which only parking stamps; or, for what the broker parked, an `x-death` entry for the work
+/// queue, which only the broker's own dead-lettering writes, provided the replay keeps that
+/// header) and starts a new ladder: attempt 1, ``retryCountHeader`` reset, the old count
+/// added to ``previousRetryCountHeader``, ``replayCountHeader`` + 1, the parking reason
+/// dropped. ``lastErrorHeader`` and ``firstFailureAtHeader`` are kept, so the handler still
+/// sees why and since when it failed.
+///
+/// Duplicates are bounded. A delivery whose connection is lost while its handler runs is
+/// handed out again (`redelivered`) on the recovered connection, and the first copy's
+/// acknowledgement can no longer reach the broker. ``run(_:handler:)`` remembers the attempts
+/// it has put on the ladder (by message id, retry count and replay count, the last 10,000):
+/// a second copy of one of them is acknowledged without a second republish, and without
+/// running the handler again when it arrives after the first one settled. The handler may
+/// still run twice for one attempt (at-least-once), but one copy climbs the ladder. What is
+/// left: a republish in flight when the connection is lost is sent again by the connection's
+/// recovery (`RabbitMQConfirmation.wasRepublished`), so the broker can hold one extra copy per
+/// republish in flight at a reconnect (at most ``Configuration/concurrency``); a consumer
+/// process that dies between a republish and its acknowledgement leaves one extra copy per
+/// message it had in hand; messages without a message id are not tracked.
+///
 /// ```swift
 /// let emails = try await RabbitMQRetryQueue.declare("emails", on: connection)
 /// try await emails.publish(RabbitMQEnvelope(type: "email.send", data: email))
@@ -153,6 +176,7 @@ public struct RabbitMQRetryQueue: Sendable {
             try await channel.qos(prefetchCount: configuration.concurrency)
             try await channel.confirmSelect()
             let consumer = try await channel.consume(queue: workQueue)
+            let ledger = SharedRetryLedger()
             // Graceful shutdown cancels the consumer: the messages in hand are handled and
             // settled (acknowledged, or republished for a retry), then run() returns.
             try await consumer.stoppingOnGracefulShutdown {
@@ -163,7 +187,8 @@ public struct RabbitMQRetryQueue: Sendable {
                             do {
                                 try await channel.connection.tracingProcess(of: delivery, queue: workQueue) { span in
                                     try await handle(
-                                        delivery, on: channel, handler: Self.recordingFailures(of: handler, on: span))
+                                        delivery, on: channel, ledger: ledger,
+                                        handler: Self.recordingFailures(of: handler, on: span))
                                 }
                             } catch {
                                 // A failed republish stops the consumer at once (the loop above
@@ -186,10 +211,23 @@ public struct RabbitMQRetryQueue: Sendable {
     }
 
     private func handle<Payload>(
-        _ delivery: RabbitMQDelivery, on channel: RabbitMQChannel,
+        _ delivery: RabbitMQDelivery, on channel: RabbitMQChannel, ledger: SharedRetryLedger,
         handler: @Sendable (RabbitMQRetryAttempt<Payload>) async throws -> Void
     ) async throws {
-        let headers = delivery.properties.headers
+        let headers = RetryDecision.startingOver(delivery.properties.headers, workQueue: workQueue)
+        var properties = delivery.properties
+        properties.headers = headers
+        let key = delivery.properties.messageID.map {
+            RetryLedger.Key(
+                messageID: $0, retryCount: RetryDecision.retryCount(headers),
+                replayCount: RetryDecision.replayCount(headers))
+        }
+        // A copy handed out again after a reconnect, whose retry this consumer has put on the
+        // ladder already: the attempt is over.
+        if delivery.redelivered, let key, ledger.contains(key) {
+            try delivery.ack()
+            return
+        }
         let failure: RetryDecision.Failure
         do {
             let envelope = try RabbitMQEnvelope<Payload>(decoding: delivery.body)
@@ -198,7 +236,8 @@ public struct RabbitMQRetryQueue: Sendable {
                 maxAttempts: configuration.delays.count + 1,
                 lastError: headers?[Self.lastErrorHeader]?.stringValue,
                 firstFailureAt: headers?[Self.firstFailureAtHeader]?.stringValue.flatMap(EnvelopeTimestamp.parse),
-                properties: delivery.properties)
+                properties: properties, replayCount: RetryDecision.replayCount(headers),
+                previousRetryCount: RetryDecision.previousRetryCount(headers))
             do {
                 try await handler(attempt)
                 try delivery.ack()
@@ -215,7 +254,11 @@ public struct RabbitMQRetryQueue: Sendable {
         }
         let decision = RetryDecision.decide(
             headers: headers, failure: failure, delayCount: configuration.delays.count, now: Date())
-        var properties = delivery.properties
+        // Another copy of this attempt (a reconnect's redelivery) is on the ladder already.
+        if let key, !ledger.reserve(key) {
+            try delivery.ack()
+            return
+        }
         properties.headers = decision.headers
         // The delay queue's TTL decides when it comes back; a per-message TTL would interfere.
         properties.expiration = nil
@@ -224,8 +267,13 @@ public struct RabbitMQRetryQueue: Sendable {
         case .delay(let index): target = delayQueues[index]
         case .park: target = deadLetterQueue
         }
-        try await channel.publishConfirmed(
-            delivery.body, exchange: "", routingKey: target, properties: properties, mandatory: true)
+        do {
+            try await channel.publishConfirmed(
+                delivery.body, exchange: "", routingKey: target, properties: properties, mandatory: true)
+        } catch {
+            if let key { ledger.release(key) }
+            throw error
+        }
         try delivery.ack()
     }
 
