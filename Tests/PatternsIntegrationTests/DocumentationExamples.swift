@@ -69,16 +69,16 @@ struct PatternsDocumentationExampleTests {
 
     @Test func undecodableExampleRuns() async throws {
         try await TestBroker.deleting(
-            queues: ["orders.payments", "orders.payments.dead-letter"], exchanges: ["orders", "orders.dead-letter"]
+            queues: ["orders.payments", "orders.payments.dead-letter"], exchanges: ["payments", "payments.dead-letter"]
         ) { connection in
             let undecodable = UndecodableLog()
             let payments = try await undecodableExample(connection: connection, undecodable: undecodable)
             let orders = try await connection.openChannel()
             try await orders.confirmSelect()
-            try await orders.publishAndWaitForConfirm(Array("{}".utf8), exchange: "orders", routingKey: "paid")
+            try await orders.publishAndWaitForConfirm(Array("{}".utf8), exchange: "payments", routingKey: "paid")
             try await orders.publishAndWaitForConfirm(
                 RabbitMQEnvelope(type: "shop.order.paid", data: OrderPlaced(orderID: 7, cents: 100)).encodedBody(),
-                exchange: "orders", routingKey: "paid")
+                exchange: "payments", routingKey: "paid")
             var iterator = payments.makeAsyncIterator()
             let paid = try #require(try await iterator.next())
             try paid.ack()
@@ -212,7 +212,8 @@ private final class UndecodableLog: Sendable {
 private func undecodableExample(
     connection: RabbitMQConnection, undecodable: UndecodableLog
 ) async throws -> RabbitMQSubscription<OrderPlaced> {
-    let orders = try await RabbitMQDirectExchange.declare("orders", on: connection)
+    // Not "orders": directExampleRuns, which runs alongside, deletes that one.
+    let orders = try await RabbitMQDirectExchange.declare("payments", on: connection)
 
     let payments = try await orders.subscribe(
         OrderPlaced.self, queue: "orders.payments", bindingKeys: ["paid"],
