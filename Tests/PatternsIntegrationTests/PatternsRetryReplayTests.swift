@@ -38,6 +38,35 @@ struct PatternsRetryReplayTests {
         }
     }
 
+    /// A length-limit policy on the work queue makes the broker drop its oldest message; the
+    /// work queue dead-letters it into the parking queue instead of losing it.
+    @Test func whatTheBrokerDropsFromAClassicWorkQueueIsParked() async throws {
+        let connection = try await TestBroker.connect()
+        let name = TestBroker.uniqueName("maxlen")
+        let retry = try await RabbitMQRetryQueue.declare(
+            name, on: connection, configuration: .init(delays: PatternsRetryTests.delays))
+        let policy = name + "-limit"
+        try await TestBroker.ctl("set_policy", policy, "^\(name)$", #"{"max-length": 1}"#, "--apply-to", "queues")
+        try await eventually("the policy to apply to the work queue") {
+            let listing = try await TestBroker.ctl("list_queues", "--no-table-headers", "--silent", "name", "policy")
+            return listing.split(separator: "\n").contains { $0 == "\(name)\t\(policy)" }
+        }
+        // No consumer: the second message pushes the first out of the head of the queue.
+        try await retry.publish(PatternsRetryTests.envelope("pushed-out"))
+        try await retry.publish(PatternsRetryTests.envelope("kept"))
+        try await eventually("the pushed-out message to be parked") {
+            try await TestBroker.queueState(retry.deadLetterQueue)?.messageCount == 1
+        }
+        let channel = try await connection.openChannel()
+        let parked = try #require(try await channel.get(queue: retry.deadLetterQueue, autoAck: true))
+        #expect(try parked.envelope(Job.self).data == Job(id: "pushed-out"))
+        let death = try #require(parked.properties.headers?["x-death"])
+        #expect("\(death)".contains("maxlen"), "\(death)")
+        try await TestBroker.ctl("clear_policy", policy)
+        try await retry.delete()
+        try await connection.close()
+    }
+
     /// The handler fails while the connection is lost: the broker hands the message out again
     /// on the recovered connection and that copy climbs to the delay queue; the first
     /// handler's republish, whose acknowledgement can no longer reach the broker, must not

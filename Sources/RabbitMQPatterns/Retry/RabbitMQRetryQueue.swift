@@ -11,7 +11,10 @@ import RabbitMQ
 /// - the durable direct exchange `N` and work queue `N`, bound with routing key `N`;
 /// - one delay queue per distinct delay, `N.retry.<delay>` (`N.retry.1s`, `N.retry.250ms`),
 ///   whose message TTL dead-letters back to exchange `N`;
-/// - the dead-letter (parking) queue `N.dead-letter`.
+/// - the dead-letter (parking) queue `N.dead-letter`, which is also the work queue's
+///   dead-letter target (``Configuration/workQueueDeadLetters``): what the broker itself
+///   gives up on (a quorum queue's delivery limit, a TTL or length limit set by a policy) is
+///   parked, with the broker's `x-death` reason, instead of dropped.
 ///
 /// ``run(_:handler:)`` consumes the work queue and, for each message:
 /// - handler returns: ack;
@@ -113,12 +116,13 @@ public struct RabbitMQRetryQueue: Sendable {
     private func declareTopology() async throws {
         let durable = configuration.durable
         try await channel.exchangeDeclare(workExchange, type: .direct, durable: durable)
-        // A quorum work queue dead-letters what its delivery limit gives up on into the
-        // parking queue (through the default exchange), rather than dropping it.
-        try await declareQueue(
-            workQueue,
-            quorumArguments: ["x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(deadLetterQueue)],
-            deliveryLimit: configuration.deliveryLimit)
+        // The work queue dead-letters what the broker gives up on (a quorum queue's delivery
+        // limit, a TTL or length policy) into the parking queue, through the default exchange,
+        // rather than dropping it.
+        let parking: RabbitMQFieldTable =
+            configuration.workQueueDeadLetters
+            ? ["x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(deadLetterQueue)] : [:]
+        try await declareQueue(workQueue, arguments: parking, deliveryLimit: configuration.deliveryLimit)
         try await channel.queueBind(queue: workQueue, exchange: workExchange, routingKey: name)
         var declared = Set<String>()
         for (queue, delay) in zip(delayQueues, configuration.delays) where declared.insert(queue).inserted {
@@ -134,16 +138,12 @@ public struct RabbitMQRetryQueue: Sendable {
     }
 
     private func declareQueue(
-        _ queue: String, arguments: RabbitMQFieldTable = [:], quorumArguments: RabbitMQFieldTable = [:],
-        deliveryLimit: RabbitMQQueueType.DeliveryLimit? = nil
+        _ queue: String, arguments: RabbitMQFieldTable = [:], deliveryLimit: RabbitMQQueueType.DeliveryLimit? = nil
     ) async throws {
         if configuration.quorum {
-            var arguments = arguments
-            for entry in quorumArguments { arguments[entry.key] = entry.value }
             try await channel.queueDeclare(queue, type: .quorum(deliveryLimit: deliveryLimit), arguments: arguments)
         } else {
-            // No x-queue-type, as before quorum queues were an option: an existing queue
-            // keeps its declaration.
+            // No x-queue-type, as before quorum queues were an option.
             try await channel.queueDeclare(queue, durable: configuration.durable, arguments: arguments)
         }
     }
