@@ -73,29 +73,34 @@ struct RetryReplayLogicTests {
     @Test func theLedgerLetsOneCopyOfAnAttemptOnTheLadder() {
         var ledger = RetryLedger(capacity: 4)
         let key = RetryLedger.Key(messageID: "m", retryCount: 0, replayCount: 0)
-        let first = ledger.reserve(key)
-        let copy = ledger.reserve(key)
-        let next = ledger.reserve(RetryLedger.Key(messageID: "m", retryCount: 1, replayCount: 0))
-        let replay = ledger.reserve(RetryLedger.Key(messageID: "m", retryCount: 0, replayCount: 1))
-        #expect(first)
-        #expect(!copy, "a second copy of the same attempt")
-        #expect(next, "the next attempt")
-        #expect(replay, "a replay")
+        #expect(ledger.claim(key) == .claimed)
+        #expect(ledger.claim(key) == .inFlight, "the first copy's republish may yet fail")
+        #expect(!ledger.isOnTheLadder(key))
+        ledger.confirm(key)
+        #expect(ledger.isOnTheLadder(key))
+        #expect(ledger.claim(key) == .onTheLadder, "a second copy of a confirmed attempt")
+        #expect(ledger.claim(RetryLedger.Key(messageID: "m", retryCount: 1, replayCount: 0)) == .claimed, "the next attempt")
+        #expect(ledger.claim(RetryLedger.Key(messageID: "m", retryCount: 0, replayCount: 1)) == .claimed, "a replay")
+    }
+
+    @Test func aFailedRepublishGivesTheClaimBack() {
+        var ledger = RetryLedger(capacity: 4)
+        let key = RetryLedger.Key(messageID: "m", retryCount: 0, replayCount: 0)
+        #expect(ledger.claim(key) == .claimed)
         ledger.release(key)
-        #expect(!ledger.contains(key))
-        let again = ledger.reserve(key)
-        #expect(again, "a failed republish gives the claim back")
+        #expect(!ledger.isOnTheLadder(key))
+        #expect(ledger.claim(key) == .claimed)
     }
 
     @Test func theLedgerIsBoundedAndForgetsTheOldestFirst() {
         var ledger = RetryLedger(capacity: 3)
         let keys = (0..<10).map { RetryLedger.Key(messageID: "m\($0)", retryCount: 0, replayCount: 0) }
         for key in keys {
-            let reserved = ledger.reserve(key)
-            #expect(reserved)
+            #expect(ledger.claim(key) == .claimed)
+            ledger.confirm(key)
         }
         #expect(ledger.count == 3)
-        #expect(keys[7...].allSatisfy(ledger.contains))
-        #expect(!keys[..<7].contains(where: ledger.contains))
+        #expect(keys[7...].allSatisfy(ledger.isOnTheLadder))
+        #expect(!keys[..<7].contains(where: ledger.isOnTheLadder))
     }
 }

@@ -58,10 +58,11 @@ import RabbitMQ
 /// handed out again (`redelivered`) on the recovered connection, and the first copy's
 /// acknowledgement can no longer reach the broker. ``run(_:handler:)`` remembers the attempts
 /// it has put on the ladder (by message id, retry count and replay count, the last 10,000):
-/// a second copy of one of them is acknowledged without a second republish, and without
-/// running the handler again when it arrives after the first one settled. The handler may
-/// still run twice for one attempt (at-least-once), but one copy climbs the ladder. What is
-/// left: a republish in flight when the connection is lost is sent again by the connection's
+/// a second copy of one whose republish is confirmed is acknowledged without a second
+/// republish, and without running the handler again when it arrives after that. The handler
+/// may still run twice for one attempt (at-least-once), but one copy climbs the ladder; two
+/// copies whose republishes overlap both go on (never trading a duplicate for a loss). What
+/// is left: a republish in flight when the connection is lost is sent again by the connection's
 /// recovery (`RabbitMQConfirmation.wasRepublished`), so the broker can hold one extra copy per
 /// republish in flight at a reconnect (at most ``Configuration/concurrency``); a consumer
 /// process that dies between a republish and its acknowledgement leaves one extra copy per
@@ -224,7 +225,7 @@ public struct RabbitMQRetryQueue: Sendable {
         }
         // A copy handed out again after a reconnect, whose retry this consumer has put on the
         // ladder already: the attempt is over.
-        if delivery.redelivered, let key, ledger.contains(key) {
+        if delivery.redelivered, let key, ledger.isOnTheLadder(key) {
             try delivery.ack()
             return
         }
@@ -254,11 +255,14 @@ public struct RabbitMQRetryQueue: Sendable {
         }
         let decision = RetryDecision.decide(
             headers: headers, failure: failure, delayCount: configuration.delays.count, now: Date())
-        // Another copy of this attempt (a reconnect's redelivery) is on the ladder already.
-        if let key, !ledger.reserve(key) {
+        // Another copy of this attempt (a reconnect's redelivery) may be on the ladder already.
+        // Only a confirmed one makes this copy redundant: one still in flight may yet fail.
+        let claim = key.map(ledger.claim)
+        if claim == .onTheLadder {
             try delivery.ack()
             return
         }
+        let owned = claim == .claimed ? key : nil
         properties.headers = decision.headers
         // The delay queue's TTL decides when it comes back; a per-message TTL would interfere.
         properties.expiration = nil
@@ -271,9 +275,10 @@ public struct RabbitMQRetryQueue: Sendable {
             try await channel.publishConfirmed(
                 delivery.body, exchange: "", routingKey: target, properties: properties, mandatory: true)
         } catch {
-            if let key { ledger.release(key) }
+            if let owned { ledger.release(owned) }
             throw error
         }
+        if let owned { ledger.confirm(owned) }
         try delivery.ack()
     }
 
