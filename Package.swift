@@ -61,6 +61,7 @@ let package = Package(
             name: "RabbitMQPatterns",
             dependencies: [
                 "RabbitMQ",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -66,6 +66,26 @@ struct PatternsDocumentationExampleTests {
         }
     }
 
+    @Test func undecodableExampleRuns() async throws {
+        try await TestBroker.inScratchVirtualHost { connection in
+            let undecodable = UndecodableLog()
+            let payments = try await undecodableExample(connection: connection, undecodable: undecodable)
+            let orders = try await connection.openChannel()
+            try await orders.confirmSelect()
+            try await orders.publishAndWaitForConfirm(Array("{}".utf8), exchange: "payments", routingKey: "paid")
+            try await orders.publishAndWaitForConfirm(
+                RabbitMQEnvelope(type: "shop.order.paid", data: OrderPlaced(orderID: 7, cents: 100)).encodedBody(),
+                exchange: "payments", routingKey: "paid")
+            var iterator = payments.makeAsyncIterator()
+            let paid = try #require(try await iterator.next())
+            try paid.ack()
+            #expect(paid.data.orderID == 7)
+            #expect(payments.undecodableCount == 1)
+            #expect(undecodable.entries.all.map(\.queue) == ["orders.payments"])
+            try await payments.cancel()
+        }
+    }
+
     @Test func rpcExampleRuns() async throws {
         try await TestBroker.inScratchVirtualHost { connection in
             try await connection.openChannel().queueDeclare("pricing", durable: true)
@@ -172,6 +192,31 @@ private func fanoutExample(connection: RabbitMQConnection) async throws -> Int {
         return message.data.orderID
     }
     return 0
+}
+
+/// Stands in for an application's record of what it could not read.
+private final class UndecodableLog: Sendable {
+    let entries = Recorded<(queue: String, error: String)>()
+
+    func record(_ queue: String, _ error: String) {
+        entries.append((queue, error))
+    }
+}
+
+private func undecodableExample(
+    connection: RabbitMQConnection, undecodable: UndecodableLog
+) async throws -> RabbitMQSubscription<OrderPlaced> {
+    // Not "orders": directExampleRuns, which runs alongside, deletes that one.
+    let orders = try await RabbitMQDirectExchange.declare("payments", on: connection)
+
+    let payments = try await orders.subscribe(
+        OrderPlaced.self, queue: "orders.payments", bindingKeys: ["paid"],
+        onUndecodable: { rejected in
+            // Already in "orders.payments.dead-letter"; rejected.delivery has the bytes.
+            undecodable.record(rejected.queue, rejected.error.message)
+        })
+
+    return payments
 }
 
 private func rpcServerExample(connection: RabbitMQConnection) async throws {

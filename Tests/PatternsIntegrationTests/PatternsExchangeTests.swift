@@ -54,6 +54,8 @@ struct PatternsExchangeTests {
         // (before next(isolation:): 400 hops for 400 messages).
         #expect(hops < 100, "\(hops) hops for \(ids.count) messages")
         try await subscription.cancel()
+        for queue in [subscription.queue] + [subscription.deadLetterQueue].compactMap({ $0 }) { try await counter.queueDelete(queue) }
+        for name in [exchange.name, exchange.deadLetterExchange] { try await counter.exchangeDelete(name) }
         try await connection.close()
     }
 
@@ -90,8 +92,10 @@ struct PatternsExchangeTests {
 
         try await europe.cancel()
         try await america.cancel()
-        for queue in [europe.queue, america.queue] { try await exchange.channel.queueDelete(queue) }
-        try await exchange.channel.exchangeDelete(exchange.name)
+        for queue in [europe.queue, america.queue] + [europe, america].compactMap(\.deadLetterQueue) {
+            try await exchange.channel.queueDelete(queue)
+        }
+        for name in [exchange.name, exchange.deadLetterExchange] { try await exchange.channel.exchangeDelete(name) }
         try await connection.close()
     }
 
@@ -120,8 +124,10 @@ struct PatternsExchangeTests {
         #expect(try kept.envelope(Shipment.self).data.id == 2)
         #expect(try await exchange.channel.get(queue: dropping.queue, autoAck: true) == nil)
 
-        for queue in [rejecting.queue, dropping.queue] { try await exchange.channel.queueDelete(queue) }
-        try await exchange.channel.exchangeDelete(exchange.name)
+        for queue in [rejecting.queue, dropping.queue] + [rejecting, dropping].compactMap(\.deadLetterQueue) {
+            try await exchange.channel.queueDelete(queue)
+        }
+        for name in [exchange.name, exchange.deadLetterExchange] { try await exchange.channel.exchangeDelete(name) }
         try await connection.close()
     }
 
@@ -223,7 +229,8 @@ struct PatternsExchangeTests {
             }
         }
 
-        try await notices.channel.exchangeDelete(notices.name)
+        try await notices.channel.queueDelete(notices.deadLetterExchange)  // the queue of that name
+        for name in [notices.name, notices.deadLetterExchange] { try await notices.channel.exchangeDelete(name) }
         try await connection.close()
     }
 }

@@ -88,6 +88,19 @@ struct PatternsQuorumRetryTests {
         #expect("\(death)".contains("delivery_limit"), "\(death)")
         #expect(try parked.envelope(Job.self).data == Job(id: "crash"))
         #expect(try await channel.queueDeclare(retry.workQueue, passive: true).messageCount == 0)
+
+        // Replayed into the work queue, it is recognised by the broker's x-death entry for the
+        // work queue and starts a new ladder.
+        try await PatternsRetryReplayTests.replay(parked, into: retry, on: channel)
+        let (handled, handling) = AsyncStream.makeStream(of: RabbitMQRetryAttempt<Job>.self)
+        let run = Task { try await retry.run(Job.self) { attempt in handling.yield(attempt) } }
+        var attempts = handled.makeAsyncIterator()
+        let replayed = try #require(await attempts.next())
+        run.cancel()
+        try await run.value
+        #expect(replayed.attempt == 1)
+        #expect(replayed.replayCount == 1)
+        #expect(replayed.previousRetryCount == 0, "no attempt had failed")
         try await retry.delete()
         try await connection.close()
     }

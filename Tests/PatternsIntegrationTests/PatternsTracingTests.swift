@@ -145,6 +145,7 @@ struct PatternsTracingTests {
         #expect(process.parentSpanID == published.spanID)
         #expect(Self.string(process, "messaging.destination.name") == "\(exchange.name):eu:\(subscription.queue)")
         try await subscription.channel.queueDelete(subscription.queue)
+        if let deadLetters = subscription.deadLetterQueue { try await subscription.channel.queueDelete(deadLetters) }
         try await subscription.cancel()
         try await exchange.close()
         try await connection.close()
@@ -172,6 +173,7 @@ struct PatternsTracingTests {
         try await running.value
         let cleanup = try await connection.openChannel()
         try await cleanup.queueDelete(subscription.queue)
+        if let deadLetters = subscription.deadLetterQueue { try await cleanup.queueDelete(deadLetters) }
         try await exchange.close()
         try await connection.close()
     }

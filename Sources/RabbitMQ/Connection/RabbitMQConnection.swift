@@ -99,6 +99,10 @@ public final class RabbitMQConnection: Sendable {
     /// The broker's server properties (product, version, capabilities, cluster name).
     public var serverProperties: RabbitMQFieldTable { core.negotiated.serverProperties }
 
+    /// The logger of ``RabbitMQConfiguration/logger``, with the connection's name in its
+    /// metadata: for layers on top (the patterns) to log where the connection does.
+    public var logger: Logger { core.logger }
+
     /// The name a queue has now: recovery re-declares a server-named queue (`amq.gen-...`)
     /// under a new name, and publishers that route to it by name should follow. Returns
     /// `name` unchanged for any other queue.

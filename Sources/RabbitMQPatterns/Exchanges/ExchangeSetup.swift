@@ -1,6 +1,7 @@
 import RabbitMQ
 
-/// Opening the confirm-mode channel an exchange handle publishes on.
+/// Opening the confirm-mode channel an exchange handle publishes on, and the dead-letter
+/// topology of the subscriptions.
 enum ExchangeSetup {
     static func open(
         _ name: String, type: RabbitMQExchangeType, durable: Bool, on connection: RabbitMQConnection
@@ -13,6 +14,34 @@ enum ExchangeSetup {
         } catch {
             try? await channel.close()
             throw error
+        }
+    }
+
+    /// Where a subscription queue's dead letters go by default: a durable exchange and a durable
+    /// queue bound to it, so that nothing the subscription rejects is dropped.
+    struct DeadLetters {
+        /// The dead-letter exchange (`<exchange>.dead-letter`).
+        var exchange: String
+        /// Direct for named queues (each dead-letters with its own name as routing key), fanout
+        /// for the fanout's server-named ones (whose names change on recovery).
+        var exchangeType: RabbitMQExchangeType
+        /// The durable queue that keeps them.
+        var queue: String
+        /// The key `queue` is bound with, and the queue's `x-dead-letter-routing-key`.
+        var routingKey: String?
+
+        /// `options` with this as their dead-letter target.
+        func applied(to options: RabbitMQQueueOptions) -> RabbitMQQueueOptions {
+            var options = options
+            options.deadLetterExchange = exchange
+            options.deadLetterRoutingKey = routingKey
+            return options
+        }
+
+        func declare(on channel: RabbitMQChannel) async throws {
+            try await channel.exchangeDeclare(exchange, type: exchangeType, durable: true)
+            try await channel.queueDeclare(queue, durable: true)
+            try await channel.queueBind(queue: queue, exchange: exchange, routingKey: routingKey ?? "")
         }
     }
 }

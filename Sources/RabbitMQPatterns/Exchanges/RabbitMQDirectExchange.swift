@@ -54,22 +54,51 @@ public struct RabbitMQDirectExchange: Sendable {
         try await publisher.usable().publishConfirmed(envelope, exchange: name, routingKey: routingKey, mandatory: mandatory)
     }
 
+    /// The name of the direct exchange that subscription queues dead-letter to by default:
+    /// `<name>.dead-letter`.
+    public var deadLetterExchange: String { name + ".dead-letter" }
+
     /// Declares a queue with `options`, binds it with every key in `bindingKeys`, and consumes
     /// it on a channel of its own with manual acknowledgements.
     ///
+    /// Unless `options` names a dead-letter exchange, the queue dead-letters to
+    /// ``deadLetterExchange`` with its own name as routing key, and a durable queue
+    /// `<queue>.dead-letter` bound there keeps what the subscription rejects, undecodable
+    /// deliveries included (``RabbitMQSubscription/deadLetterQueue``). A queue declared
+    /// before without those arguments makes this fail with 406; delete it or pass the
+    /// dead-letter exchange it has.
+    ///
+    /// The queue needs a name: a nameless (server-named) queue is refused, because its
+    /// dead-letter queue is named after it and its name would change on every recovery. A
+    /// private queue per subscriber is what ``RabbitMQFanoutExchange`` gives.
+    ///
     /// - Parameters:
     ///   - type: The payload type to decode each message's `data` as.
-    ///   - queue: The queue name.
+    ///   - queue: The queue name (not empty).
     ///   - bindingKeys: The routing keys to bind (at least one).
     ///   - options: Durability, TTL, length limit, overflow, dead-lettering. Default: durable.
     ///   - prefetch: Most unacknowledged messages at once. Default: 10.
+    ///   - onUndecodable: Called with each delivery that is not a valid envelope, after it was
+    ///     rejected into the dead-letter exchange. Default: nil (it is still counted and logged).
+    /// - Throws: ``RabbitMQPatternsError`` (`invalidConfiguration`) or `RabbitMQError`.
     public func subscribe<Payload>(
         _ type: Payload.Type, queue: String, bindingKeys: [String], options: RabbitMQQueueOptions = .init(),
-        prefetch: UInt16 = 10
+        prefetch: UInt16 = 10, onUndecodable: (@Sendable (RabbitMQUndecodableDelivery) -> Void)? = nil
     ) async throws -> RabbitMQSubscription<Payload> {
+        guard !queue.isEmpty else {
+            throw RabbitMQPatternsError.invalidConfiguration("a direct subscription's queue needs a name")
+        }
         guard !bindingKeys.isEmpty else { throw RabbitMQPatternsError.invalidConfiguration("no binding keys") }
-        let arguments = try options.queueArguments()
-        return try await .start(on: channel.connection, prefetch: prefetch) { channel in
+        let deadLetters =
+            options.deadLetterExchange == nil
+            ? ExchangeSetup.DeadLetters(
+                exchange: deadLetterExchange, exchangeType: .direct, queue: queue + ".dead-letter", routingKey: queue)
+            : nil
+        let arguments = try (deadLetters?.applied(to: options) ?? options).queueArguments()
+        return try await .start(
+            on: channel.connection, prefetch: prefetch, deadLetterQueue: deadLetters?.queue, onUndecodable: onUndecodable
+        ) { channel in
+            try await deadLetters?.declare(on: channel)
             let declared = try await channel.queueDeclare(queue, durable: options.durable, arguments: arguments)
             for key in bindingKeys {
                 try await channel.queueBind(queue: declared.name, exchange: name, routingKey: key)

@@ -5,7 +5,9 @@ import RabbitMQ
 ///
 /// Each subscriber gets its own server-named, exclusive queue, deleted when the subscription
 /// is cancelled or its connection closes: a subscriber sees what is published while it
-/// listens, nothing before.
+/// listens, nothing before. What a subscriber rejects (undecodable deliveries included) is
+/// dead-lettered through ``deadLetterExchange`` into the durable queue of the same name,
+/// shared by every subscriber of the exchange (`x-death` says whose queue it left).
 ///
 /// ```swift
 /// let notices = try await RabbitMQFanoutExchange.declare("notices", on: connection)
@@ -47,19 +49,37 @@ public struct RabbitMQFanoutExchange: Sendable {
         try await publisher.usable().publishConfirmed(envelope, exchange: name, routingKey: "")
     }
 
-    /// Declares a server-named exclusive queue, binds it, and consumes it on a channel of its
-    /// own with manual acknowledgements.
+    /// The name of the fanout exchange that subscriber queues dead-letter to, and of the durable
+    /// queue bound there that keeps their dead letters: `<name>.dead-letter`.
+    public var deadLetterExchange: String { name + ".dead-letter" }
+
+    /// Declares a server-named exclusive queue that dead-letters to ``deadLetterExchange``,
+    /// binds it, and consumes it on a channel of its own with manual acknowledgements.
+    ///
+    /// The queue's name changes when the connection recovers;
+    /// ``RabbitMQSubscription/queue`` follows it.
     ///
     /// - Parameters:
     ///   - type: The payload type to decode each message's `data` as.
     ///   - prefetch: Most unacknowledged messages at once. Default: 10.
-    public func subscribe<Payload>(_ type: Payload.Type, prefetch: UInt16 = 10) async throws
-        -> RabbitMQSubscription<Payload>
-    {
-        try await .start(on: channel.connection, prefetch: prefetch) { channel in
+    ///   - onUndecodable: Called with each delivery that is not a valid envelope, after it was
+    ///     rejected into the dead-letter exchange. Default: nil (it is still counted and logged).
+    public func subscribe<Payload>(
+        _ type: Payload.Type, prefetch: UInt16 = 10,
+        onUndecodable: (@Sendable (RabbitMQUndecodableDelivery) -> Void)? = nil
+    ) async throws -> RabbitMQSubscription<Payload> {
+        // A fanout dead-letter exchange: the subscriber queues' names change on recovery, so no
+        // routing key could follow them.
+        let deadLetters = ExchangeSetup.DeadLetters(
+            exchange: deadLetterExchange, exchangeType: .fanout, queue: deadLetterExchange, routingKey: nil)
+        let arguments = try deadLetters.applied(to: RabbitMQQueueOptions()).queueArguments()
+        return try await .start(
+            on: channel.connection, prefetch: prefetch, deadLetterQueue: deadLetters.queue, onUndecodable: onUndecodable
+        ) { channel in
+            try await deadLetters.declare(on: channel)
             // Auto-delete as well as exclusive: cancelling the subscription removes the queue
             // even while the connection stays open.
-            let queue = try await channel.queueDeclare("", exclusive: true, autoDelete: true)
+            let queue = try await channel.queueDeclare("", exclusive: true, autoDelete: true, arguments: arguments)
             try await channel.queueBind(queue: queue.name, exchange: name)
             return queue.name
         }

@@ -5,8 +5,11 @@ import RabbitMQ
 /// ``RabbitMQFanoutExchange``.
 ///
 /// Acknowledge each message after handling it. A delivery that is not a valid envelope never
-/// reaches you: it is rejected without requeue, so it goes to the queue's dead-letter exchange
-/// (topic subscriptions always have one) instead of coming back forever.
+/// reaches you, and is never lost silently: it is rejected without requeue, so the broker
+/// dead-letters it (into ``deadLetterQueue``, which every exchange type declares unless the
+/// queue options name another dead-letter exchange) instead of handing it back forever; it is
+/// counted in ``undecodableCount``, logged at warning on the connection's logger, and handed
+/// to the `onUndecodable` callback given to `subscribe`.
 ///
 /// Back-pressure is the prefetch count: the broker sends at most that many unacknowledged
 /// messages. The subscription has a channel of its own; ``cancel()`` stops it, ends the
@@ -22,18 +25,29 @@ public struct RabbitMQSubscription<Payload: Codable & Sendable>: AsyncSequence, 
     /// Iterates the messages.
     public typealias Element = RabbitMQEnvelopeMessage<Payload>
 
-    /// The queue consumed (server-named for fanout subscriptions).
-    public let queue: String
-    /// Where rejected and invalid messages of ``queue`` end up, when the subscription declared
-    /// such a queue (topic subscriptions do).
+    /// The queue consumed. A server-named queue (a fanout subscriber's) gets a new name when
+    /// the connection recovers; this is always the current one
+    /// (`RabbitMQConnection.currentName(ofQueue:)`).
+    public var queue: String { channel.connection.currentName(ofQueue: declaredQueue) }
+    /// Where rejected and undecodable messages of ``queue`` end up, when the subscription
+    /// declared that queue: `<queue>.dead-letter` for direct and topic subscriptions,
+    /// `<exchange>.dead-letter` for fanout ones. Nil when the queue options name a
+    /// dead-letter exchange of their own.
     public let deadLetterQueue: String?
     /// The channel the subscription consumes on.
     public let channel: RabbitMQChannel
+    /// How many deliveries were not valid envelopes (each rejected into the dead-letter
+    /// exchange) since the subscription started.
+    public var undecodableCount: Int { undecodable.count }
     let consumer: RabbitMQConsumer
+    /// The name the queue was declared with; ``queue`` follows it across recoveries.
+    let declaredQueue: String
+    let undecodable: UndecodableDeliveries
 
     /// Opens a channel, sets the prefetch, lets `declare` set up the queue on it, and consumes.
     static func start(
         on connection: RabbitMQConnection, prefetch: UInt16, deadLetterQueue: String? = nil,
+        onUndecodable: (@Sendable (RabbitMQUndecodableDelivery) -> Void)?,
         declare: (RabbitMQChannel) async throws -> String
     ) async throws -> Self {
         let channel = try await connection.openChannel()
@@ -41,7 +55,9 @@ public struct RabbitMQSubscription<Payload: Codable & Sendable>: AsyncSequence, 
             try await channel.qos(prefetchCount: prefetch)
             let queue = try await declare(channel)
             let consumer = try await channel.consume(queue: queue)
-            return Self(queue: queue, deadLetterQueue: deadLetterQueue, channel: channel, consumer: consumer)
+            return Self(
+                deadLetterQueue: deadLetterQueue, channel: channel, consumer: consumer, declaredQueue: queue,
+                undecodable: UndecodableDeliveries(logger: connection.logger, callback: onUndecodable))
         } catch {
             try? await channel.close()
             throw error
@@ -57,12 +73,13 @@ public struct RabbitMQSubscription<Payload: Codable & Sendable>: AsyncSequence, 
 
     /// An iterator over the messages; iterate a subscription from one task at a time.
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(base: consumer.makeAsyncIterator())
+        AsyncIterator(base: consumer.makeAsyncIterator(), subscription: self)
     }
 
     /// Iterates the messages, skipping (and dead-lettering) deliveries that are not envelopes.
     public struct AsyncIterator: AsyncIteratorProtocol {
         var base: RabbitMQConsumer.AsyncIterator
+        let subscription: RabbitMQSubscription
 
         /// The next valid envelope, or nil once the subscription is cancelled.
         /// - Throws: `RabbitMQError` when the broker cancels the consumer or the channel fails.
@@ -85,6 +102,8 @@ public struct RabbitMQSubscription<Payload: Codable & Sendable>: AsyncSequence, 
                     // closed meanwhile (cancel()) has requeued it already: the sequence then
                     // ends as it does, not with this reject's error.
                     try? delivery.reject(requeue: false)
+                    subscription.undecodable.record(
+                        delivery, error: error, queue: subscription.queue, deadLetterQueue: subscription.deadLetterQueue)
                 }
             }
             return nil

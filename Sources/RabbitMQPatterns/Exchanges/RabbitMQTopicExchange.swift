@@ -77,27 +77,24 @@ public struct RabbitMQTopicExchange: Sendable {
     ///   - patterns: Binding patterns such as `orders.*.created` or `billing.#` (at least one).
     ///   - options: Durability, TTL, length limit, overflow, dead-lettering. Default: durable.
     ///   - prefetch: Most unacknowledged messages at once. Default: 10.
+    ///   - onUndecodable: Called with each delivery that is not a valid envelope, after it was
+    ///     rejected into the dead-letter exchange. Default: nil (it is still counted and logged).
     public func subscribe<Payload>(
         _ type: Payload.Type, queue: String, patterns: [String], options: RabbitMQQueueOptions = .init(),
-        prefetch: UInt16 = 10
+        prefetch: UInt16 = 10, onUndecodable: (@Sendable (RabbitMQUndecodableDelivery) -> Void)? = nil
     ) async throws -> RabbitMQSubscription<Payload> {
         guard !queue.isEmpty else { throw RabbitMQPatternsError.invalidConfiguration("a topic queue needs a name") }
         guard !patterns.isEmpty else { throw RabbitMQPatternsError.invalidConfiguration("no binding patterns") }
-        var options = options
-        var deadLetterQueue: String? = nil
-        if options.deadLetterExchange == nil {
-            options.deadLetterExchange = deadLetterExchange
-            options.deadLetterRoutingKey = queue
-            deadLetterQueue = queue + ".dead-letter"
-        }
-        let arguments = try options.queueArguments()
-        return try await .start(on: channel.connection, prefetch: prefetch, deadLetterQueue: deadLetterQueue) {
-            channel in
-            if let deadLetterQueue {
-                try await channel.exchangeDeclare(deadLetterExchange, type: .direct, durable: true)
-                try await channel.queueDeclare(deadLetterQueue, durable: true)
-                try await channel.queueBind(queue: deadLetterQueue, exchange: deadLetterExchange, routingKey: queue)
-            }
+        let deadLetters =
+            options.deadLetterExchange == nil
+            ? ExchangeSetup.DeadLetters(
+                exchange: deadLetterExchange, exchangeType: .direct, queue: queue + ".dead-letter", routingKey: queue)
+            : nil
+        let arguments = try (deadLetters?.applied(to: options) ?? options).queueArguments()
+        return try await .start(
+            on: channel.connection, prefetch: prefetch, deadLetterQueue: deadLetters?.queue, onUndecodable: onUndecodable
+        ) { channel in
+            try await deadLetters?.declare(on: channel)
             try await channel.queueDeclare(queue, durable: options.durable, arguments: arguments)
             for pattern in patterns {
                 try await channel.queueBind(queue: queue, exchange: name, routingKey: pattern)

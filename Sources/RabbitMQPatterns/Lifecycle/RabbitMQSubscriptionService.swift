@@ -6,7 +6,8 @@ import ServiceLifecycle
 ///
 /// - The handler returns: the message is acknowledged.
 /// - The handler throws: the message is rejected without requeue, so it goes to the queue's
-///   dead-letter exchange (topic subscriptions always have one) instead of coming back at once.
+///   dead-letter exchange (``RabbitMQSubscription/deadLetterQueue`` by default, on every
+///   exchange type) instead of coming back at once.
 ///
 /// Handlers run concurrently, at most the subscription's prefetch count at a time (the broker
 /// sends no more unacknowledged messages); subscribe with a prefetch of 1 to handle one at a

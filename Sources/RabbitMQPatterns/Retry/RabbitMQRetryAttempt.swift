@@ -13,15 +13,24 @@ public struct RabbitMQRetryAttempt<Payload: Codable & Sendable>: Sendable {
     public let maxAttempts: Int
     /// Why the previous attempt failed (nil on the first attempt).
     public let lastError: String?
-    /// When the first attempt failed (nil on the first attempt).
+    /// When the first attempt failed (nil on the first attempt). Kept across replays: the
+    /// message's first failure ever.
     public let firstFailureAt: Date?
-    /// The message's AMQP properties and headers.
+    /// The message's AMQP properties and headers (for a replayed message, as the new ladder
+    /// starts: see ``RabbitMQRetryQueue`` on replays).
     public let properties: RabbitMQProperties
+    /// How many times the message was replayed from the dead-letter queue into the work
+    /// queue; each replay starts a new ladder at attempt 1. 0 for a message never parked.
+    public let replayCount: Int
+    /// The retries of the message's ladders before its latest replay, summed. 0 for a message
+    /// never parked.
+    public let previousRetryCount: Int
 
     /// Creates an attempt (for testing handlers).
     public init(
         envelope: RabbitMQEnvelope<Payload>, attempt: Int, maxAttempts: Int, lastError: String? = nil,
-        firstFailureAt: Date? = nil, properties: RabbitMQProperties = .init()
+        firstFailureAt: Date? = nil, properties: RabbitMQProperties = .init(), replayCount: Int = 0,
+        previousRetryCount: Int = 0
     ) {
         self.envelope = envelope
         self.attempt = attempt
@@ -29,6 +38,8 @@ public struct RabbitMQRetryAttempt<Payload: Codable & Sendable>: Sendable {
         self.lastError = lastError
         self.firstFailureAt = firstFailureAt
         self.properties = properties
+        self.replayCount = replayCount
+        self.previousRetryCount = previousRetryCount
     }
 
     /// The payload, ``RabbitMQEnvelope/data``.

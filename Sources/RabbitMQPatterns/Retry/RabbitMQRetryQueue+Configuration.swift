@@ -14,27 +14,35 @@ extension RabbitMQRetryQueue {
         /// How many messages the consumer handles at once; also its prefetch count.
         /// Default: 1.
         public var concurrency: UInt16
-        /// Declare every queue as a quorum queue (replicated; needs ``durable``). The work
-        /// queue then also dead-letters into the dead-letter queue what the broker gives up
-        /// on (see ``RabbitMQRetryQueue`` on delivery limits). Queues that exist with the
-        /// other type make ``RabbitMQRetryQueue/declare(_:on:configuration:)`` fail with 406.
-        /// Default: false (classic queues).
+        /// Declare every queue as a quorum queue (replicated; needs ``durable``). Queues that
+        /// exist with the other type make ``RabbitMQRetryQueue/declare(_:on:configuration:)``
+        /// fail with 406. Default: false (classic queues).
         public var quorum: Bool
         /// With ``quorum``: how many times the work queue hands out a message that comes back
         /// unsettled (its consumer stopped or crashed while handling it) before it parks it.
         /// Nil: the broker's default, 20 from RabbitMQ 4.0, none on 3.x. Default: nil.
         public var deliveryLimit: RabbitMQQueueType.DeliveryLimit?
+        /// Give the work queue the parking queue as its dead-letter target
+        /// (`x-dead-letter-exchange` "", `x-dead-letter-routing-key` `N.dead-letter`), so that
+        /// what the broker itself gives up on is parked instead of dropped: a quorum queue's
+        /// delivery limit, a message TTL or a length limit set by a policy. False declares
+        /// the work queue as versions without this setting did (a classic work queue declared
+        /// by one of them, without these arguments, makes
+        /// ``RabbitMQRetryQueue/declare(_:on:configuration:)`` fail with 406 while this is
+        /// true). Default: true.
+        public var workQueueDeadLetters: Bool
 
         /// Creates a configuration; see each property for its default.
         public init(
             delays: [Duration] = [.seconds(1), .seconds(5), .seconds(25)], durable: Bool = true, concurrency: UInt16 = 1,
-            quorum: Bool = false, deliveryLimit: RabbitMQQueueType.DeliveryLimit? = nil
+            quorum: Bool = false, deliveryLimit: RabbitMQQueueType.DeliveryLimit? = nil, workQueueDeadLetters: Bool = true
         ) {
             self.delays = delays
             self.durable = durable
             self.concurrency = concurrency
             self.quorum = quorum
             self.deliveryLimit = deliveryLimit
+            self.workQueueDeadLetters = workQueueDeadLetters
         }
 
         /// Checks the delays, concurrency and queue type.

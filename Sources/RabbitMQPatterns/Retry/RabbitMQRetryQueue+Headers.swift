@@ -10,4 +10,11 @@ extension RabbitMQRetryQueue {
     /// Header, on parked messages only, saying why: `retries-exhausted`, `invalid-envelope` or
     /// `permanent-failure`.
     public static let deadLetterReasonHeader = "x-dead-letter-reason"
+    /// Header with how many times the message was replayed from the dead-letter queue into the
+    /// work queue (an integer; absent until the first replay). See ``RabbitMQRetryQueue`` on replays.
+    public static let replayCountHeader = "x-replay-count"
+    /// Header with the retries of the message's earlier ladders, summed over its replays (an
+    /// integer; absent until the first replay): a replay resets ``retryCountHeader`` and keeps
+    /// the old count here.
+    public static let previousRetryCountHeader = "x-previous-retry-count"
 }

@@ -11,7 +11,10 @@ import RabbitMQ
 /// - the durable direct exchange `N` and work queue `N`, bound with routing key `N`;
 /// - one delay queue per distinct delay, `N.retry.<delay>` (`N.retry.1s`, `N.retry.250ms`),
 ///   whose message TTL dead-letters back to exchange `N`;
-/// - the dead-letter (parking) queue `N.dead-letter`.
+/// - the dead-letter (parking) queue `N.dead-letter`, which is also the work queue's
+///   dead-letter target (``Configuration/workQueueDeadLetters``): what the broker itself
+///   gives up on (a quorum queue's delivery limit, a TTL or length limit set by a policy) is
+///   parked, with the broker's `x-death` reason, instead of dropped.
 ///
 /// ``run(_:handler:)`` consumes the work queue and, for each message:
 /// - handler returns: ack;
@@ -40,6 +43,30 @@ import RabbitMQ
 /// At the limit the work queue dead-letters it into `N.dead-letter` with the broker's
 /// `x-death` reason `delivery_limit` and our headers as they were (no
 /// ``deadLetterReasonHeader``); a classic work queue would hand it out forever.
+///
+/// A parked message can be replayed: moved by an operator (a shovel, the management UI's
+/// move, a script) from `N.dead-letter` back to exchange `N` with routing key `N`, or to queue
+/// `N`, headers as they are. The consumer recognises it (our ``deadLetterReasonHeader``,
+/// which only parking stamps; or, for what the broker parked, an `x-death` entry for the work
+/// queue, which only the broker's own dead-lettering writes, provided the replay keeps that
+/// header) and starts a new ladder: attempt 1, ``retryCountHeader`` reset, the old count
+/// added to ``previousRetryCountHeader``, ``replayCountHeader`` + 1, the parking reason
+/// dropped. ``lastErrorHeader`` and ``firstFailureAtHeader`` are kept, so the handler still
+/// sees why and since when it failed.
+///
+/// Duplicates are bounded. A delivery whose connection is lost while its handler runs is
+/// handed out again (`redelivered`) on the recovered connection, and the first copy's
+/// acknowledgement can no longer reach the broker. ``run(_:handler:)`` remembers the attempts
+/// it has put on the ladder (by message id, retry count and replay count, the last 10,000):
+/// a second copy of one whose republish is confirmed is acknowledged without a second
+/// republish, and without running the handler again when it arrives after that. The handler
+/// may still run twice for one attempt (at-least-once), but one copy climbs the ladder; two
+/// copies whose republishes overlap both go on (never trading a duplicate for a loss). What
+/// is left: a republish in flight when the connection is lost is sent again by the connection's
+/// recovery (`RabbitMQConfirmation.wasRepublished`), so the broker can hold one extra copy per
+/// republish in flight at a reconnect (at most ``Configuration/concurrency``); a consumer
+/// process that dies between a republish and its acknowledgement leaves one extra copy per
+/// message it had in hand; messages without a message id are not tracked.
 ///
 /// ```swift
 /// let emails = try await RabbitMQRetryQueue.declare("emails", on: connection)
@@ -98,12 +125,13 @@ public struct RabbitMQRetryQueue: Sendable {
     private func declareTopology() async throws {
         let durable = configuration.durable
         try await channel.exchangeDeclare(workExchange, type: .direct, durable: durable)
-        // A quorum work queue dead-letters what its delivery limit gives up on into the
-        // parking queue (through the default exchange), rather than dropping it.
-        try await declareQueue(
-            workQueue,
-            quorumArguments: ["x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(deadLetterQueue)],
-            deliveryLimit: configuration.deliveryLimit)
+        // The work queue dead-letters what the broker gives up on (a quorum queue's delivery
+        // limit, a TTL or length policy) into the parking queue, through the default exchange,
+        // rather than dropping it.
+        let parking: RabbitMQFieldTable =
+            configuration.workQueueDeadLetters
+            ? ["x-dead-letter-exchange": "", "x-dead-letter-routing-key": .string(deadLetterQueue)] : [:]
+        try await declareQueue(workQueue, arguments: parking, deliveryLimit: configuration.deliveryLimit)
         try await channel.queueBind(queue: workQueue, exchange: workExchange, routingKey: name)
         var declared = Set<String>()
         for (queue, delay) in zip(delayQueues, configuration.delays) where declared.insert(queue).inserted {
@@ -119,16 +147,12 @@ public struct RabbitMQRetryQueue: Sendable {
     }
 
     private func declareQueue(
-        _ queue: String, arguments: RabbitMQFieldTable = [:], quorumArguments: RabbitMQFieldTable = [:],
-        deliveryLimit: RabbitMQQueueType.DeliveryLimit? = nil
+        _ queue: String, arguments: RabbitMQFieldTable = [:], deliveryLimit: RabbitMQQueueType.DeliveryLimit? = nil
     ) async throws {
         if configuration.quorum {
-            var arguments = arguments
-            for entry in quorumArguments { arguments[entry.key] = entry.value }
             try await channel.queueDeclare(queue, type: .quorum(deliveryLimit: deliveryLimit), arguments: arguments)
         } else {
-            // No x-queue-type, as before quorum queues were an option: an existing queue
-            // keeps its declaration.
+            // No x-queue-type, as before quorum queues were an option.
             try await channel.queueDeclare(queue, durable: configuration.durable, arguments: arguments)
         }
     }
@@ -161,6 +185,7 @@ public struct RabbitMQRetryQueue: Sendable {
             try await channel.qos(prefetchCount: configuration.concurrency)
             try await channel.confirmSelect()
             let consumer = try await channel.consume(queue: workQueue)
+            let ledger = SharedRetryLedger()
             // Graceful shutdown cancels the consumer: the messages in hand are handled and
             // settled (acknowledged, or republished for a retry), then run() returns.
             try await consumer.stoppingOnGracefulShutdown {
@@ -171,7 +196,8 @@ public struct RabbitMQRetryQueue: Sendable {
                             do {
                                 try await channel.connection.tracingProcess(of: delivery, queue: workQueue) { span in
                                     try await handle(
-                                        delivery, on: channel, handler: Self.recordingFailures(of: handler, on: span))
+                                        delivery, on: channel, ledger: ledger,
+                                        handler: Self.recordingFailures(of: handler, on: span))
                                 }
                             } catch {
                                 // A failed republish stops the consumer at once (the loop above
@@ -194,10 +220,23 @@ public struct RabbitMQRetryQueue: Sendable {
     }
 
     private func handle<Payload>(
-        _ delivery: RabbitMQDelivery, on channel: RabbitMQChannel,
+        _ delivery: RabbitMQDelivery, on channel: RabbitMQChannel, ledger: SharedRetryLedger,
         handler: @Sendable (RabbitMQRetryAttempt<Payload>) async throws -> Void
     ) async throws {
-        let headers = delivery.properties.headers
+        let headers = RetryDecision.startingOver(delivery.properties.headers, workQueue: workQueue)
+        var properties = delivery.properties
+        properties.headers = headers
+        let key = delivery.properties.messageID.map {
+            RetryLedger.Key(
+                messageID: $0, retryCount: RetryDecision.retryCount(headers),
+                replayCount: RetryDecision.replayCount(headers))
+        }
+        // A copy handed out again after a reconnect, whose retry this consumer has put on the
+        // ladder already: the attempt is over.
+        if delivery.redelivered, let key, ledger.isOnTheLadder(key) {
+            try delivery.ack()
+            return
+        }
         let failure: RetryDecision.Failure
         do {
             let envelope = try RabbitMQEnvelope<Payload>(decoding: delivery.body)
@@ -206,7 +245,8 @@ public struct RabbitMQRetryQueue: Sendable {
                 maxAttempts: configuration.delays.count + 1,
                 lastError: headers?[Self.lastErrorHeader]?.stringValue,
                 firstFailureAt: headers?[Self.firstFailureAtHeader]?.stringValue.flatMap(EnvelopeTimestamp.parse),
-                properties: delivery.properties)
+                properties: properties, replayCount: RetryDecision.replayCount(headers),
+                previousRetryCount: RetryDecision.previousRetryCount(headers))
             do {
                 try await handler(attempt)
                 try delivery.ack()
@@ -223,7 +263,14 @@ public struct RabbitMQRetryQueue: Sendable {
         }
         let decision = RetryDecision.decide(
             headers: headers, failure: failure, delayCount: configuration.delays.count, now: Date())
-        var properties = delivery.properties
+        // Another copy of this attempt (a reconnect's redelivery) may be on the ladder already.
+        // Only a confirmed one makes this copy redundant: one still in flight may yet fail.
+        let claim = key.map(ledger.claim)
+        if claim == .onTheLadder {
+            try delivery.ack()
+            return
+        }
+        let owned = claim == .claimed ? key : nil
         properties.headers = decision.headers
         // The delay queue's TTL decides when it comes back; a per-message TTL would interfere.
         properties.expiration = nil
@@ -232,8 +279,14 @@ public struct RabbitMQRetryQueue: Sendable {
         case .delay(let index): target = delayQueues[index]
         case .park: target = deadLetterQueue
         }
-        try await channel.publishConfirmed(
-            delivery.body, exchange: "", routingKey: target, properties: properties, mandatory: true)
+        do {
+            try await channel.publishConfirmed(
+                delivery.body, exchange: "", routingKey: target, properties: properties, mandatory: true)
+        } catch {
+            if let owned { ledger.release(owned) }
+            throw error
+        }
+        if let owned { ledger.confirm(owned) }
         try delivery.ack()
     }
 

@@ -59,10 +59,52 @@ struct RetryDecision: Equatable {
         return RetryDecision(destination: destination, headers: headers)
     }
 
+    /// `headers` as the start of a new ladder when the message was replayed from the parking
+    /// queue into `workQueue`, else unchanged: the retry count moves into
+    /// ``RabbitMQRetryQueue/previousRetryCountHeader`` (added to what is there),
+    /// ``RabbitMQRetryQueue/replayCountHeader`` goes up by one, the parking reason goes.
+    ///
+    /// A pure function of the headers, so a replayed message that is handed out again (its
+    /// consumer crashed) is the same new ladder, not a second replay.
+    static func startingOver(_ headers: RabbitMQFieldTable?, workQueue: String) -> RabbitMQFieldTable? {
+        guard var headers, isReplay(headers, workQueue: workQueue) else { return headers }
+        headers[RabbitMQRetryQueue.previousRetryCountHeader] = .int64(
+            Int64(count(RabbitMQRetryQueue.previousRetryCountHeader, in: headers) + retryCount(headers)))
+        headers[RabbitMQRetryQueue.replayCountHeader] = .int64(Int64(replayCount(headers) + 1))
+        headers[RabbitMQRetryQueue.retryCountHeader] = nil
+        headers[RabbitMQRetryQueue.deadLetterReasonHeader] = nil
+        return headers
+    }
+
+    /// Whether a message in the work queue came from the parking queue. Two marks say so: the
+    /// ``RabbitMQRetryQueue/deadLetterReasonHeader`` that the consumer stamps on what it parks
+    /// (and strips from everything else), or an `x-death` entry for the work queue itself,
+    /// which only the broker's own parking writes (a quorum queue's delivery limit, a TTL or
+    /// length policy: the work queue dead-letters into nothing but the parking queue).
+    static func isReplay(_ headers: RabbitMQFieldTable, workQueue: String) -> Bool {
+        if headers[RabbitMQRetryQueue.deadLetterReasonHeader] != nil { return true }
+        guard case .array(let deaths)? = headers["x-death"] else { return false }
+        return deaths.contains { $0.tableValue?["queue"]?.stringValue == workQueue }
+    }
+
+    /// How many times the message was replayed (0 when absent or not an integer).
+    static func replayCount(_ headers: RabbitMQFieldTable?) -> Int {
+        count(RabbitMQRetryQueue.replayCountHeader, in: headers)
+    }
+
+    /// The retries of the message's earlier ladders (0 when absent or not an integer).
+    static func previousRetryCount(_ headers: RabbitMQFieldTable?) -> Int {
+        count(RabbitMQRetryQueue.previousRetryCountHeader, in: headers)
+    }
+
+    private static func count(_ header: String, in headers: RabbitMQFieldTable?) -> Int {
+        guard let value = headers?[header]?.int64Value, value > 0 else { return 0 }
+        return Int(clamping: value)
+    }
+
     /// Our retry counter from `headers` (0 when absent or not an integer).
     static func retryCount(_ headers: RabbitMQFieldTable?) -> Int {
-        guard let value = headers?[RabbitMQRetryQueue.retryCountHeader]?.int64Value, value > 0 else { return 0 }
-        return Int(clamping: value)
+        count(RabbitMQRetryQueue.retryCountHeader, in: headers)
     }
 
     /// The headers without what the broker adds: republishing `x-death` (dead-lettering)
