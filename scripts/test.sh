@@ -49,6 +49,10 @@ STARTED_BROKER4=0
 STARTED_CLUSTER4=0
 RAN_TESTS=0
 ST_XML=()  # the xUnit files written by Swift Testing (see run_tests)
+# How long one rabbitmqctl the tests run may take (broker.sh's own default is 60 s). Each is
+# an Erlang VM booting while the suite loads both cores; a run of the RabbitMQ 4.0 suite on
+# a machine that other builds also loaded saw 11 and 13 of them miss 60 s.
+export CTL_TIMEOUT="${CTL_TIMEOUT:-180}"
 
 # Run one step, record its outcome, and keep going: a failing unit test must
 # not hide the result of the broker-wide tests.

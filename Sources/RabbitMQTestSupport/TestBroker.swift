@@ -249,14 +249,6 @@ public enum TestBroker {
     /// stayed a zombie), which hung the broker-restart tests.
     @discardableResult
     public static func run(_ executable: String, _ arguments: [String], input: String? = nil) async throws -> String {
-        // The broker's tool script takes its turn (see BrokerToolGate); other programs do not.
-        if executable == ProcessInfo.processInfo.environment["RABBITMQ_TEST_CTL"] {
-            return try await BrokerToolGate.shared.run { try await spawn(executable, arguments, input: input) }
-        }
-        return try await spawn(executable, arguments, input: input)
-    }
-
-    private static func spawn(_ executable: String, _ arguments: [String], input: String?) async throws -> String {
         let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("rmq-test-\(UUID().uuidString)").path
         let inputPath = FileManager.default.temporaryDirectory.appendingPathComponent("rmq-test-in-\(UUID().uuidString)").path
         _ = FileManager.default.createFile(atPath: inputPath, contents: Data((input ?? "").utf8))
@@ -314,7 +306,7 @@ public struct TestSupportError: Error, CustomStringConvertible {
 }
 
 extension TestBroker {
-    /// Runs `body` on a connection to a virtual host made for it and deleted after it: for
+    /// Runs `body` on a connection to this test process's scratch virtual host: for
     /// documentation samples, whose names are the everyday ones of their articles ("orders",
     /// "events", "emails"). A broker a user points the tests at keeps its own entities of
     /// those names: nothing outside the scratch virtual host is declared or deleted.
@@ -331,27 +323,61 @@ extension TestBroker {
         }
     }
 
-    /// Runs `body` with the test broker's configuration pointed at a virtual host made for
-    /// it, granted to the test user, and deleted (with all it holds) when `body` ends.
+    /// Runs `body` with the test broker's configuration pointed at this process's scratch
+    /// virtual host: made (and granted to the test user) the first time a test asks, shared
+    /// by the tests of the process (the samples' names differ from one another), and deleted
+    /// with all it holds when the process exits. One per process, not one per test: each
+    /// `rabbitmqctl` boots an Erlang VM, seconds of CPU while the suite runs.
     public static func withScratchVirtualHost<Result>(
         _ body: (RabbitMQConfiguration) async throws -> Result
     ) async throws -> Result {
         var configuration = try configuration()
-        let virtualHost = uniqueName("scratch")
-        try await ctl("add_vhost", virtualHost)
-        let result: Result
-        do {
-            try await ctl("set_permissions", "-p", virtualHost, configuration.username, ".*", ".*", ".*")
-            configuration.virtualHost = virtualHost
-            result = try await body(configuration)
-        } catch {
-            _ = try? await ctl("delete_vhost", virtualHost)
-            throw error
-        }
-        try await ctl("delete_vhost", virtualHost)
-        return result
+        configuration.virtualHost = try await ScratchVirtualHost.shared.name(for: configuration.username)
+        return try await body(configuration)
     }
 }
+
+/// The scratch virtual host of this test process (see ``TestBroker/withScratchVirtualHost(_:)``).
+final class ScratchVirtualHost: Sendable {
+    static let shared = ScratchVirtualHost()
+
+    private let creation = LockedValue<Task<String, any Error>?>(nil)
+
+    func name(for user: String) async throws -> String {
+        let task = creation.withLock { creation in
+            if let creation { return creation }
+            let task = Task { try await Self.create(for: user) }
+            creation = task
+            return task
+        }
+        return try await task.value
+    }
+
+    private static func create(for user: String) async throws -> String {
+        guard let script = ProcessInfo.processInfo.environment["RABBITMQ_TEST_CTL"] else {
+            throw TestSupportError("RABBITMQ_TEST_CTL is not set: run the tests through scripts/test.sh")
+        }
+        let name = "swift-rmq-scratch-\(getpid())"
+        try await TestBroker.ctl("add_vhost", name)
+        deleteAtExit.withLock { $0 = (script, name) }
+        atexit {
+            // The process is ending: a plain spawn and wait, no tasks.
+            guard let (script, name) = deleteAtExit.withLock({ $0 }) else { return }
+            var pid: pid_t = 0
+            let words: [String] = [script, "ctl", "delete_vhost", name]
+            let argv = words.map { strdup($0) } + [nil]
+            defer { for pointer in argv { free(pointer) } }
+            guard posix_spawn(&pid, script, nil, nil, argv, environ) == 0 else { return }
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        }
+        try await TestBroker.ctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
+        return name
+    }
+}
+
+/// The tool script and the scratch virtual host to delete when the process exits.
+private let deleteAtExit = LockedValue<(String, String)?>(nil)
 
 /// Waits for `condition` to hold, polling; for state that has no event to await.
 public func eventually(

@@ -11,7 +11,7 @@ import Testing
 // runs in a virtual host of its own (TestBroker.inScratchVirtualHost), so a broker a user
 // points the tests at keeps its own entities of those names.
 
-@Suite("Documentation: RabbitMQ articles", .timeLimit(.minutes(2)))
+@Suite("Documentation: RabbitMQ articles", .timeLimit(.minutes(5)))
 struct CoreDocumentationExampleTests {
     /// Connections.md: the endpoints of a cluster, set by value.
     @Test func endpointsExample() {

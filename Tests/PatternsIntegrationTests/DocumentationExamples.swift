@@ -29,7 +29,7 @@ struct Email: Codable, Sendable {
     var to: String
 }
 
-@Suite("Documentation: RabbitMQPatterns articles", .timeLimit(.minutes(2)))
+@Suite("Documentation: RabbitMQPatterns articles", .timeLimit(.minutes(5)))
 struct PatternsDocumentationExampleTests {
     @Test func envelopeExampleRuns() throws {
         let decoded = try envelopeExample()

@@ -58,7 +58,7 @@ func queueDepth(configuration: RabbitMQConfiguration) async throws -> UInt32 {
     }
 }
 
-@Suite("Article: services and graceful shutdown", .timeLimit(.minutes(1)))
+@Suite("Article: services and graceful shutdown", .timeLimit(.minutes(5)))
 struct LifecycleArticleTests {
     /// The scoped-connection sample runs, in a virtual host of its own (its "orders" queue is
     /// an everyday name that a broker the tests are pointed at may hold).
