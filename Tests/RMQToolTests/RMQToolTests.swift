@@ -310,7 +310,9 @@ struct RMQToolTests {
         // The idle timeout bounds a failure to reconnect (the result then lacks "after"); it is
         // generous because rabbitmqctl can take many seconds on a loaded machine.
         let consumer = Task {
-            try await RMQTool.run(["consume", "--queue", queue, "--count", "2", "--idle-timeout", "90", "--uri", uri])
+            // --prefetch 1: with --count, rmq holds back the acks of the last --prefetch messages
+            // (so the broker never sends one past the count); the first is then acked at once.
+            try await RMQTool.run(["consume", "--queue", queue, "--count", "2", "--prefetch", "1", "--idle-timeout", "90", "--uri", uri])
         }
         try await channel.publish(Array("before".utf8), routingKey: queue)
         // Acknowledged (so it cannot come back as a duplicate) before the connection goes away.
