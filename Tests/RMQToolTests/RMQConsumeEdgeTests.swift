@@ -138,7 +138,7 @@ struct RMQConsumeEdgeTests {
     @Test func consumeReportsAnOutageInsteadOfIdling() async throws {
         let (connection, channel, queue) = try await RMQToolTests.declareQueue("cli-outage")
         let proxy = try TestBroker.proxy()
-        let rmq = try RunningRMQ(["consume", "--queue", queue, "--idle-timeout", "5", "--uri", try proxy.uri(for: TestBroker.url)])
+        let rmq = try RunningRMQ(["consume", "--queue", queue, "--idle-timeout", "10", "--uri", try proxy.uri(for: TestBroker.url)])
         try await channel.publish(Array("one".utf8), routingKey: queue)
         // Consuming (and the idle clock just reset): now the broker becomes unreachable.
         #expect(try await rmq.readOneLine()?.contains("\"one\"") == true)
@@ -146,6 +146,7 @@ struct RMQConsumeEdgeTests {
         proxy.cutAll()
         let status = await rmq.status()
         #expect(status == 1, "\(rmq.errorOutput)")
+        #expect(rmq.errorOutput.contains("connection lost"), "\(rmq.errorOutput)")
         #expect(rmq.errorOutput.contains("connection has been down"), "\(rmq.errorOutput)")
         proxy.stop()
         try await channel.queueDelete(queue)
