@@ -23,6 +23,8 @@ final class DeliveryOutput {
 
     private let writer = StandardOutputWriter()
     private var buffer: [UInt8] = []
+    /// Lines in `buffer`.
+    private var bufferedLines = 0
     /// Deliveries gathered in `buffer`, not written yet (manual acknowledgement only).
     private var gathered: [RabbitMQDelivery] = []
     /// Deliveries written, not acknowledged yet (held back by `flush(acknowledgingUpTo:)`),
@@ -57,6 +59,7 @@ final class DeliveryOutput {
         line.withUTF8 { buffer.append(contentsOf: $0) }
         buffer.append(UInt8(ascii: "\n"))
         if acknowledge { gathered.append(delivery) }
+        bufferedLines += 1
         progress.count += 1
     }
 
@@ -68,8 +71,8 @@ final class DeliveryOutput {
     func flush(acknowledgingUpTo limit: Int? = nil) async throws {
         if !buffer.isEmpty {
             try await writer.write(buffer)
-            linesWritten += progress.count - linesWrittenBefore
-            linesWrittenBefore = progress.count
+            linesWritten += bufferedLines
+            bufferedLines = 0
             buffer.removeAll(keepingCapacity: true)
         }
         written += gathered
@@ -84,9 +87,6 @@ final class DeliveryOutput {
         }
         progress.update()
     }
-
-    /// The progress count when the last write completed.
-    private var linesWrittenBefore = 0
 
     /// Clears the progress line before another line goes to standard error.
     func interruptProgress() { progress.clear() }
