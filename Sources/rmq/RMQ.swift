@@ -44,7 +44,7 @@ struct RMQ: AsyncParsableCommand {
             }
         } catch let error where error is CLIError || error is RabbitMQError || error is RabbitMQPatternsError {
             StandardStreams.writeError("rmq: \(CLIError.message(for: error))")
-            Foundation.exit(1)
+            Foundation.exit((error as? CLIError)?.exitStatus ?? 1)
         } catch {
             // The argument parser's own errors (help requested, validation) and exit codes.
             exit(withError: error)

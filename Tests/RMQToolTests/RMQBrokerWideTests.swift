@@ -19,7 +19,8 @@ struct RMQBrokerWideTests {
 
         // The idle timeout bounds a failure to come back (the result then lacks "after").
         let consumer = Task {
-            try await RMQTool.run(["consume", "--queue", queue, "--count", "2", "--idle-timeout", "120"])
+            // --prefetch 1, so that the first message is acknowledged before the second arrives.
+            try await RMQTool.run(["consume", "--queue", queue, "--count", "2", "--prefetch", "1", "--idle-timeout", "120"])
         }
         try await eventually(timeout: .seconds(60), "rmq to acknowledge the first message") {
             let listing = try await TestBroker.ctl("list_queues", "--no-table-headers", "--silent", "name", "messages")

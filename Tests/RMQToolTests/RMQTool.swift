@@ -22,9 +22,11 @@ enum RMQTool {
     }
 
     /// `rmq` next to the test bundle: `swift build --build-tests` puts every product in one
-    /// directory, and the test runner is the process running this code.
+    /// directory, and the test runner is the process running this code. RMQ_TOOL names
+    /// another build instead (an older one, to see a new test fail on it).
     static var executable: URL {
         get throws {
+            if let path = ProcessInfo.processInfo.environment["RMQ_TOOL"] { return URL(fileURLWithPath: path) }
             let directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
             let url = directory.appendingPathComponent("rmq")
             guard FileManager.default.isExecutableFile(atPath: url.path) else {
@@ -34,6 +36,10 @@ enum RMQTool {
         }
     }
 
+    /// How long any one run may take before the test gives up on it (and kills it): a hang
+    /// is a failure to report, not a test that never ends. Generous: CI is a loaded 2-core box.
+    static let runLimit: Duration = .seconds(150)
+
     /// Runs `rmq arguments...` with the test broker in RABBITMQ_URL (unless `environment` says
     /// otherwise), without blocking a cooperative thread, and returns how it ended.
     static func run(
@@ -42,12 +48,21 @@ enum RMQTool {
         try await run(arguments, inputBytes: Array((input ?? "").utf8), environment: environment)
     }
 
+    /// Runs `script` with bash, with RMQ set to the `rmq` binary (and RABBITMQ_URL): for
+    /// pipelines such as `"$RMQ" consume --queue q | head -1`.
+    static func runShell(_ script: String, environment: [String: String] = [:]) async throws -> Result {
+        var environment = environment
+        environment["RMQ"] = try executable.path
+        return try await run(["-c", script], inputBytes: [], environment: environment, executable: URL(fileURLWithPath: "/bin/bash"))
+    }
+
     /// Runs `rmq arguments...` with `inputBytes` (need not be UTF-8) on its standard input.
+    /// Throws when it has not exited within ``runLimit`` (it is then killed).
     static func run(
-        _ arguments: [String], inputBytes: [UInt8], environment: [String: String] = [:]
+        _ arguments: [String], inputBytes: [UInt8], environment: [String: String] = [:], executable: URL? = nil
     ) async throws -> Result {
         let process = Process()
-        process.executableURL = try executable
+        process.executableURL = try executable ?? Self.executable
         process.arguments = arguments
         var variables = ProcessInfo.processInfo.environment
         variables["RABBITMQ_URL"] = try TestBroker.url
@@ -70,19 +85,29 @@ enum RMQTool {
         process.standardOutput = outputHandle
         process.standardError = errorHandle
 
-        let status: Int32 = try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-                do {
-                    try process.run()
-                } catch {
-                    process.terminationHandler = nil
-                    continuation.resume(throwing: error)
-                }
+        let (exit, exited) = AsyncStream.makeStream(of: Int32.self)
+        process.terminationHandler = {
+            exited.yield($0.terminationStatus)
+            exited.finish()
+        }
+        try process.run()
+        let status: Int32? = await withTaskGroup(of: Int32?.self) { group in
+            group.addTask {
+                for await status in exit { return status }
+                return nil
             }
-        } onCancel: {
-            // A test that gives up on a long-running rmq (a server, a consumer) stops it.
-            if process.isRunning { process.terminate() }
+            group.addTask {
+                try? await Task.sleep(for: runLimit)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        guard let status else {
+            // Out of time, or the test gave up (cancelled): a hung rmq must not outlive it.
+            kill(process.processIdentifier, SIGKILL)
+            throw TestSupportError("rmq \(arguments.joined(separator: " ")) did not exit within \(runLimit)")
         }
         return Result(
             status: status, output: try String(contentsOf: outputURL, encoding: .utf8),

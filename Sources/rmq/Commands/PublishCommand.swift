@@ -9,9 +9,13 @@ struct PublishCommand: AsyncParsableCommand {
         commandName: "publish",
         abstract: "Publish BODY, or one message per line of standard input when BODY is absent.",
         discussion: """
-            With --confirm (implied by --mandatory) the exit status is 0 only if the broker \
-            confirmed every message; returned or nacked messages are counted on standard error \
-            and give exit status 1.
+            Blank lines are skipped; a line's trailing CR is removed. With --confirm (implied \
+            by --mandatory) the exit status is 0 only if the broker confirmed every message; \
+            returned or nacked messages are counted on standard error and give exit status 1. \
+            Without it, a publish the broker refused (it closes the channel) is an error too. \
+            A bad line, a refused publish or a lost connection stops the run with how many \
+            messages were published (and confirmed). SIGINT/SIGTERM stop reading, wait a few \
+            seconds for outstanding confirms, print that summary and exit 130/143.
             """)
 
     @OptionGroup var connection: ConnectionOptions
@@ -64,34 +68,58 @@ struct PublishCommand: AsyncParsableCommand {
     @Argument(help: "The message body; absent: one message per line of standard input.")
     var body: String?
 
+    @Option(
+        name: .customLong("max-line"),
+        help: ArgumentHelp("The longest line of standard input, in bytes (the broker's default largest message).", valueName: "bytes"))
+    var maxLine: Int = StandardInputLines.defaultMaxLine
+
+    func validate() throws {
+        guard maxLine > 0 else { throw ValidationError("--max-line must be a positive number of bytes") }
+    }
+
+    /// How long a signal's stop waits for the confirms of what was published.
+    static let confirmWaitOnStop: Duration = .seconds(5)
+
     func run() async throws {
         let template = try messageTemplate()
         // Check the one body before connecting, so bad input costs no connection.
         let first = try body.map { try template.message(from: Array($0.utf8), line: nil) }
+        let stop = StopSignals()
         let connection = try await connection.connect(name: "rmq publish")
-        let tally: PublishTally
+        var tally = PublishTally(confirming: confirm || mandatory)
         do {
-            tally = try await publish(first: first, template: template, on: connection)
+            try await publish(first: first, template: template, on: connection, stop: stop, tally: &tally)
         } catch {
             try? await connection.close()
-            throw error
+            // A run that stopped half way says how far it got.
+            throw CLIError("\(CLIError.message(for: error)); stopped: \(tally.summary)")
         }
         try await connection.close()
+        if let signal = stop.received {
+            throw CLIError(
+                "stopped by \(StopSignals.name(of: signal)): \(tally.summary)", exitStatus: StopSignals.exitStatus(for: signal))
+        }
         if let summary = tally.failureSummary { throw CLIError(summary) }
     }
 
+    /// Publishes `first`, or each non-blank line of standard input until its end or a
+    /// signal, counting in `tally` as it goes (so a failure can say how far it got). Then
+    /// waits for the outstanding confirms (after a signal, for ``confirmWaitOnStop`` at most),
+    /// and, without confirms, for one round trip on the channel: the broker handles a
+    /// channel's methods in order, so a publish it refused (a message too large, an internal
+    /// exchange) has closed the channel by then, and that is an error, not a silent exit 0.
     private func publish(
-        first: OutgoingMessage?, template: MessageTemplate, on connection: RabbitMQConnection
-    ) async throws -> PublishTally {
+        first: OutgoingMessage?, template: MessageTemplate, on connection: RabbitMQConnection, stop: StopSignals,
+        tally: inout PublishTally
+    ) async throws {
         let channel = try await connection.openChannel()
         if !exchange.isEmpty {
             // Without this a publish to a missing exchange "succeeds" and the broker's 404
             // arrives after we have exited.
             try await channel.exchangeDeclare(exchange, passive: true)
         }
-        let confirming = confirm || mandatory
+        let confirming = tally.confirming
         if confirming { try await channel.confirmSelect() }
-        var tally = PublishTally()
         var pending: [RabbitMQConfirmation] = []
 
         func send(_ message: OutgoingMessage) async throws {
@@ -100,6 +128,7 @@ struct PublishCommand: AsyncParsableCommand {
                     try await channel.publishWithConfirm(
                         message.body, exchange: exchange, routingKey: routingKey, properties: message.properties,
                         mandatory: mandatory))
+                tally.published += 1
                 // Settle the oldest confirmations as we go, so memory stays bounded.
                 if pending.count >= 1024 {
                     for confirmation in pending.prefix(512) { tally.record(try await confirmation.outcome()) }
@@ -112,20 +141,66 @@ struct PublishCommand: AsyncParsableCommand {
             }
         }
 
-        if let first {
-            try await send(first)
-        } else {
-            var number = 0
-            for try await batch in StandardInputLines() {
-                for line in batch {
-                    number += 1
-                    try await send(try template.message(from: line, line: number))
+        do {
+            if let first {
+                try await send(first)
+            } else {
+                var number = 0
+                for try await batch in StandardInputLines(maxLine: maxLine, stoppingOn: stop) {
+                    for line in batch {
+                        number += 1
+                        if line.isEmpty {
+                            tally.blankLines += 1
+                            continue
+                        }
+                        try await send(try template.message(from: line, line: number))
+                    }
                 }
             }
+        } catch {
+            // A bad line: what was published before it is confirmed (or not) all the same.
+            for confirmation in pending { tally.record(await Self.outcome(of: confirmation)) }
+            throw error
         }
-        for confirmation in pending { tally.record(try await confirmation.outcome()) }
+        if stop.received != nil {
+            for result in await Self.settle(pending, within: Self.confirmWaitOnStop) { tally.record(result) }
+        } else {
+            for confirmation in pending { tally.record(try await confirmation.outcome()) }
+            if !confirming { try await channel.qos(prefetchCount: 0) }
+        }
         if let reason = channel.closeReason { throw reason }
-        return tally
+    }
+
+    private static func outcome(of confirmation: RabbitMQConfirmation) async -> Result<RabbitMQPublishOutcome, any Error> {
+        do {
+            return .success(try await confirmation.outcome())
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// The outcomes of `pending`, each a failure once `limit` has passed without it.
+    private static func settle(
+        _ pending: [RabbitMQConfirmation], within limit: Duration
+    ) async -> [Result<RabbitMQPublishOutcome, any Error>] {
+        await withTaskGroup(of: [Result<RabbitMQPublishOutcome, any Error>]?.self) { group in
+            group.addTask {
+                var results: [Result<RabbitMQPublishOutcome, any Error>] = []
+                // Cancelled at the limit: each outcome not in yet fails at once.
+                for confirmation in pending { results.append(await outcome(of: confirmation)) }
+                return results
+            }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return nil
+            }
+            var settled: [Result<RabbitMQPublishOutcome, any Error>] = []
+            while let next = await group.next() {
+                group.cancelAll()
+                if let next { settled = next }
+            }
+            return settled
+        }
     }
 
     private func messageTemplate() throws -> MessageTemplate {

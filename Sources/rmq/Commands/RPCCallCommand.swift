@@ -24,13 +24,17 @@ struct RPCCallCommand: AsyncParsableCommand {
     @Argument(help: "The request body.")
     var body: String
 
+    func validate() throws {
+        _ = try Seconds.duration(timeout, option: "--timeout")
+    }
+
     func run() async throws {
-        guard timeout > 0, timeout.isFinite else { throw CLIError("--timeout must be a positive number of seconds") }
+        let timeout = try Seconds.duration(timeout, option: "--timeout")
         let connection = try await connection.connect(name: "rmq rpc call")
         do {
             let reply = try await RabbitMQRPCClient.withClient(connection: connection) { client in
                 try await client.call(
-                    Array(body.utf8), routingKey: queue, timeout: .milliseconds(Int64(timeout * 1000)))
+                    Array(body.utf8), routingKey: queue, timeout: timeout)
             }
             var output = reply.body
             if output.last != UInt8(ascii: "\n") { output.append(UInt8(ascii: "\n")) }

@@ -10,7 +10,8 @@ struct RPCServeCommand: AsyncParsableCommand {
         discussion: """
             Echoes each request body by default. With --exec, runs COMMAND through /bin/sh with \
             the request body on standard input and replies with its standard output; a \
-            non-zero exit becomes an error reply carrying its standard error.
+            non-zero exit becomes an error reply carrying its standard error. SIGINT/SIGTERM \
+            stop the running command (SIGTERM) and the server, and exit 130/143.
             """)
 
     @OptionGroup var connection: ConnectionOptions
@@ -53,12 +54,27 @@ struct RPCServeCommand: AsyncParsableCommand {
             }
             return result.output
         }
+        let stop = StopSignals()
         do {
-            try await server.run()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await server.run() }
+                group.addTask {
+                    // A signal stops the commands running now, then the server.
+                    guard await stop.wait() != nil else { return }
+                    ShellCommand.terminateAll()
+                }
+                // Either the server is done (--count), or a signal came: stop the other.
+                try await group.next()
+                group.cancelAll()
+                try await group.waitForAll()
+            }
         } catch {
             try? await connection.close()
             throw error
         }
         try await connection.close()
+        if let signal = stop.received {
+            throw CLIError("stopped by \(StopSignals.name(of: signal))", exitStatus: StopSignals.exitStatus(for: signal))
+        }
     }
 }

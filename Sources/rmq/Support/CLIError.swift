@@ -4,7 +4,13 @@ import RabbitMQPatterns
 /// A failure the tool reports as one line on standard error, with a non-zero exit status.
 struct CLIError: Error, CustomStringConvertible {
     var description: String
-    init(_ description: String) { self.description = description }
+    /// 1, or 128 + a signal's number for a run a signal (or a broken pipe) stopped.
+    var exitStatus: Int32
+
+    init(_ description: String, exitStatus: Int32 = 1) {
+        self.description = description
+        self.exitStatus = exitStatus
+    }
 
     /// The one line for any error: broker errors by their reply text or message (which never
     /// contain the password), pattern errors by their message.

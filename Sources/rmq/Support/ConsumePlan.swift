@@ -30,9 +30,7 @@ struct ConsumePlan: Sendable {
             throw CLIError("--transient cannot go with --durable or --quorum")
         }
         if let count = command.count, count < 1 { throw CLIError("--count must be at least 1") }
-        if let idle = command.idleTimeout, !(idle > 0 && idle.isFinite) {
-            throw CLIError("--idle-timeout must be a positive number of seconds")
-        }
+
         bindings = try command.bindings.map { text in
             guard let colon = text.firstIndex(of: ":"), colon != text.startIndex else {
                 throw CLIError("--bind takes EXCHANGE:KEY, got '\(text)'")
@@ -41,21 +39,57 @@ struct ConsumePlan: Sendable {
         }
     }
 
-    /// Consumes until `count` messages, reconnecting after connection failures. The first
-    /// connection must succeed: an unreachable broker is an error, not something to wait for.
-    func consume(configuration: RabbitMQConfiguration, progress: ConsumeProgress) async throws {
-        var connectedBefore = false
-        var failures = 0
+    /// What a run did, for the summary of a run that a signal stopped.
+    struct Summary: Sendable {
+        var linesWritten: Int
+        var acknowledged: Int
+    }
+
+    /// Consumes until `count` messages or until cancelled (a signal, or idle), reconnecting
+    /// after connection failures. The first connection must succeed: an unreachable broker
+    /// is an error, not something to wait for. A reader that goes away ends the run with
+    /// exit status 141 (as if SIGPIPE had killed us) and a line saying what was acknowledged.
+    func consume(configuration: RabbitMQConfiguration, progress: ConsumeProgress) async throws -> Summary {
         // One for the whole run, so the progress count goes on across reconnections.
         let output = DeliveryOutput()
         defer { output.finish() }
+        do {
+            try await consume(configuration: configuration, progress: progress, output: output)
+        } catch is StandardOutputWriter.ReaderGone {
+            throw CLIError(
+                "standard output closed by its reader (broken pipe): \(output.linesWritten) lines read by it, "
+                    + "\(output.acknowledged) messages acknowledged; the unacknowledged ones go back to the queue",
+                exitStatus: 128 + SIGPIPE)
+        }
+        return Summary(linesWritten: output.linesWritten, acknowledged: output.acknowledged)
+    }
+
+    private func consume(configuration: RabbitMQConfiguration, progress: ConsumeProgress, output: DeliveryOutput) async throws {
+        var connectedBefore = false
+        var failures = 0
         while true {
             do {
                 let connection = try await RabbitMQConnection.connect(configuration: configuration)
                 connectedBefore = true
                 failures = 0
                 do {
-                    try await consume(on: connection, progress: progress, output: output)
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        // The library recovers a lost connection by itself, under the
+                        // consumer: the outage is not idle time, and is worth a line.
+                        group.addTask {
+                            for await event in connection.events() {
+                                switch event {
+                                case .disconnected(let error):
+                                    progress.disconnected()
+                                    StandardStreams.writeError("rmq: connection lost (\(CLIError.message(for: error))); recovering")
+                                case .recovered: progress.consuming()
+                                default: break
+                                }
+                            }
+                        }
+                        try await consume(on: connection, progress: progress, output: output)
+                        group.cancelAll()
+                    }
                     try? await connection.close()
                     return
                 } catch {
@@ -66,6 +100,7 @@ struct ConsumePlan: Sendable {
                 // Cancelled (enough messages, or idle): whatever ended the consumer, we are done.
                 if Task.isCancelled { return }
                 guard connectedBefore, Self.isWorthReconnecting(error) else { throw error }
+                progress.disconnected()
                 failures += 1
                 // Back off, up to 5 s, so a broker that is down is not hammered.
                 let delay = min(5000, 100 << min(failures, 6))
@@ -77,8 +112,15 @@ struct ConsumePlan: Sendable {
         }
     }
 
-    /// Consumes on one connection until `count` is reached or the consumer fails.
+    /// Consumes on one connection until `count` is reached, the task is cancelled (then what
+    /// was gathered is written and everything written acknowledged), or the consumer fails.
+    ///
+    /// With `count`, the broker must never send more than is left to take, or the extra
+    /// deliveries come back redelivered: the prefetch is at most what is left, and while
+    /// deliveries are written as they come, acknowledgements stop `prefetch` short of the
+    /// count (each ack lets the broker send one more) until the last one is in.
     private func consume(on connection: RabbitMQConnection, progress: ConsumeProgress, output: DeliveryOutput) async throws {
+        output.startChannel()
         let channel = try await connection.openChannel()
         if declare {
             try await channel.queueDeclare(
@@ -87,7 +129,10 @@ struct ConsumePlan: Sendable {
         for binding in bindings {
             try await channel.queueBind(queue: queue, exchange: binding.exchange, routingKey: binding.key)
         }
-        if !autoAck { try await channel.qos(prefetchCount: prefetch) }
+        let remaining = count.map { $0 - progress.count }
+        let window = remaining.map { UInt16(clamping: min(Int(prefetch), $0)) } ?? prefetch
+        let acknowledgeable = remaining.map { $0 - Int(window) }
+        if !autoAck { try await channel.qos(prefetchCount: window) }
         let consumer = try await channel.consume(queue: queue, autoAck: autoAck)
         progress.consuming()
         var deliveries = consumer.makeAsyncIterator()
@@ -95,13 +140,22 @@ struct ConsumePlan: Sendable {
             output.append(DeliveryJSON.line(for: delivery), for: delivery, acknowledge: !autoAck)
             let received = progress.record()
             if let count, received >= count {
-                try await output.flush()
+                // Cancelled first: an ack before it would let the broker send more.
                 try? await consumer.cancel()
+                try await output.flush()
                 return
             }
             // Written (then acknowledged) before waiting for more: a line is out as soon as
-            // nothing else is ready, and the prefetch window never fills with our own acks.
-            if !deliveries.hasDeliveryInHand || output.isFull { try await output.flush() }
+            // nothing else is ready, and the prefetch window never fills with our own acks
+            // (with a count, the held-back ones fill it exactly when the last is in).
+            if !deliveries.hasDeliveryInHand || output.isFull { try await output.flush(acknowledgingUpTo: acknowledgeable) }
+            if Task.isCancelled { break }
+        }
+        if Task.isCancelled {
+            // Stopped (a signal, or idle): take no more; what was written is acknowledged.
+            try? await consumer.cancel()
+            try await output.flush()
+            return
         }
         // Not cancelled by us, so the connection or channel went away under the consumer.
         throw connection.closeReason ?? channel.closeReason

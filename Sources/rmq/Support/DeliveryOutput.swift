@@ -3,8 +3,14 @@ import RabbitMQ
 
 /// What `rmq consume` writes: the deliveries' lines gathered in memory and written with one
 /// write per batch of ready deliveries (not one per message), each flush followed by the
-/// acknowledgement of every delivery it wrote, so a message is never acknowledged before
-/// its line is out.
+/// acknowledgement of deliveries it wrote, so a message is never acknowledged before its line
+/// is out: in the file, or taken out of the pipe by its reader (``StandardOutputWriter``).
+///
+/// The bound, for a pipe: only one batch (at most the prefetch count) is ever in the pipe,
+/// and it is acknowledged once the reader has read all of it. A reader that reads lines and
+/// then drops them (`head -1` reads a block and prints one line) can lose at most that batch;
+/// a reader that goes away before reading all of it loses nothing (the batch goes back to
+/// the queue, and the lines it did read come again, marked redelivered).
 ///
 /// The caller flushes before it waits for more deliveries (``RabbitMQConsumer/AsyncIterator``
 /// has none in hand), when ``isFull``, and at the end. A manual-ack consumer cannot stall on
@@ -17,10 +23,21 @@ final class DeliveryOutput {
 
     private let writer = StandardOutputWriter()
     private var buffer: [UInt8] = []
-    /// The last delivery gathered and not yet acknowledged: its ack, with `multiple`, covers
-    /// every earlier one on the channel, which were all written before it.
-    private var unacknowledged: RabbitMQDelivery?
+    /// Lines in `buffer`.
+    private var bufferedLines = 0
+    /// Deliveries gathered in `buffer`, not written yet (manual acknowledgement only).
+    private var gathered: [RabbitMQDelivery] = []
+    /// Deliveries written, not acknowledged yet (held back by `flush(acknowledgingUpTo:)`),
+    /// oldest first, all on the current channel.
+    private var written: [RabbitMQDelivery] = []
+    /// Acknowledged on the current channel: the ordinal of the next one is this + 1.
+    private var acknowledgedOnChannel = 0
     private var progress = ProgressLine()
+
+    /// Lines written for the whole run (in a pipe: read by its reader).
+    private(set) var linesWritten = 0
+    /// Deliveries acknowledged for the whole run.
+    private(set) var acknowledged = 0
 
     init() { buffer.reserveCapacity(Self.flushThreshold + 4096) }
 
@@ -28,26 +45,45 @@ final class DeliveryOutput {
 
     var isFull: Bool { buffer.count >= Self.flushThreshold }
 
+    /// A new channel: deliveries of the old one that were not acknowledged cannot be any
+    /// more (the broker has requeued them).
+    func startChannel() {
+        gathered = []
+        written = []
+        acknowledgedOnChannel = 0
+    }
+
     /// Gathers one delivery's line; `acknowledge`: settle it after the flush that writes it.
     func append(_ line: String, for delivery: RabbitMQDelivery, acknowledge: Bool) {
         var line = line
         line.withUTF8 { buffer.append(contentsOf: $0) }
         buffer.append(UInt8(ascii: "\n"))
-        if acknowledge { unacknowledged = delivery }
+        if acknowledge { gathered.append(delivery) }
+        bufferedLines += 1
         progress.count += 1
     }
 
-    /// Writes what was gathered, then acknowledges it (one `basic.ack` with `multiple`).
-    /// Throws when writing fails (nothing is acknowledged then) or the channel is closed (the
-    /// broker requeues the messages, which come again, marked redelivered).
-    func flush() async throws {
+    /// Writes what was gathered, then acknowledges what was written (one `basic.ack` with
+    /// `multiple`), but no further than the `limit`-th delivery of this channel (nil: all).
+    /// Throws when writing fails (``StandardOutputWriter/ReaderGone``: nothing of this batch
+    /// is acknowledged then) or the channel is closed (the broker requeues the messages,
+    /// which come again, marked redelivered).
+    func flush(acknowledgingUpTo limit: Int? = nil) async throws {
         if !buffer.isEmpty {
             try await writer.write(buffer)
+            linesWritten += bufferedLines
+            bufferedLines = 0
             buffer.removeAll(keepingCapacity: true)
         }
-        if let delivery = unacknowledged {
-            unacknowledged = nil
-            try delivery.ack(multiple: true)
+        written += gathered
+        gathered.removeAll(keepingCapacity: true)
+        let allowed = limit.map { max(0, $0 - acknowledgedOnChannel) } ?? written.count
+        let settling = min(allowed, written.count)
+        if settling > 0 {
+            try written[settling - 1].ack(multiple: true)
+            written.removeFirst(settling)
+            acknowledgedOnChannel += settling
+            acknowledged += settling
         }
         progress.update()
     }

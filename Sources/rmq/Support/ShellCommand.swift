@@ -1,14 +1,38 @@
 import Foundation
+import Synchronization
 
 /// Runs a command through `/bin/sh -c` with given standard input, without blocking a thread of
 /// Swift's cooperative pool: the process's end is awaited through its termination handler,
 /// and its input and output go through temporary files rather than pipes, so that no one
-/// has to drain a pipe while the process runs.
+/// has to drain a pipe while the process runs. The files hold request and reply bodies, so
+/// they are created readable by their owner only (0600), whatever the umask.
 enum ShellCommand {
     struct Result: Sendable {
         var status: Int32
         var output: [UInt8]
         var errorOutput: [UInt8]
+    }
+
+    private struct Running {
+        /// The process ids of the commands running now (removed once reaped), each the
+        /// leader of its process group.
+        var processes: Set<pid_t> = []
+        /// Set by ``terminateAll()``: no command starts after it.
+        var stopping = false
+    }
+
+    /// The commands running now, so that a signal that stops `rmq` stops them too.
+    private static let running = Mutex(Running())
+
+    /// Sends SIGTERM to every command running now, and keeps new ones from starting (the
+    /// caller is stopping).
+    static func terminateAll() {
+        running.withLock { running in
+            running.stopping = true
+            // Under the lock: an id is removed (under it) only once its process is reaped.
+            // Negative: the command's whole process group (a pipeline).
+            for process in running.processes { kill(-process, SIGTERM) }
+        }
     }
 
     static func run(_ command: String, input: [UInt8]) async throws -> Result {
@@ -20,35 +44,88 @@ enum ShellCommand {
         defer {
             for url in [inputURL, outputURL, errorURL] { try? FileManager.default.removeItem(at: url) }
         }
-        try Data(input).write(to: inputURL)
-        _ = FileManager.default.createFile(atPath: outputURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errorURL.path, contents: nil)
-        let inputHandle = try FileHandle(forReadingFrom: inputURL)
-        let outputHandle = try FileHandle(forWritingTo: outputURL)
-        let errorHandle = try FileHandle(forWritingTo: errorURL)
+        let inputHandle = try createPrivateFile(inputURL)
+        let outputHandle = try createPrivateFile(outputURL)
+        let errorHandle = try createPrivateFile(errorURL)
         defer {
             try? inputHandle.close()
             try? outputHandle.close()
             try? errorHandle.close()
         }
+        try inputHandle.write(contentsOf: input)
+        try inputHandle.seek(toOffset: 0)
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", command]
-        process.standardInput = inputHandle
-        process.standardOutput = outputHandle
-        process.standardError = errorHandle
-        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-            process.terminationHandler = { process in continuation.resume(returning: process.terminationStatus) }
-            do {
-                try process.run()
-            } catch {
-                process.terminationHandler = nil
-                continuation.resume(throwing: CLIError("cannot run /bin/sh: \(error.localizedDescription)"))
-            }
-        }
+        let status = try await spawnAndWait(
+            ["/bin/sh", "-c", command],
+            descriptors: [inputHandle.fileDescriptor, outputHandle.fileDescriptor, errorHandle.fileDescriptor])
         return Result(
             status: status, output: Array(try Data(contentsOf: outputURL)),
             errorOutput: Array(try Data(contentsOf: errorURL)))
+    }
+
+    /// Starts `arguments` with `descriptors` as its standard input, output and error and
+    /// returns its exit status (128 + the signal when a signal ended it).
+    ///
+    /// posix_spawn rather than Foundation's Process, for the child's signals: Process hands
+    /// on the signal mask of the thread it runs on (a Dispatch thread, where SIGTERM and most
+    /// others are blocked), and rmq ignores SIGPIPE; a command started so could not be
+    /// stopped by SIGTERM. Here the mask is empty, SIGINT, SIGTERM and SIGPIPE are back to
+    /// their defaults, and the command leads a process group of its own, so that
+    /// ``terminateAll()`` reaches a pipeline's every process. Its end is awaited with
+    /// waitpid(2) on a thread of its own, never on the cooperative pool.
+    private static func spawnAndWait(_ arguments: [String], descriptors: [Int32]) async throws -> Int32 {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for (target, descriptor) in descriptors.enumerated() {
+            posix_spawn_file_actions_adddup2(&actions, descriptor, Int32(target))
+        }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for number in [SIGINT, SIGTERM, SIGPIPE] { sigaddset(&defaults, number) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(
+            &attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for argument in argv { free(argument) } }
+
+        // Spawned under the lock, so terminateAll() either sees it or has stopped it starting.
+        let spawned: Swift.Result<pid_t, CLIError> = running.withLock { running in
+            if running.stopping { return .failure(CLIError("not running the command: rmq is stopping")) }
+            var pid: pid_t = 0
+            let code = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, environ)
+            guard code == 0 else { return .failure(CLIError("cannot run /bin/sh: \(String(cString: strerror(code)))")) }
+            running.processes.insert(pid)
+            return .success(pid)
+        }
+        let pid = try spawned.get()
+        return await withCheckedContinuation { continuation in
+            let thread = Thread {
+                var status: Int32 = 0
+                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                // Removed once reaped: until then the id cannot be reused by another process.
+                _ = running.withLock { $0.processes.remove(pid) }
+                let signal = status & 0x7F
+                continuation.resume(returning: signal == 0 ? (status >> 8) & 0xFF : 128 + signal)
+            }
+            thread.name = "rmq-exec-wait"
+            thread.start()
+        }
+    }
+
+    /// A new file at `url`, mode 0600, open for reading and writing.
+    private static func createPrivateFile(_ url: URL) throws -> FileHandle {
+        let descriptor = open(url.path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw CLIError("cannot create \(url.path): \(String(cString: strerror(errno)))")
+        }
+        return FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
     }
 }

@@ -13,18 +13,28 @@ import Foundation
 /// huge input is never held in memory (about `window` × `blockSize` bytes of lines, plus the
 /// one line being assembled, which is as long as the longest line).
 ///
-/// Lines end at `\n`, which is removed; a `\r` before it stays (it is part of the body, as it
-/// always was). A blank line is an empty line, and a last line without a newline still counts.
+/// Lines end at `\n`, which is removed, with a `\r` before it (CRLF files). A blank line is
+/// an empty line, and a last line without a newline still counts. A line longer than
+/// `maxLine` bytes ends the sequence with an error naming it, so a file without newlines is
+/// never read whole into memory; a read error is an error, never the end of the input.
 struct StandardInputLines: AsyncSequence, Sendable {
     typealias Element = [[UInt8]]
 
+    /// 128 MiB: RabbitMQ 3's default largest message (`max_message_size`); RabbitMQ 4's is 16 MiB.
+    static let defaultMaxLine = 128 * 1024 * 1024
+
     let window: Int
     let blockSize: Int
+    let maxLine: Int
+    /// Ends the sequence (after the batches already read) on SIGINT or SIGTERM.
+    let stop: StopSignals?
 
-    init(window: Int = 4, blockSize: Int = 64 * 1024) {
-        precondition(window > 0 && blockSize > 0)
+    init(window: Int = 4, blockSize: Int = 64 * 1024, maxLine: Int = defaultMaxLine, stoppingOn stop: StopSignals? = nil) {
+        precondition(window > 0 && blockSize > 0 && maxLine > 0)
         self.window = window
         self.blockSize = blockSize
+        self.maxLine = maxLine
+        self.stop = stop
     }
 
     func makeAsyncIterator() -> AsyncIterator {
@@ -33,9 +43,12 @@ struct StandardInputLines: AsyncSequence, Sendable {
         // An iterator dropped early (a bad line ended the loop) must not leave the reader
         // waiting for a slot for ever: the extra signal lets it see that nobody listens.
         continuation.onTermination = { _ in slots.signal() }
+        // The reader thread stays blocked in read(2) until the process exits; nobody waits for it.
+        stop?.onStop { _ in continuation.finish() }
         let blockSize = self.blockSize
+        let maxLine = self.maxLine
         let thread = Thread {
-            Self.read(from: STDIN_FILENO, blockSize: blockSize) { batch in
+            Self.read(from: STDIN_FILENO, blockSize: blockSize, maxLine: maxLine) { batch in
                 // Blocks this dedicated thread, never a pool thread, until the consumer catches up.
                 slots.wait()
                 if case .terminated = continuation.yield(batch) { return false }
@@ -50,14 +63,20 @@ struct StandardInputLines: AsyncSequence, Sendable {
     }
 
     /// Reads `descriptor` to its end, splitting at `\n`, and calls `deliver` with the lines
-    /// completed by each read until it returns false; then `onEnd`, with the read error if any.
-    /// Blocks: run it on a thread of its own.
+    /// completed by each read until it returns false; then `onEnd`, with the read error (or
+    /// the over-long line) if any. Blocks: run it on a thread of its own.
     static func read(
-        from descriptor: Int32, blockSize: Int, deliver: ([[UInt8]]) -> Bool, onEnd: ((any Error)?) -> Void
+        from descriptor: Int32, blockSize: Int, maxLine: Int = defaultMaxLine, deliver: ([[UInt8]]) -> Bool,
+        onEnd: ((any Error)?) -> Void
     ) {
         var block = [UInt8](repeating: 0, count: blockSize)
         // The start of a line whose end is in a later block.
         var partial: [UInt8] = []
+        // Lines delivered so far, to name a line that is too long.
+        var delivered = 0
+        func tooLong(_ offset: Int) -> CLIError {
+            CLIError("line \(delivered + offset + 1) of standard input is longer than \(maxLine) bytes (--max-line)")
+        }
         while true {
             let count = block.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
             if count < 0 {
@@ -67,11 +86,32 @@ struct StandardInputLines: AsyncSequence, Sendable {
                 return
             }
             if count == 0 { break }
-            let lines = block.withUnsafeBytes { split(UnsafeRawBufferPointer(rebasing: $0[..<count]), partial: &partial) }
+            var lines = block.withUnsafeBytes { split(UnsafeRawBufferPointer(rebasing: $0[..<count]), partial: &partial) }
+            for index in lines.indices where lines[index].last == UInt8(ascii: "\r") { lines[index].removeLast() }
+            if let long = lines.firstIndex(where: { $0.count > maxLine }) {
+                // The lines before it are published, as they would be from an earlier block.
+                if long > 0 && !deliver(Array(lines[..<long])) {
+                    onEnd(nil)
+                    return
+                }
+                onEnd(tooLong(long))
+                return
+            }
+            // One more byte than the limit may yet turn out to be a CR.
+            if partial.count > maxLine + 1 {
+                onEnd(tooLong(lines.count))
+                return
+            }
+            delivered += lines.count
             if !lines.isEmpty && !deliver(lines) {
                 onEnd(nil)
                 return
             }
+        }
+        if partial.last == UInt8(ascii: "\r") { partial.removeLast() }
+        if partial.count > maxLine {
+            onEnd(tooLong(0))
+            return
         }
         if !partial.isEmpty && !deliver([partial]) {
             onEnd(nil)

@@ -5,9 +5,16 @@ import Synchronization
 /// blocks, and must not block Swift's cooperative pool.
 ///
 /// One write at a time, and the caller awaits it: when ``write(_:)`` returns, the bytes are
-/// with the kernel (in the pipe or the file), which is what acknowledging a delivery after
-/// it relies on. One hand-off per write, so callers gather many lines into one.
+/// in the file, or, when standard output is a pipe, the reader has taken them out of it:
+/// write(2) returning only says the bytes are in the pipe's buffer (64 KiB on Linux), and a
+/// reader may exit without reading them (`rmq consume | head -1`). Acknowledging a delivery
+/// after its write relies on this. One hand-off per write, so callers gather many lines into
+/// one.
 final class StandardOutputWriter: Sendable {
+    /// The reader went away (EPIPE, or a pipe without readers while we waited for it to
+    /// drain): the bytes of that write may be lost, and nothing more can be written.
+    struct ReaderGone: Error {}
+
     private struct Job: Sendable {
         var bytes: [UInt8]
         var done: CheckedContinuation<Void, any Error>
@@ -23,6 +30,8 @@ final class StandardOutputWriter: Sendable {
     private let wake = DispatchSemaphore(value: 0)
 
     init(descriptor: Int32 = STDOUT_FILENO) {
+        var status = stat()
+        let isPipe = fstat(descriptor, &status) == 0 && (status.st_mode & S_IFMT) == S_IFIFO
         // The thread keeps the writer alive until close().
         let thread = Thread { [self] in
             // Bounded by close(): each turn takes the one job or sees the end.
@@ -35,7 +44,8 @@ final class StandardOutputWriter: Sendable {
                 var job = taken.0
                 let closed = taken.1
                 if let done = job?.done, let bytes = job?.bytes {
-                    let error = Self.writeAll(bytes, to: descriptor)
+                    var error = Self.writeAll(bytes, to: descriptor)
+                    if error == nil && isPipe { error = Self.waitUntilDrained(descriptor) }
                     // The caller reuses its buffer once resumed: let go of the bytes first,
                     // or its next append finds them shared and copies them.
                     job = nil
@@ -49,8 +59,9 @@ final class StandardOutputWriter: Sendable {
         thread.start()
     }
 
-    /// Writes `bytes` and returns once they are all written; throws when writing fails
-    /// (standard output closed, disk full). Call it from one task at a time.
+    /// Writes `bytes` and returns once they are all written (and, to a pipe, read); throws
+    /// ``ReaderGone`` when the reader went away, another error when writing fails (disk
+    /// full). Call it from one task at a time.
     func write(_ bytes: [UInt8]) async throws {
         guard !bytes.isEmpty else { return }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
@@ -74,8 +85,27 @@ final class StandardOutputWriter: Sendable {
         wake.signal()
     }
 
+    /// Waits until the pipe `descriptor` writes into is empty (its reader took everything),
+    /// or has no reader any more (``ReaderGone``). Linux has no event for "empty", so the wait
+    /// looks at the pipe's fill (FIONREAD) and at poll(2)'s POLLERR (no reader left) with
+    /// pauses growing from 50 µs to 20 ms between.
+    /// A reader that keeps up drains the pipe within the first checks; a slow one (a pager
+    /// waiting for its user) holds us here, as a full pipe would.
+    private static func waitUntilDrained(_ descriptor: Int32) -> (any Error)? {
+        var wait = timespec(tv_sec: 0, tv_nsec: 50_000)
+        while true {
+            var unread: Int32 = 0
+            // FIONREAD on either end of a pipe: the bytes in it. A failure ends the wait.
+            if ioctl(descriptor, UInt(FIONREAD), &unread) != 0 || unread <= 0 { return nil }
+            var poller = pollfd(fd: descriptor, events: 0, revents: 0)
+            if poll(&poller, 1, 0) > 0 && poller.revents & Int16(POLLERR) != 0 { return ReaderGone() }
+            nanosleep(&wait, nil)
+            wait.tv_nsec = min(wait.tv_nsec * 2, 20_000_000)
+        }
+    }
+
     /// Writes everything, across partial writes and interruptions; the error, or nil.
-    private static func writeAll(_ bytes: [UInt8], to descriptor: Int32) -> CLIError? {
+    private static func writeAll(_ bytes: [UInt8], to descriptor: Int32) -> (any Error)? {
         bytes.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {
@@ -86,6 +116,7 @@ final class StandardOutputWriter: Sendable {
                 }
                 let code = errno
                 if shouldRetry(after: code, on: descriptor, waitingFor: Int32(POLLOUT)) { continue }
+                if code == EPIPE { return ReaderGone() }
                 return CLIError("cannot write: \(String(cString: strerror(code)))")
             }
             return nil

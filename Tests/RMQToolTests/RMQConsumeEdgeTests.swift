@@ -1,0 +1,155 @@
+import Foundation
+import RabbitMQ
+import RabbitMQTestSupport
+import Testing
+
+/// `rmq consume` at the edges (issue 13): a reader that goes away, signals, counts and
+/// outages. Each test says what it failed on before the fix.
+@Suite("rmq consume: edges", .timeLimit(.minutes(3)))
+struct RMQConsumeEdgeTests {
+    /// A durable queue holding `count` confirmed messages "m-1"..."m-count".
+    static func filledQueue(_ prefix: String, count: Int) async throws -> (RabbitMQConnection, RabbitMQChannel, String) {
+        let (connection, channel, queue) = try await RMQToolTests.declareQueue(prefix)
+        try await channel.confirmSelect()
+        var pending: [RabbitMQConfirmation] = []
+        for number in 1...count {
+            pending.append(try await channel.publishWithConfirm(Array("m-\(number)".utf8), routingKey: queue))
+        }
+        for confirmation in pending { #expect(try await confirmation.outcome() == .acked) }
+        return (connection, channel, queue)
+    }
+
+    /// Ready and unacknowledged messages and consumers of `queue`, as the broker counts them.
+    static func counts(_ queue: String) async throws -> (ready: Int, unacknowledged: Int, consumers: Int)? {
+        let listing = try await TestBroker.ctl(
+            "list_queues", "--no-table-headers", "--silent", "name", "messages_ready", "messages_unacknowledged", "consumers")
+        for line in listing.split(separator: "\n") {
+            let fields = line.split(separator: "\t")
+            guard fields.count == 4, fields[0] == queue, let ready = Int(fields[1]), let unacked = Int(fields[2]),
+                let consumers = Int(fields[3])
+            else { continue }
+            return (ready, unacked, consumers)
+        }
+        return nil
+    }
+
+    /// The ready count once nobody consumes `queue` any more (what rmq left unacknowledged
+    /// is back in the queue).
+    static func settledDepth(_ queue: String) async throws -> Int {
+        var depth = -1
+        try await eventually(timeout: .seconds(60), "\(queue) to have no consumer and nothing unacknowledged") {
+            guard let counts = try await counts(queue), counts.consumers == 0, counts.unacknowledged == 0 else { return false }
+            depth = counts.ready
+            return true
+        }
+        return depth
+    }
+
+    /// The number before `word` in `text` ("42 messages acknowledged" -> 42 for "messages acknowledged").
+    static func number(before word: String, in text: String) -> Int? {
+        guard let range = text.range(of: " \(word)") else { return nil }
+        return Int(text[..<range.lowerBound].split(separator: " ").last ?? "")
+    }
+
+    /// Before: a reader that took one line of a batch and went away lost the rest of the
+    /// batch (and every batch that fit in the pipe): rmq acknowledged once write(2) returned.
+    /// Now a batch is acknowledged once the reader has read all of it.
+    @Test func consumeAcknowledgesNothingTheReaderDidNotRead() async throws {
+        let (connection, channel, queue) = try await Self.filledQueue("cli-reader-gone", count: 500)
+        let rmq = try RunningRMQ(["consume", "--queue", queue, "--prefetch", "10"])
+        let first = try await rmq.readOneLine()
+        #expect(first?.contains("\"m-1\"") == true, "\(first ?? "nil")")
+        // rmq has written more than the one line we took (the rest of its batch, or the next).
+        try await eventually(timeout: .seconds(60), "rmq to write past the first line") { rmq.unreadBytes > 0 }
+        rmq.closeOutput()
+        let status = await rmq.status()
+        #expect(status == 141, "exit status as for SIGPIPE: \(rmq.errorOutput)")
+        let depth = try await Self.settledDepth(queue)
+        #expect(500 - depth <= 1, "acknowledged only what the reader read (one line): depth \(depth)")
+        let reported = Self.number(before: "messages acknowledged", in: rmq.errorOutput)
+        #expect(reported == 500 - depth, "\(rmq.errorOutput)")
+        try await channel.queueDelete(queue)
+        try await connection.close()
+    }
+
+    /// `rmq consume | head -1`: head reads a block and prints one line; what it read and
+    /// dropped is the most that is lost (one batch, at most the prefetch), and rmq says how
+    /// many it acknowledged; the queue holds the rest.
+    @Test func consumeIntoHeadLosesAtMostOneBatchAndSaysSo() async throws {
+        let (connection, channel, queue) = try await Self.filledQueue("cli-head", count: 500)
+        let result = try await RMQTool.runShell(
+            #""$RMQ" consume --queue "$QUEUE" --prefetch 10 | head -1; echo "status ${PIPESTATUS[0]}""#,
+            environment: ["QUEUE": queue])
+        let lines = result.output.split(separator: "\n")
+        #expect(lines.count == 2 && lines.last == "status 141", "\(result)")
+        let acknowledged = try #require(Self.number(before: "messages acknowledged", in: result.errorOutput), "\(result)")
+        #expect(acknowledged <= 10, "one batch at most: \(result)")
+        #expect(try await Self.settledDepth(queue) == 500 - acknowledged, "nothing lost beyond what rmq reported")
+        try await channel.queueDelete(queue)
+        try await connection.close()
+    }
+
+    /// Before: `--count 5` kept the default prefetch (100), so the broker sent every message
+    /// of the queue, and those past the count came back marked redelivered.
+    @Test(arguments: [["--count", "5"], ["--count", "7", "--prefetch", "3"]])
+    func consumeWithACountTakesNoMoreThanItNeeds(options: [String]) async throws {
+        let (connection, channel, queue) = try await Self.filledQueue("cli-count", count: 50)
+        let counted = try await RMQTool.run(["consume", "--queue", queue] + options)
+        #expect(counted.status == 0, "\(counted)")
+        let taken = Int(options[1])!
+        #expect(try counted.jsonLines().count == taken)
+        let rest = try await RMQTool.run(["consume", "--queue", queue, "--count", "\(50 - taken)"])
+        let redelivered = try rest.jsonLines().filter { $0["redelivered"] as? Bool != false }.count
+        #expect(redelivered == 0, "\(rest)")
+        try await channel.queueDelete(queue)
+        try await connection.close()
+    }
+
+    /// Before: --auto-ack with --count ran, and the broker sent (and forgot) messages past the count.
+    @Test func consumeRefusesAutoAckWithACount() async throws {
+        let result = try await RMQTool.run(["consume", "--queue", "any", "--auto-ack", "--count", "1"])
+        #expect(result.status == 64, "a usage error: \(result)")
+        #expect(result.errorOutput.contains("--auto-ack cannot go with --count"), "\(result)")
+    }
+
+    /// Before: a signal killed rmq where it stood (status: the signal), with lines written
+    /// and not acknowledged (they came again). Now it stops taking deliveries, acknowledges
+    /// what it wrote and exits 128 + the signal: the queue keeps exactly what was not printed.
+    @Test(arguments: [SIGINT, SIGTERM])
+    func consumeStopsCleanlyOnASignal(signal: Int32) async throws {
+        let (connection, channel, queue) = try await Self.filledQueue("cli-signal", count: 300)
+        let rmq = try RunningRMQ(["consume", "--queue", queue, "--prefetch", "10"])
+        for _ in 1...20 { _ = try await rmq.readOneLine() }
+        rmq.send(signal)
+        // Read on while it stops (it waits for its last batch to be read), up to its end.
+        async let rest = rmq.readToEnd()
+        let status = await rmq.status()
+        let printed = 20 + (await rest).count
+        #expect(status == 128 + signal && !rmq.killedBySignal, "\(rmq.errorOutput)")
+        #expect(rmq.errorOutput.contains("stopped by SIG"), "\(rmq.errorOutput)")
+        #expect(try await Self.settledDepth(queue) + printed == 300)
+        try await channel.queueDelete(queue)
+        try await connection.close()
+    }
+
+    /// Before: the idle timeout ran on while the connection was down, and an outage ended
+    /// the run as if the queue were drained (exit 0). Now an outage as long as the idle
+    /// timeout is an error on standard error and exit 1.
+    @Test func consumeReportsAnOutageInsteadOfIdling() async throws {
+        let (connection, channel, queue) = try await RMQToolTests.declareQueue("cli-outage")
+        let proxy = try TestBroker.proxy()
+        let rmq = try RunningRMQ(["consume", "--queue", queue, "--idle-timeout", "10", "--uri", try proxy.uri(for: TestBroker.url)])
+        try await channel.publish(Array("one".utf8), routingKey: queue)
+        // Consuming (and the idle clock just reset): now the broker becomes unreachable.
+        #expect(try await rmq.readOneLine()?.contains("\"one\"") == true)
+        proxy.setMode(.rejectNewConnections)
+        proxy.cutAll()
+        let status = await rmq.status()
+        #expect(status == 1, "\(rmq.errorOutput)")
+        #expect(rmq.errorOutput.contains("connection lost"), "\(rmq.errorOutput)")
+        #expect(rmq.errorOutput.contains("connection has been down"), "\(rmq.errorOutput)")
+        proxy.stop()
+        try await channel.queueDelete(queue)
+        try await connection.close()
+    }
+}
