@@ -12,7 +12,8 @@ struct RMQ: AsyncParsableCommand {
         abstract: "RabbitMQ from the shell: publish, consume, RPC, and a demo of the messaging patterns.",
         discussion: """
             The broker comes from --uri (repeatable: cluster nodes, tried in order), else the \
-            environment variable RABBITMQ_URL (comma-separated), else \(ConnectionOptions.defaultURI)
+            environment variable RABBITMQ_URL (URIs separated by commas; a comma inside a password \
+            stays, %2C always works), else \(ConnectionOptions.defaultURI)
             """,
         subcommands: [PublishCommand.self, ConsumeCommand.self, RPCCommand.self, DemoCommand.self])
 

@@ -103,6 +103,17 @@ struct PatternsRetryReplayTests {
                 try await eventually("the redelivered copy to reach the delay queue") {
                     try await TestBroker.queueState(delayQueue)?.messageCount == 1
                 }
+                // And its retry to be confirmed and the copy acknowledged (the work queue holds
+                // nothing, unacknowledged included): only a confirmed retry makes the first
+                // handler's redundant; one still in flight may yet fail (the documented bound).
+                try await eventually("the redelivered copy to be acknowledged") {
+                    let listing = try await TestBroker.ctl(
+                        "list_queues", "name", "messages", "--no-table-headers", "--silent")
+                    return listing.split(whereSeparator: \.isNewline).contains { line in
+                        let fields = line.split(whereSeparator: \.isWhitespace)
+                        return fields.count == 2 && fields[0] == retry.workQueue && fields[1] == "0"
+                    }
+                }
                 release.open()
                 // Graceful shutdown lets the first handler finish and settle its message.
                 trigger.triggerGracefulShutdown()

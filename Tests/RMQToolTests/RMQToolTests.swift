@@ -345,5 +345,13 @@ struct RMQToolTests {
         }
         #expect(result.output.contains("parked after attempts 1, 2, 3, 4: retries-exhausted, x-retry-count 3"))
         #expect(result.output.contains("invalid-envelope"))
+        // Everything it declared is gone, the subscriptions' dead-letter queues and exchanges
+        // included ("names rmq-demo-1a2b3c4d.*" on its first line).
+        let prefix = try #require(
+            result.output.split(whereSeparator: \.isWhitespace).first { $0.hasPrefix("rmq-demo-") }.map { String($0.dropLast(2)) })
+        let queues = try await TestBroker.ctl("list_queues", "name", "--no-table-headers", "--silent")
+        let exchanges = try await TestBroker.ctl("list_exchanges", "name", "--no-table-headers", "--silent")
+        let left = (queues + "\n" + exchanges).split(whereSeparator: \.isNewline).filter { $0.hasPrefix(prefix) }
+        #expect(left.isEmpty, "left behind: \(left)")
     }
 }

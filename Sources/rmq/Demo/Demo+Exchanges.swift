@@ -5,7 +5,9 @@ extension Demo {
     /// Orders routed by region to two queues with limits, manual acks.
     func direct() async throws {
         let orders = try await RabbitMQDirectExchange.declare(name("orders"), on: connection)
-        topology.record(queues: [name("orders.eu"), name("orders.us")], exchanges: [orders.name])
+        // Each subscription dead-letters what does not decode into a queue of its own.
+        let queues = [name("orders.eu"), name("orders.us")]
+        topology.record(queues: queues + queues.map { $0 + ".dead-letter" }, exchanges: [orders.name, orders.deadLetterExchange])
         let options = RabbitMQQueueOptions(messageTTL: .seconds(60), maxLength: 1000, overflow: .rejectPublish)
         let eu = try await orders.subscribe(
             DemoOrder.self, queue: name("orders.eu"), bindingKeys: ["eu", "uk"], options: options)
@@ -78,7 +80,8 @@ extension Demo {
     /// One broadcast, three subscribers with their own exclusive queues.
     func fanout() async throws {
         let notices = try await RabbitMQFanoutExchange.declare(name("notices"), on: connection)
-        topology.record(exchanges: [notices.name])
+        // The subscribers share one dead-letter queue, named as its exchange.
+        topology.record(queues: [notices.deadLetterExchange], exchanges: [notices.name, notices.deadLetterExchange])
         var subscribers: [RabbitMQSubscription<DemoOrder>] = []
         for _ in 0..<3 { subscribers.append(try await notices.subscribe(DemoOrder.self)) }
         try await notices.publish(Self.order("n-1", "all", 0))
