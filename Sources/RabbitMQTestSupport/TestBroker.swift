@@ -350,14 +350,24 @@ final class ScratchVirtualHost: Sendable {
             creation = task
             return task
         }
-        return try await task.value
+        do {
+            return try await task.value
+        } catch {
+            // The next test tries again.
+            creation.withLock { creation in
+                if creation == task { creation = nil }
+            }
+            throw error
+        }
     }
 
     private static func create(for user: String) async throws -> String {
         guard let script = ProcessInfo.processInfo.environment["RABBITMQ_TEST_CTL"] else {
             throw TestSupportError("RABBITMQ_TEST_CTL is not set: run the tests through scripts/test.sh")
         }
-        let name = "swift-rmq-scratch-\(getpid())"
+        // Random, not only the process id: ids repeat in containers, and a run killed before
+        // its exit handler leaves its virtual host behind.
+        let name = "swift-rmq-scratch-\(getpid())-\(UUID().uuidString.prefix(8).lowercased())"
         try await TestBroker.ctl("add_vhost", name)
         deleteAtExit.withLock { $0 = (script, name) }
         atexit {

@@ -58,11 +58,17 @@ struct RecoveryTests {
         // thread is seen blocked in poll with a timeout other than zero (a spinning loop never
         // blocks, or polls with a zero timeout). Seen, not timed: nothing depends on load.
         let thread = connection.core.threadName
+        // Five looks in a row, so that a loop that only blocks now and then between busy
+        // turns is not taken for an idle one.
         try await eventually(timeout: .seconds(60), "the I/O thread to sleep in poll()") {
-            guard let sleeping = ProcessResources.isSleepingInPoll(thread: thread) else {
-                throw TestSupportError("no thread named \(thread)")
+            for _ in 0..<5 {
+                guard let sleeping = ProcessResources.isSleepingInPoll(thread: thread) else {
+                    throw TestSupportError("no thread named \(thread)")
+                }
+                if !sleeping { return false }
+                try await Task.sleep(for: .milliseconds(20))
             }
-            return sleeping
+            return true
         }
         try await channel.exchangeDelete(fanout)
         try await publisher.close()
@@ -376,14 +382,15 @@ struct ProcessResources {
             let syscall = (try? String(contentsOfFile: "/proc/self/task/\(task)/syscall", encoding: .utf8)) ?? ""
             let fields = syscall.split(separator: " ")
             guard fields.count > 3, let number = Int(fields[0]) else { return false }
-            // The third argument: poll's timeout in milliseconds (-1: none), ppoll's timespec
-            // pointer (null: none). Either way, zero is the only value that does not sleep.
+            // The third argument: poll's timeout in milliseconds (-1: none), where zero is the
+            // only value that does not sleep. glibc's poll() is the poll system call on
+            // x86_64; elsewhere it is ppoll, whose third argument points to the timeout, so
+            // only blocked in ppoll is seen there.
             #if arch(x86_64)
-                let polls = number == 7 || number == 271
+                return number == 7 && fields[3] != "0x0"
             #else
-                let polls = number == 73
+                return number == 73
             #endif
-            return polls && fields[3] != "0x0"
         }
         return nil
     }

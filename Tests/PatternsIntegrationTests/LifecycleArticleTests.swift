@@ -60,12 +60,13 @@ func queueDepth(configuration: RabbitMQConfiguration) async throws -> UInt32 {
 
 @Suite("Article: services and graceful shutdown", .timeLimit(.minutes(5)))
 struct LifecycleArticleTests {
-    /// The scoped-connection sample runs, in a virtual host of its own (its "orders" queue is
-    /// an everyday name that a broker the tests are pointed at may hold).
+    /// The scoped-connection sample runs, in the scratch virtual host (its "orders" queue is
+    /// an everyday name that a broker the tests are pointed at may hold; the core's
+    /// documentation test publishes to a queue of that name there too, so no depth is
+    /// expected).
     @Test func queueDepthRunsInAScopedConnection() async throws {
-        let depth = try await TestBroker.withScratchVirtualHost { configuration in
+        _ = try await TestBroker.withScratchVirtualHost { configuration in
             try await queueDepth(configuration: configuration)
         }
-        #expect(depth == 0)
     }
 }

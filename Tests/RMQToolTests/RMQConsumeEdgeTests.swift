@@ -110,6 +110,10 @@ struct RMQConsumeEdgeTests {
         let result = try await RMQTool.run(["consume", "--queue", "any", "--auto-ack", "--count", "1"])
         #expect(result.status == 64, "a usage error: \(result)")
         #expect(result.errorOutput.contains("--auto-ack cannot go with --count"), "\(result)")
+        // Nor a prefetch of 0, which is no limit at all.
+        let unbounded = try await RMQTool.run(["consume", "--queue", "any", "--prefetch", "0", "--count", "1"])
+        #expect(unbounded.status == 64, "a usage error: \(unbounded)")
+        #expect(unbounded.errorOutput.contains("--prefetch 0"), "\(unbounded)")
     }
 
     /// Before: a signal killed rmq where it stood (status: the signal), with lines written
@@ -142,10 +146,11 @@ struct RMQConsumeEdgeTests {
         try await channel.publish(Array("one".utf8), routingKey: queue)
         // Consuming (and the idle clock just reset): now the broker becomes unreachable.
         #expect(try await rmq.readOneLine()?.contains("\"one\"") == true)
+        let before = proxy.counters
         proxy.setMode(.rejectNewConnections)
         proxy.cutAll()
         let status = await rmq.status()
-        #expect(status == 1, "\(rmq.errorOutput)")
+        #expect(status == 1, "\(rmq.errorOutput); proxy before the cut \(before), after \(proxy.counters)")
         #expect(rmq.errorOutput.contains("connection lost"), "\(rmq.errorOutput)")
         #expect(rmq.errorOutput.contains("connection has been down"), "\(rmq.errorOutput)")
         proxy.stop()

@@ -144,6 +144,15 @@ struct EnvelopeTests {
         #expect(error?.field == "data.value")
     }
 
+    /// A timestamp that is not a number, or far beyond any calendar, is refused with a typed
+    /// error, never a trap (review of issue 13: the conversion to milliseconds trapped).
+    @Test(arguments: [Double.nan, .infinity, -.infinity, 1e300, -1e300])
+    func aTimestampOutOfEveryRangeIsRefusedNotATrap(seconds: Double) {
+        let envelope = RabbitMQEnvelope(type: "t", data: 1, timestamp: Date(timeIntervalSince1970: seconds))
+        #expect(throws: RabbitMQPatternsError.self) { try envelope.encodedBody() }
+        _ = envelope.properties(persistent: true, headers: nil)
+    }
+
     @Test func unknownTopLevelKeysAreIgnored() throws {
         let body = try Self.body { $0["schema"] = "v9" }
         #expect(try RabbitMQEnvelope<Order>(decoding: body).type == "shop.order.placed")

@@ -89,6 +89,7 @@ enum EnvelopeTimestamp {
 
     /// Whether ``format(_:)`` writes `date` in a form ``parse(_:)`` reads: years 1 to 9999.
     static func isEncodable(_ date: Date) -> Bool {
+        guard date.timeIntervalSince1970.isFinite else { return false }
         let milliseconds = millisecondsSinceEpoch(date)
         let first = Int64(daysSinceEpoch(year: 1, month: 1, day: 1)) * 86_400_000
         let last = Int64(daysSinceEpoch(year: 10000, month: 1, day: 1)) * 86_400_000
@@ -159,10 +160,20 @@ enum EnvelopeTimestamp {
     /// envelope equals the one that was encoded. Rounds to the nearest millisecond, which
     /// (unlike rounding down) is stable when applied again to its own result.
     static func normalized(_ date: Date) -> Date {
-        Date(timeIntervalSince1970: Double(millisecondsSinceEpoch(date)) / 1000)
+        // Not a number stays so, for encoding to refuse (rather than become 1970).
+        guard date.timeIntervalSince1970.isFinite else { return date }
+        return Date(timeIntervalSince1970: Double(millisecondsSinceEpoch(date)) / 1000)
     }
 
+    /// Whole milliseconds since 1970, rounded; clamped to about ±292 million years (and 0 for
+    /// a date that is not a number), so that no date traps: those outside years 1 to 9999
+    /// are refused by ``isEncodable(_:)`` all the same.
     static func millisecondsSinceEpoch(_ date: Date) -> Int64 {
-        Int64((date.timeIntervalSince1970 * 1000).rounded())
+        let milliseconds = (date.timeIntervalSince1970 * 1000).rounded()
+        guard milliseconds.isFinite else { return milliseconds.isNaN ? 0 : (milliseconds < 0 ? .min : .max) }
+        // 2^63 as a Double: the first value Int64 cannot hold.
+        if milliseconds >= 9_223_372_036_854_775_808.0 { return .max }
+        if milliseconds < -9_223_372_036_854_775_808.0 { return .min }
+        return Int64(milliseconds)
     }
 }

@@ -64,7 +64,15 @@ extension RabbitMQEnvelope {
         RabbitMQProperties(
             contentType: "application/json", contentEncoding: "utf-8", headers: headers,
             deliveryMode: persistent ? .persistent : .transient, correlationID: metadata.correlationID,
-            messageID: id.uuidString.lowercased(), timestamp: UInt64(max(0, timestamp.timeIntervalSince1970.rounded(.down))), type: type,
+            messageID: id.uuidString.lowercased(), timestamp: Self.amqpTimestamp(timestamp), type: type,
             appID: metadata.source)
+    }
+
+    /// The AMQP timestamp property (whole seconds since 1970) of `date`: 0 before 1970 or for
+    /// a date that is not a number, never a trap.
+    static func amqpTimestamp(_ date: Date) -> UInt64 {
+        let seconds = date.timeIntervalSince1970.rounded(.down)
+        guard seconds.isFinite, seconds > 0 else { return 0 }
+        return seconds < 1.8e19 ? UInt64(seconds) : .max
     }
 }

@@ -156,7 +156,12 @@ public final class RabbitMQRPCClient: Sendable {
             // one it refused from the others, and with direct reply-to their replies could no
             // longer arrive, so they all fail with its reason, at once rather than at their
             // timeouts. Calls from now on go out on the next channel.
-            registry.channelClosed(ObjectIdentifier(channel), error: refused)
+            registry.channelClosed(
+                ObjectIdentifier(channel),
+                error: RabbitMQPatternsError(
+                    code: .closed,
+                    message: "the broker closed the RPC client's channel with this call's request in flight "
+                        + "(\(refused)): the request may or may not have been handled"))
             try? await channel.close()
         }
     }
@@ -219,7 +224,9 @@ public final class RabbitMQRPCClient: Sendable {
     /// The broker's reason when it closed `channel` alone (the connection is open, and the
     /// client is not being cancelled), else nil.
     private func refusal(closing channel: RabbitMQChannel) -> RabbitMQError? {
-        guard !Task.isCancelled, connection.isOpen, let reason = channel.closeReason, reason.scope == .channel else {
+        guard !Task.isCancelled, connection.isOpen, let reason = channel.closeReason, reason.scope == .channel,
+            reason.replyText != nil
+        else {
             return nil
         }
         return reason

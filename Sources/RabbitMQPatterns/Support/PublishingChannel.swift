@@ -29,8 +29,10 @@ final class PublishingChannel: Sendable {
     func usable() async throws -> RabbitMQChannel {
         let (channel, reopening): (RabbitMQChannel?, Task<RabbitMQChannel, any Error>?) = state.withLock { state in
             let current = state.current
+            // Only a close the broker sent (it has a reply text): a channel the application
+            // closed, through the handle's `channel`, stays closed.
             guard !state.closedByOwner, let reason = current.closeReason, reason.scope == .channel,
-                current.connection.isOpen
+                reason.replyText != nil, current.connection.isOpen
             else { return (current, nil) }
             if let reopening = state.reopening { return (nil, reopening) }
             let task = Task { try await Self.open(on: current.connection) }

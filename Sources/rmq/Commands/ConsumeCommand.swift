@@ -70,6 +70,10 @@ struct ConsumeCommand: AsyncParsableCommand {
             // messages past the count, which would be lost.
             throw ValidationError("--auto-ack cannot go with --count: the broker would send, and drop, messages past the count")
         }
+        if count != nil && prefetch == 0 {
+            // A prefetch of 0 is no limit at all: the broker would send the whole queue.
+            throw ValidationError("--prefetch 0 (no limit) cannot go with --count: the broker would send messages past the count")
+        }
         if let idleTimeout { _ = try Seconds.duration(idleTimeout, option: "--idle-timeout") }
     }
 

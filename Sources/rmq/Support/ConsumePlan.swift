@@ -107,7 +107,12 @@ struct ConsumePlan: Sendable {
                 let what = failures == 1 ? "connection lost" : "reconnecting failed"
                 output.interruptProgress()
                 StandardStreams.writeError("rmq: \(what) (\(CLIError.message(for: error))); retrying in \(delay) ms")
-                try await Task.sleep(for: .milliseconds(delay))
+                // A signal (or the idle timeout) cancels the wait: done, like a cancelled consumer.
+                do {
+                    try await Task.sleep(for: .milliseconds(delay))
+                } catch {
+                    return
+                }
             }
         }
     }
