@@ -141,6 +141,12 @@ struct RMQPublishEdgeTests {
         }
         // A test that failed leaves no sleeper behind (checked by name: the id may be reused).
         if (try? String(contentsOfFile: "/proc/\(child)/comm", encoding: .utf8)) == "sleep\n" { kill(child, SIGKILL) }
+        // The stopped request was not answered with an error and acknowledged: it is back in
+        // the queue for another server (review of issue 13: it could get 'command exited
+        // with status 143').
+        try await eventually(timeout: .seconds(60), "the request to return to the queue") {
+            try await channel.queueDeclare(queue, passive: true).messageCount == 1
+        }
         try await channel.queueDelete(queue)
         try await connection.close()
     }

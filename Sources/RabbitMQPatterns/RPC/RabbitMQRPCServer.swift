@@ -13,7 +13,9 @@ import Tracing
 /// error, whose description may say more than a caller should know (see
 /// ``Configuration/repliesWithErrorDescriptions``).
 /// A request is acknowledged after its reply is sent; a server that dies mid-request leaves
-/// it to be redelivered. Requests without a reply-to address are dropped.
+/// it to be redelivered, and so does a handler that throws `CancellationError` (it was
+/// stopped): its request stays unacknowledged until the server stops, then returns to the
+/// queue. Requests without a reply-to address are dropped.
 ///
 /// ```swift
 /// let server = RabbitMQRPCServer(connection: connection, queue: "pricing") { (request: PriceRequest) in
@@ -158,8 +160,9 @@ public struct RabbitMQRPCServer: Sendable {
             reply = result.body
             properties.contentType = result.contentType
         } catch {
-            // Shutting down: leave the request to be requeued rather than answer "cancelled".
-            if Task.isCancelled { return }
+            // Shutting down (or the handler says it was stopped): leave the request to be
+            // requeued rather than answer "cancelled".
+            if Task.isCancelled || error is CancellationError { return }
             span?.recordFailure(error)
             reply = RPCErrorReply.encode(errorMessage(for: error))
             properties.contentType = "application/json"

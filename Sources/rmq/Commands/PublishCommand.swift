@@ -131,8 +131,14 @@ struct PublishCommand: AsyncParsableCommand {
                 tally.published += 1
                 // Settle the oldest confirmations as we go, so memory stays bounded.
                 if pending.count >= 1024 {
-                    for confirmation in pending.prefix(512) { tally.record(try await confirmation.outcome()) }
-                    pending.removeFirst(512)
+                    // Each recorded one leaves `pending` (also when a later one throws), so
+                    // that the failure path does not count it again.
+                    var settled = 0
+                    defer { pending.removeFirst(settled) }
+                    for confirmation in pending.prefix(512) {
+                        tally.record(try await confirmation.outcome())
+                        settled += 1
+                    }
                 }
             } else {
                 try await channel.publish(
@@ -143,11 +149,14 @@ struct PublishCommand: AsyncParsableCommand {
 
         do {
             if let first {
-                try await send(first)
+                // A signal while connecting: nothing is published.
+                if stop.received == nil { try await send(first) }
             } else {
                 var number = 0
-                for try await batch in StandardInputLines(maxLine: maxLine, stoppingOn: stop) {
+                lines: for try await batch in StandardInputLines(maxLine: maxLine, stoppingOn: stop) {
                     for line in batch {
+                        // After a signal, the lines read ahead are not published.
+                        if stop.received != nil { break lines }
                         number += 1
                         if line.isEmpty {
                             tally.blankLines += 1

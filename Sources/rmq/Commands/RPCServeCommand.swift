@@ -29,6 +29,7 @@ struct RPCServeCommand: AsyncParsableCommand {
         if let count, count < 1 { throw CLIError("--count must be at least 1") }
         let connection = try await connection.connect(name: "rmq rpc serve")
         let exec = self.exec
+        let stop = StopSignals()
         // Serve an existing queue as it is (durable or not); declare only a missing one.
         let exists: Bool
         do {
@@ -45,6 +46,9 @@ struct RPCServeCommand: AsyncParsableCommand {
         ) { request in
             guard let exec else { return request.body }
             let result = try await ShellCommand.run(exec, input: request.body)
+            // Stopped by a signal (the command with it, or never started): the request is
+            // left unacknowledged, for another server, rather than answered with an error.
+            if stop.received != nil { throw CancellationError() }
             guard result.status == 0 else {
                 let detail = String(decoding: result.errorOutput, as: UTF8.self)
                     .split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
@@ -54,7 +58,6 @@ struct RPCServeCommand: AsyncParsableCommand {
             }
             return result.output
         }
-        let stop = StopSignals()
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await server.run() }
