@@ -142,7 +142,7 @@ struct RMQConsumeEdgeTests {
     @Test func consumeReportsAnOutageInsteadOfIdling() async throws {
         let (connection, channel, queue) = try await RMQToolTests.declareQueue("cli-outage")
         let proxy = try TestBroker.proxy()
-        let rmq = try RunningRMQ(["consume", "--queue", queue, "--idle-timeout", "30", "--uri", try proxy.uri(for: TestBroker.url)])
+        let rmq = try RunningRMQ(["consume", "--queue", queue, "--idle-timeout", "10", "--uri", try proxy.uri(for: TestBroker.url)])
         try await channel.publish(Array("one".utf8), routingKey: queue)
         // Consuming (and the idle clock just reset): now the broker becomes unreachable.
         #expect(try await rmq.readOneLine()?.contains("\"one\"") == true)
