@@ -17,6 +17,31 @@ enum ExchangeSetup {
         }
     }
 
+    /// A subscription on a named queue bound to `exchange` with each of `keys` (a direct
+    /// exchange's routing keys, a topic exchange's patterns), dead-lettering into its own
+    /// `<queue>.dead-letter` through `deadLetterExchange` unless `options` name a target.
+    static func subscribeNamed<Payload>(
+        queue: String, to exchange: String, keys: [String], deadLetterExchange: String, options: RabbitMQQueueOptions,
+        prefetch: UInt16, on connection: RabbitMQConnection,
+        onUndecodable: (@Sendable (RabbitMQUndecodableDelivery) -> Void)?
+    ) async throws -> RabbitMQSubscription<Payload> {
+        let deadLetters =
+            options.deadLetterExchange == nil
+            ? DeadLetters(exchange: deadLetterExchange, exchangeType: .direct, queue: queue + ".dead-letter", routingKey: queue)
+            : nil
+        let arguments = try (deadLetters?.applied(to: options) ?? options).queueArguments()
+        return try await .start(
+            on: connection, prefetch: prefetch, deadLetterQueue: deadLetters?.queue, onUndecodable: onUndecodable
+        ) { channel in
+            try await deadLetters?.declare(on: channel)
+            let declared = try await channel.queueDeclare(queue, durable: options.durable, arguments: arguments)
+            for key in keys {
+                try await channel.queueBind(queue: declared.name, exchange: exchange, routingKey: key)
+            }
+            return declared.name
+        }
+    }
+
     /// Where a subscription queue's dead letters go by default: a durable exchange and a durable
     /// queue bound to it, so that nothing the subscription rejects is dropped.
     struct DeadLetters {

@@ -89,22 +89,9 @@ public struct RabbitMQDirectExchange: Sendable {
             throw RabbitMQPatternsError.invalidConfiguration("a direct subscription's queue needs a name")
         }
         guard !bindingKeys.isEmpty else { throw RabbitMQPatternsError.invalidConfiguration("no binding keys") }
-        let deadLetters =
-            options.deadLetterExchange == nil
-            ? ExchangeSetup.DeadLetters(
-                exchange: deadLetterExchange, exchangeType: .direct, queue: queue + ".dead-letter", routingKey: queue)
-            : nil
-        let arguments = try (deadLetters?.applied(to: options) ?? options).queueArguments()
-        return try await .start(
-            on: channel.connection, prefetch: prefetch, deadLetterQueue: deadLetters?.queue, onUndecodable: onUndecodable
-        ) { channel in
-            try await deadLetters?.declare(on: channel)
-            let declared = try await channel.queueDeclare(queue, durable: options.durable, arguments: arguments)
-            for key in bindingKeys {
-                try await channel.queueBind(queue: declared.name, exchange: name, routingKey: key)
-            }
-            return declared.name
-        }
+        return try await ExchangeSetup.subscribeNamed(
+            queue: queue, to: name, keys: bindingKeys, deadLetterExchange: deadLetterExchange, options: options,
+            prefetch: prefetch, on: channel.connection, onUndecodable: onUndecodable)
     }
 
     /// Closes the handle's channel (the exchange stays).

@@ -85,22 +85,9 @@ public struct RabbitMQTopicExchange: Sendable {
     ) async throws -> RabbitMQSubscription<Payload> {
         guard !queue.isEmpty else { throw RabbitMQPatternsError.invalidConfiguration("a topic queue needs a name") }
         guard !patterns.isEmpty else { throw RabbitMQPatternsError.invalidConfiguration("no binding patterns") }
-        let deadLetters =
-            options.deadLetterExchange == nil
-            ? ExchangeSetup.DeadLetters(
-                exchange: deadLetterExchange, exchangeType: .direct, queue: queue + ".dead-letter", routingKey: queue)
-            : nil
-        let arguments = try (deadLetters?.applied(to: options) ?? options).queueArguments()
-        return try await .start(
-            on: channel.connection, prefetch: prefetch, deadLetterQueue: deadLetters?.queue, onUndecodable: onUndecodable
-        ) { channel in
-            try await deadLetters?.declare(on: channel)
-            try await channel.queueDeclare(queue, durable: options.durable, arguments: arguments)
-            for pattern in patterns {
-                try await channel.queueBind(queue: queue, exchange: name, routingKey: pattern)
-            }
-            return queue
-        }
+        return try await ExchangeSetup.subscribeNamed(
+            queue: queue, to: name, keys: patterns, deadLetterExchange: deadLetterExchange, options: options,
+            prefetch: prefetch, on: channel.connection, onUndecodable: onUndecodable)
     }
 
     /// Closes the handle's channel (the exchange stays).
