@@ -230,7 +230,9 @@ public enum TestBroker {
 
     /// The Erlang pid of the connection whose client properties carry `name`.
     public static func connectionPID(named name: String) async throws -> String {
-        let deadline = ContinuousClock.now + .seconds(20)
+        // As closeConnection's steps: one rabbitmqctl took 4 to 17 s while the suite ran, so
+        // 20 s allowed one or two looks (a fresh-clone run on the RabbitMQ 4 node ran out).
+        let deadline = ContinuousClock.now + .seconds(90)
         while ContinuousClock.now < deadline {
             let listing = try await ctl("list_connections", "--no-table-headers", "--silent", "pid", "client_properties")
             for line in listing.split(separator: "\n") where line.contains("\"\(name)\"") {
