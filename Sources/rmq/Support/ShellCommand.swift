@@ -2,8 +2,8 @@ import Foundation
 import Synchronization
 
 /// Runs a command through `/bin/sh -c` with given standard input, without blocking a thread of
-/// Swift's cooperative pool: the process's end is awaited through its termination handler,
-/// and its input and output go through temporary files rather than pipes, so that no one
+/// Swift's cooperative pool: each run has a thread of its own, and its input and output go
+/// through temporary files rather than pipes, so that no one
 /// has to drain a pipe while the process runs. The files hold request and reply bodies, so
 /// they are created readable by their owner only (0600), whatever the umask.
 enum ShellCommand {
@@ -35,7 +35,20 @@ enum ShellCommand {
         }
     }
 
+    /// Runs `command` with `input` on its standard input. Everything that blocks (the
+    /// temporary files, which hold up to a message's worth of bytes, and the wait for the
+    /// process) happens on a thread of its own, never on the cooperative pool.
     static func run(_ command: String, input: [UInt8]) async throws -> Result {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Result, any Error>) in
+            let thread = Thread {
+                continuation.resume(with: Swift.Result { try runBlocking(command, input: input) })
+            }
+            thread.name = "rmq-exec"
+            thread.start()
+        }
+    }
+
+    private static func runBlocking(_ command: String, input: [UInt8]) throws -> Result {
         let directory = FileManager.default.temporaryDirectory
         let token = UUID().uuidString
         let inputURL = directory.appendingPathComponent("rmq-exec-\(token).in")
@@ -55,7 +68,7 @@ enum ShellCommand {
         try inputHandle.write(contentsOf: input)
         try inputHandle.seek(toOffset: 0)
 
-        let status = try await spawnAndWait(
+        let status = try spawnAndWait(
             ["/bin/sh", "-c", command],
             descriptors: [inputHandle.fileDescriptor, outputHandle.fileDescriptor, errorHandle.fileDescriptor])
         return Result(
@@ -64,16 +77,16 @@ enum ShellCommand {
     }
 
     /// Starts `arguments` with `descriptors` as its standard input, output and error and
-    /// returns its exit status (128 + the signal when a signal ended it).
+    /// returns its exit status (128 + the signal when a signal ended it). Blocks (waitpid):
+    /// called on ``run(_:input:)``'s thread.
     ///
     /// posix_spawn rather than Foundation's Process, for the child's signals: Process hands
     /// on the signal mask of the thread it runs on (a Dispatch thread, where SIGTERM and most
     /// others are blocked), and rmq ignores SIGPIPE; a command started so could not be
     /// stopped by SIGTERM. Here the mask is empty, SIGINT, SIGTERM and SIGPIPE are back to
     /// their defaults, and the command leads a process group of its own, so that
-    /// ``terminateAll()`` reaches a pipeline's every process. Its end is awaited with
-    /// waitpid(2) on a thread of its own, never on the cooperative pool.
-    private static func spawnAndWait(_ arguments: [String], descriptors: [Int32]) async throws -> Int32 {
+    /// ``terminateAll()`` reaches a pipeline's every process.
+    private static func spawnAndWait(_ arguments: [String], descriptors: [Int32]) throws -> Int32 {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -106,18 +119,12 @@ enum ShellCommand {
             return .success(pid)
         }
         let pid = try spawned.get()
-        return await withCheckedContinuation { continuation in
-            let thread = Thread {
-                var status: Int32 = 0
-                while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-                // Removed once reaped: until then the id cannot be reused by another process.
-                _ = running.withLock { $0.processes.remove(pid) }
-                let signal = status & 0x7F
-                continuation.resume(returning: signal == 0 ? (status >> 8) & 0xFF : 128 + signal)
-            }
-            thread.name = "rmq-exec-wait"
-            thread.start()
-        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // Removed once reaped: until then the id cannot be reused by another process.
+        _ = running.withLock { $0.processes.remove(pid) }
+        let signal = status & 0x7F
+        return signal == 0 ? (status >> 8) & 0xFF : 128 + signal
     }
 
     /// A new file at `url`, mode 0600, open for reading and writing.
