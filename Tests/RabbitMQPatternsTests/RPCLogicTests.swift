@@ -63,6 +63,33 @@ struct RPCLogicTests {
         #expect(registry.discardedReplies == 0)
     }
 
+    /// The broker closed one channel of the client: the calls whose requests went out on it
+    /// fail with the error given, whether their callers wait already or not yet; calls on
+    /// another channel go on waiting.
+    @Test func aClosedChannelFailsOnlyItsOwnCalls() async throws {
+        let registry = RPCCallRegistry()
+        // Two live objects stand for the channels (a freed one's address, and identifier,
+        // could be the next one's).
+        let channels = (Flag(), Flag())
+        let closed = ObjectIdentifier(channels.0)
+        let other = ObjectIdentifier(channels.1)
+        defer { withExtendedLifetime(channels) {} }
+        try registry.register("waiting", channel: closed)
+        try registry.register("publishing", channel: closed)
+        try registry.register("elsewhere", channel: other)
+        // Its caller may or may not be waiting yet when the channel closes: either way it fails.
+        let waiter = Task { try await registry.wait("waiting") }
+        let error = RabbitMQPatternsError(code: .closed, message: "channel closed")
+        #expect(registry.channelClosed(closed, error: error) == 2)
+        let first = await #expect(throws: RabbitMQPatternsError.self) { try await waiter.value }
+        #expect(first?.message == "channel closed")
+        let second = await #expect(throws: RabbitMQPatternsError.self) { try await registry.wait("publishing") }
+        #expect(second?.message == "channel closed")
+        #expect(registry.inFlight == 1, "the call on the other channel still waits")
+        registry.resolve("elsewhere", with: .failure(CancellationError()), isReply: false)
+        #expect(registry.inFlight == 0)
+    }
+
     @Test func cancellingAWaitRemovesTheCall() async throws {
         let registry = RPCCallRegistry()
         try registry.register("a")
