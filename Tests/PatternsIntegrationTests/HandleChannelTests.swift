@@ -32,6 +32,14 @@ struct HandleChannelTests {
         #expect(orders.channel.isOpen)
         #expect(try await admin.queueDeclare(queue, passive: true).messageCount == 2)
 
+        // A channel the application closed through the handle's `channel` is not replaced:
+        // only the broker's closes are (review of issue 13).
+        try await orders.channel.close()
+        await #expect(throws: RabbitMQError.self) {
+            try await orders.publish(PatternsExchangeTests.envelope(4, "eu"), routingKey: "eu")
+        }
+        #expect(try await admin.queueDeclare(queue, passive: true).messageCount == 2)
+
         // A handle its application closed stays closed.
         try await orders.close()
         await #expect(throws: RabbitMQError.self) {
