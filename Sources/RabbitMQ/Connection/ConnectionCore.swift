@@ -496,11 +496,13 @@ struct ChannelNumberAllocator: Sendable {
 }
 
 /// Structured logging metadata keys, kept in one place.
-enum LogKey {
-    static let connection = "rabbitmq.connection"
-    static let endpoint = "rabbitmq.endpoint"
-    static let channel = "rabbitmq.channel"
-    static let queue = "rabbitmq.queue"
-    static let consumerTag = "rabbitmq.consumer_tag"
-    static let error = "rabbitmq.error"
+package enum LogKey {
+    package static let connection = "rabbitmq.connection"
+    package static let endpoint = "rabbitmq.endpoint"
+    package static let channel = "rabbitmq.channel"
+    package static let queue = "rabbitmq.queue"
+    package static let consumerTag = "rabbitmq.consumer_tag"
+    package static let error = "rabbitmq.error"
+    /// The patterns': where a subscription's undecodable deliveries go.
+    package static let deadLetterQueue = "rabbitmq.dead_letter_queue"
 }

@@ -26,17 +26,10 @@ final class UndecodableDeliveries: Sendable {
         logger.warning(
             "delivery is not a valid envelope; rejected to the dead-letter exchange",
             metadata: [
-                PatternsLogKey.queue: "\(queue)",
-                PatternsLogKey.deadLetterQueue: "\(deadLetterQueue ?? "-")",
-                PatternsLogKey.error: "\(error.message)",
+                LogKey.queue: "\(queue)",
+                LogKey.deadLetterQueue: "\(deadLetterQueue ?? "-")",
+                LogKey.error: "\(error.message)",
             ])
         callback?(RabbitMQUndecodableDelivery(delivery: delivery, error: error, queue: queue, deadLetterQueue: deadLetterQueue))
     }
-}
-
-/// The structured-metadata keys of the patterns' log lines, dotted like the core's.
-enum PatternsLogKey {
-    static let queue: Logger.Metadata.Key = "rabbitmq.queue"
-    static let deadLetterQueue: Logger.Metadata.Key = "rabbitmq.dead_letter_queue"
-    static let error: Logger.Metadata.Key = "rabbitmq.error"
 }

@@ -1,4 +1,5 @@
 import Foundation
+import RabbitMQ
 
 /// The retries one ``RabbitMQRetryQueue/run(_:handler:)`` has put on the ladder lately, so that
 /// a copy of the same attempt does not climb it a second time: the pure part, bounded.
@@ -79,17 +80,15 @@ struct RetryLedger {
     var count: Int { keys.count }
 }
 
-/// A ``RetryLedger`` shared by the handler tasks of one `run()`.
-final class SharedRetryLedger: @unchecked Sendable {
-    // @unchecked Sendable is sound: `ledger` is only touched while `lock` is held. NSLock, not
-    // Synchronization.Mutex, so that ThreadSanitizer sees the locking.
-    private let lock = NSLock()
-    private var ledger: RetryLedger
+/// A ``RetryLedger`` shared by the handler tasks of one `run()`, behind the package's
+/// pthread-mutex ``LockedValue`` (which ThreadSanitizer sees, unlike Synchronization.Mutex).
+final class SharedRetryLedger: Sendable {
+    private let ledger: LockedValue<RetryLedger>
 
-    init(capacity: Int = 10_000) { ledger = RetryLedger(capacity: capacity) }
+    init(capacity: Int = 10_000) { ledger = LockedValue(RetryLedger(capacity: capacity)) }
 
-    func isOnTheLadder(_ key: RetryLedger.Key) -> Bool { lock.withLock { ledger.isOnTheLadder(key) } }
-    func claim(_ key: RetryLedger.Key) -> RetryLedger.Claim { lock.withLock { ledger.claim(key) } }
-    func confirm(_ key: RetryLedger.Key) { lock.withLock { ledger.confirm(key) } }
-    func release(_ key: RetryLedger.Key) { lock.withLock { ledger.release(key) } }
+    func isOnTheLadder(_ key: RetryLedger.Key) -> Bool { ledger.withLock { $0.isOnTheLadder(key) } }
+    func claim(_ key: RetryLedger.Key) -> RetryLedger.Claim { ledger.withLock { $0.claim(key) } }
+    func confirm(_ key: RetryLedger.Key) { ledger.withLock { $0.confirm(key) } }
+    func release(_ key: RetryLedger.Key) { ledger.withLock { $0.release(key) } }
 }
