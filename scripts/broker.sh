@@ -431,7 +431,42 @@ cmd_start() {
         cmd_kill >/dev/null 2>&1 || true
         exit 1
     fi
-    echo "broker.sh: $RMQ_NODE up on amqp://127.0.0.1:$RMQ_PORT (pid $(vm_pid), $((SECONDS - t0))s)"
+    local tls_note=""
+    if [[ "$RMQ_TLS_PORT" != 0 ]]; then
+        if ! tls_note=$(await_tls_handshake); then
+            echo "broker.sh: $RMQ_NODE is up but its TLS listener on 127.0.0.1:$RMQ_TLS_PORT $tls_note" >&2
+            print_logs
+            cmd_kill >/dev/null 2>&1 || true
+            exit 1
+        fi
+        tls_note=", TLS on $RMQ_TLS_PORT $tls_note"
+    fi
+    echo "broker.sh: $RMQ_NODE up on amqp://127.0.0.1:$RMQ_PORT (pid $(vm_pid), $((SECONDS - t0))s$tls_note)"
+}
+
+# `rabbitmqctl wait` returns once the node has booted, which says nothing of whether its TLS
+# listener completes a handshake. Waits (bounded by RMQ_TLS_READY_TIMEOUT, 60 s) until a
+# handshake verified against the test CA succeeds, and prints how long that took; a
+# listener that never answers is a failed start, said here rather than by the first TLS
+# test's connect timeout.
+await_tls_handshake() {
+    local limit=${RMQ_TLS_READY_TIMEOUT:-60} start=$SECONDS tries=0 out="" rc=0
+    while :; do
+        tries=$((tries + 1))
+        rc=0
+        out=$(timeout -k 5 15 openssl s_client -connect "127.0.0.1:$RMQ_TLS_PORT" -servername localhost \
+            -CAfile "$TLS_DIR/ca.pem" -verify_return_error -brief </dev/null 2>&1) || rc=$?
+        if [[ $rc -eq 0 ]]; then
+            echo "answered a handshake after $((SECONDS - start))s ($tries tries)"
+            return 0
+        fi
+        [[ $rc -eq 124 ]] && out="no answer in 15 s"
+        if ((SECONDS - start >= limit)); then
+            echo "completed no handshake in ${limit}s ($tries tries; the last: $(tail -n 2 <<<"$out" | tr '\n' ' '))"
+            return 1
+        fi
+        sleep 1
+    done
 }
 
 cmd_stop() {

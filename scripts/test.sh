@@ -49,10 +49,23 @@ STARTED_BROKER4=0
 STARTED_CLUSTER4=0
 RAN_TESTS=0
 ST_XML=()  # the xUnit files written by Swift Testing (see run_tests)
+NOTES=()   # lines for the summary: what each broker start said (its TLS listener's handshake)
 # How long one rabbitmqctl the tests run may take (broker.sh's own default is 60 s). Each is
 # an Erlang VM booting while the suite loads both cores; a run of the RabbitMQ 4.0 suite on
 # a machine that other builds also loaded saw 11 and 13 of them miss 60 s.
 export CTL_TIMEOUT="${CTL_TIMEOUT:-180}"
+
+# A broker start (broker.sh start, or broker4 start), its output shown as it comes and its
+# last line kept for the summary: how long the node took and when its TLS listener first
+# completed a handshake, or why the start failed. CI's page keeps only the summary.
+noted_start() {
+    local out rc=0
+    out=$(mktemp)
+    "$@" start 2>&1 | tee "$out" || rc=${PIPESTATUS[0]}
+    NOTES+=("$(grep 'broker.sh: ' "$out" | tail -n 1)")
+    rm -f "$out"
+    return $rc
+}
 
 # Run one step, record its outcome, and keep going: a failing unit test must
 # not hide the result of the broker-wide tests.
@@ -141,6 +154,7 @@ finish() {
     echo
     echo "==> test.sh summary"
     if [[ ${#SUMMARY[@]} -gt 0 ]]; then printf '  %s\n' "${SUMMARY[@]}"; fi
+    if [[ ${#NOTES[@]} -gt 0 ]]; then printf '  note: %s\n' "${NOTES[@]}"; fi
     if [[ $rc -ne 0 && $RAN_TESTS -eq 1 ]]; then
         python3 scripts/test-failures.py "$RESULTS_DIR" ${ST_XML[@]+"${ST_XML[@]}"} || true
     fi
@@ -183,7 +197,7 @@ step "documentation (DocC, warnings as errors)" documentation || true
 
 if [[ -z "${RABBITMQ_URL:-}" ]]; then
     STARTED_BROKER=1
-    step "start broker" scripts/broker.sh start || exit 1
+    step "start broker" noted_start scripts/broker.sh || exit 1
     eval "$(scripts/broker.sh env)"
 else
     echo "==> using the broker at $RABBITMQ_URL (tests that control the broker need RABBITMQ_TEST_CTL)"
@@ -248,7 +262,7 @@ rabbitmq4_tests() {
     [[ "$(id -u)" -eq 0 ]] || return 4
     scripts/rabbitmq4-root.sh || return $?
     STARTED_BROKER4=1
-    broker4 start || return 1
+    noted_start broker4 || return 1
     (
         eval "$(broker4 env)"
         export RABBITMQ_URL RABBITMQ_TEST_CTL RABBITMQ_TEST_NODE RABBITMQ_TEST_PIDFILE
@@ -329,7 +343,7 @@ rabbitmq4_wide_tests() {
         STARTED_CLUSTER=0
     fi
     STARTED_BROKER4=1
-    broker4 start || return 1
+    noted_start broker4 || return 1
     STARTED_CLUSTER4=1
     cluster4 start || return 1
     (

@@ -77,7 +77,44 @@ public enum TestBroker {
         configuration.heartbeat = .seconds(10)
         configuration.recovery = recovery
         configuration.requestTimeout = requestTimeout
+        // The default (10 s) bounds the TCP connect and the TLS handshake together: a timing
+        // a loaded machine's broker may miss, which these tests do not test (the connection
+        // tests do, against a port that never answers).
+        configuration.connectTimeout = .seconds(60)
         return configuration
+    }
+
+    /// Connects over TLS like `RabbitMQConnection.connect(configuration:)`; when that fails
+    /// to connect, the error thrown also says whether `openssl s_client` completes a
+    /// handshake with the same listener just then (and how long it took), which tells a
+    /// broker that does not answer from a client that does not ask.
+    public static func connectOverTLS(configuration: RabbitMQConfiguration) async throws -> RabbitMQConnection {
+        do {
+            return try await RabbitMQConnection.connect(configuration: configuration)
+        } catch let error as RabbitMQError where error.code == .connectFailed {
+            throw TestSupportError("\(error); \(await tlsHandshakeProbe())")
+        }
+    }
+
+    /// One handshake with the broker's TLS listener by `openssl s_client`, verified by the
+    /// test CA, bounded by 20 s: what happened and how long it took.
+    public static func tlsHandshakeProbe() async -> String {
+        let clock = ContinuousClock()
+        let start = clock.now
+        func took() -> String {
+            let elapsed = (clock.now - start).components
+            return String(format: "%.1f s", Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18)
+        }
+        do {
+            guard let port = URLComponents(string: try tlsURL)?.port else { return "no port in RABBITMQ_TLS_URL" }
+            try await run(
+                "/usr/bin/timeout",
+                ["-k", "5", "20", "openssl", "s_client", "-connect", "127.0.0.1:\(port)", "-servername", "localhost",
+                 "-CAfile", try tlsFile("ca.pem"), "-verify_return_error", "-brief"])
+            return "openssl s_client then completed a handshake with the listener in \(took())"
+        } catch {
+            return "openssl s_client then completed no handshake with the listener (\(took())): \(error)"
+        }
     }
 
     /// A fault-injecting proxy in front of the test broker (see ``FaultProxy``).

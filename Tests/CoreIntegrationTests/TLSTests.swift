@@ -26,6 +26,16 @@ struct TLSTests {
         return columns
     }
 
+    /// An error expected from a connection that reaches the listener: when the connect itself
+    /// failed instead, the failure also says whether `openssl s_client` completes a handshake
+    /// with the listener just then.
+    private func expectNotAConnectFailure(_ error: RabbitMQError?, sourceLocation: SourceLocation = #_sourceLocation) async {
+        guard let error, error.code == .connectFailed else { return }
+        Issue.record(
+            TestSupportError("the connect failed: \(error); \(await TestBroker.tlsHandshakeProbe())"),
+            sourceLocation: sourceLocation)
+    }
+
     @Test func verifiedByTheCAAtAnIPAddressInTheSubjectAltName() async throws {
         // The server certificate names 127.0.0.1 as an IP address only: rabbitmq-c 0.11's own
         // check (DNS names) refuses it; OpenSSL's, which the connection uses, accepts it.
@@ -33,7 +43,7 @@ struct TLSTests {
         let configuration = try TestBroker.tlsConfiguration(name: name)
         #expect(configuration.endpoints.first?.host == "127.0.0.1")
         #expect(configuration.tls.verifyPeer && configuration.tls.verifyHostname)
-        let connection = try await RabbitMQConnection.connect(configuration: configuration)
+        let connection = try await TestBroker.connectOverTLS(configuration: configuration)
         let columns = try await brokerView(of: name)
         #expect(columns.first == "true", "the broker sees TLS: \(columns)")
 
@@ -63,7 +73,7 @@ struct TLSTests {
     @Test func verifiedByDNSName() async throws {
         var configuration = try TestBroker.tlsConfiguration()
         configuration.endpoints = configuration.endpoints.map { .init(host: "localhost", port: $0.port, useTLS: true) }
-        let connection = try await RabbitMQConnection.connect(configuration: configuration)
+        let connection = try await TestBroker.connectOverTLS(configuration: configuration)
         try await connection.openChannel().queueDeclare("", exclusive: true)
         try await connection.close()
     }
@@ -74,6 +84,7 @@ struct TLSTests {
         let error = await #expect(throws: RabbitMQError.self) {
             try await RabbitMQConnection.connect(configuration: configuration)
         }
+        await expectNotAConnectFailure(error)
         #expect(error?.code == .tls)
         #expect(error?.message.contains("verification") == true, "\(String(describing: error))")
         // OpenSSL's reason, about the chain (the broker sends its CA along).
@@ -88,7 +99,8 @@ struct TLSTests {
             let error = await #expect(throws: RabbitMQError.self) {
                 try await RabbitMQConnection.connect(configuration: configuration)
             }
-            #expect(error?.code == .tls)
+            await expectNotAConnectFailure(error)
+        #expect(error?.code == .tls)
             #expect(error?.message.contains("does not name '\(expected)'") == true, "\(String(describing: error))")
         }
         // The name check alone, without verifying the chain (rabbitmq-c ignores the result
@@ -98,6 +110,7 @@ struct TLSTests {
         let error = await #expect(throws: RabbitMQError.self) {
             try await RabbitMQConnection.connect(configuration: unverified)
         }
+        await expectNotAConnectFailure(error)
         #expect(error?.code == .tls)
         #expect(error?.message.contains("does not name 'rabbit.example.com'") == true, "\(String(describing: error))")
     }
@@ -105,22 +118,22 @@ struct TLSTests {
     @Test func theNameItCarriesIsAcceptedAndChecksCanBeTurnedOff() async throws {
         // Reached by address, verified by the DNS name the certificate carries.
         let named = try TestBroker.tlsConfiguration(query: "&server_name_indication=localhost")
-        try await RabbitMQConnection.connect(configuration: named).close()
+        try await TestBroker.connectOverTLS(configuration: named).close()
         // No name check.
         var anyName = try TestBroker.tlsConfiguration(query: "&server_name_indication=rabbit.example.com")
         anyName.tls.verifyHostname = false
-        try await RabbitMQConnection.connect(configuration: anyName).close()
+        try await TestBroker.connectOverTLS(configuration: anyName).close()
         // No verification at all, and no CA.
         var none = try RabbitMQConfiguration(uri: TestBroker.tlsURL + "&verify=verify_none")
         none.tls.caCertificatePath = nil
-        try await RabbitMQConnection.connect(configuration: none).close()
+        try await TestBroker.connectOverTLS(configuration: none).close()
     }
 
     @Test func mutualTLSPresentsTheClientCertificate() async throws {
         let name = TestBroker.uniqueName("mtls")
         let configuration = try TestBroker.tlsConfiguration(
             name: name, query: "&certfile=\(TestBroker.tlsFile("client.pem"))&keyfile=\(TestBroker.tlsFile("client.key"))")
-        let connection = try await RabbitMQConnection.connect(configuration: configuration)
+        let connection = try await TestBroker.connectOverTLS(configuration: configuration)
         let columns = try await brokerView(of: name)
         #expect(columns.count >= 4, "\(columns)")
         #expect(columns.first == "true")
@@ -139,7 +152,7 @@ struct TLSTests {
         var configuration = try TestBroker.tlsConfiguration(name: name, query: query + "&auth_mechanism=external")
         #expect(configuration.authenticationMechanism == .external)
         configuration.password = "not-sent-\(UUID())"
-        let connection = try await RabbitMQConnection.connect(configuration: configuration)
+        let connection = try await TestBroker.connectOverTLS(configuration: configuration)
         let columns = try await brokerView(of: name)
         #expect(columns.dropFirst().first == user, "logged in as the certificate's name: \(columns)")
         #expect(columns.dropFirst(2).first == "EXTERNAL", "\(columns)")
@@ -161,7 +174,7 @@ struct TLSTests {
 
     @Test func recoveryOverTLSLosesNoConfirmedMessage() async throws {
         let name = TestBroker.uniqueName("tls-recovery")
-        let connection = try await RabbitMQConnection.connect(configuration: TestBroker.tlsConfiguration(name: name))
+        let connection = try await TestBroker.connectOverTLS(configuration: TestBroker.tlsConfiguration(name: name))
         let log = ConnectionEventLog(connection)
         let channel = try await connection.openChannel()
         let queue = try await channel.queueDeclare(TestBroker.uniqueName("tls-durable"), durable: true)
@@ -186,8 +199,7 @@ struct TLSTests {
         let listener = try #require(try TestBroker.tlsConfiguration().endpoints.first)
         var configuration = try TestBroker.tlsConfiguration()
         configuration.endpoints = [.init(host: "127.0.0.1", port: 1, useTLS: true), listener]
-        configuration.connectTimeout = .seconds(5)
-        let connection = try await RabbitMQConnection.connect(configuration: configuration)
+        let connection = try await TestBroker.connectOverTLS(configuration: configuration)
         #expect(connection.endpoint == listener)
         try await connection.close()
     }
@@ -207,6 +219,7 @@ struct TLSTests {
         let refused = await #expect(throws: RabbitMQError.self) {
             try await RabbitMQConnection.connect(configuration: configuration)
         }
+        await expectNotAConnectFailure(refused)
         #expect(refused?.code == .authenticationFailed)
 
         // A key that does not belong to the certificate.
@@ -216,6 +229,7 @@ struct TLSTests {
         let unloadable = await #expect(throws: RabbitMQError.self) {
             try await RabbitMQConnection.connect(configuration: mismatched)
         }
+        await expectNotAConnectFailure(unloadable)
         #expect(unloadable?.code == .tls)
 
         // A connection that logs in, is closed by the broker and recovers.
@@ -223,7 +237,7 @@ struct TLSTests {
         var good = configuration
         good.password = "guest"
         good.connectionName = name
-        let connection = try await RabbitMQConnection.connect(configuration: good)
+        let connection = try await TestBroker.connectOverTLS(configuration: good)
         let log = ConnectionEventLog(connection)
         try await TestBroker.closeConnection(named: name)
         try await log.recovered()
