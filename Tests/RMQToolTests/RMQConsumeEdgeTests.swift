@@ -105,6 +105,58 @@ struct RMQConsumeEdgeTests {
         try await connection.close()
     }
 
+    /// Before: a lost connection was recovered by the library under rmq's consumer, and the
+    /// recovered channel kept the first channel's prefetch, not what was left of the count:
+    /// the broker sent past the count, and those messages went back marked redelivered
+    /// though rmq never printed them (here 2: m-19 and m-20). Now rmq opens a new
+    /// connection and channel itself, with a prefetch of at most what is left.
+    @Test func consumeWithACountTakesNoMoreThanItNeedsAcrossALostConnection() async throws {
+        let (connection, channel, queue) = try await Self.filledQueue("cli-count-cut", count: 17)
+        let proxy = try TestBroker.proxy()
+        defer { proxy.stop() }
+        let rmq = try RunningRMQ(
+            ["consume", "--queue", queue, "--count", "20", "--prefetch", "5", "--uri", try proxy.uri(for: TestBroker.url)])
+        var printed: [String] = []
+        for _ in 1...17 { printed.append(try #require(try await rmq.readOneLine(), "\(rmq.errorOutput)")) }
+        // Acknowledged up to the 15th; the last 5 of 20 are acknowledged only at the end, so
+        // m-16 and m-17 are held back.
+        try await eventually(timeout: .seconds(120), "rmq to acknowledge 15 and hold back 2") {
+            guard let counts = try await Self.counts(queue) else { return false }
+            return counts.ready == 0 && counts.unacknowledged == 2
+        }
+        // Lost: the two go back to the queue, and ten more arrive while rmq cannot reconnect.
+        proxy.setMode(.rejectNewConnections)
+        proxy.cutAll()
+        try await channel.confirmSelect()
+        for number in 18...27 {
+            #expect(try await channel.publishAndWaitForConfirm(Array("m-\(number)".utf8), routingKey: queue) == .acked)
+        }
+        try await eventually(timeout: .seconds(120), "the queue to hold 12, with rmq gone") {
+            guard let counts = try await Self.counts(queue) else { return false }
+            return counts.ready == 12 && counts.consumers == 0
+        }
+        proxy.setMode(.passThrough)
+        async let rest = rmq.readToEnd()
+        let status = await rmq.status()
+        printed += await rest
+        #expect(status == 0, "\(rmq.errorOutput)")
+        #expect(printed.count == 20, "\(printed)")
+
+        // Printed: m-1...m-17, then m-16 and m-17 again and m-18. What rmq never printed was
+        // never delivered: nothing of it is marked redelivered.
+        let lines = try RMQTool.Result(status: status ?? -1, output: printed.joined(separator: "\n"), errorOutput: "").jsonLines()
+        let bodies = Set(lines.compactMap { $0["body"] as? String })
+        let depth = try await Self.settledDepth(queue)
+        #expect(depth == 27 - bodies.count, "\(bodies.sorted())")
+        let left = try await RMQTool.run(["consume", "--queue", queue, "--count", "\(depth)"])
+        let overFetched = try left.jsonLines().filter { line in
+            line["redelivered"] as? Bool != false && !bodies.contains(line["body"] as? String ?? "")
+        }
+        #expect(overFetched.isEmpty, "delivered past the count, never printed: \(overFetched)")
+        try await channel.queueDelete(queue)
+        try await connection.close()
+    }
+
     /// Before: --auto-ack with --count ran, and the broker sent (and forgot) messages past the count.
     @Test func consumeRefusesAutoAckWithACount() async throws {
         let result = try await RMQTool.run(["consume", "--queue", "any", "--auto-ack", "--count", "1"])

@@ -65,6 +65,13 @@ struct ConsumePlan: Sendable {
     }
 
     private func consume(configuration: RabbitMQConfiguration, progress: ConsumeProgress, output: DeliveryOutput) async throws {
+        // Every connection is this loop's own, never recovered by the library under the
+        // consumer: a recovered channel would keep the first one's prefetch (with --count,
+        // the broker would send past what is left, and those come back marked redelivered
+        // though nobody saw them), and acknowledgements held back on the lost channel would
+        // look settled. A new connection gets a new channel, prefetch and count of acks.
+        var configuration = configuration
+        configuration.recovery.isEnabled = false
         var connectedBefore = false
         var failures = 0
         while true {
@@ -73,23 +80,7 @@ struct ConsumePlan: Sendable {
                 connectedBefore = true
                 failures = 0
                 do {
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        // The library recovers a lost connection by itself, under the
-                        // consumer: the outage is not idle time, and is worth a line.
-                        group.addTask {
-                            for await event in connection.events() {
-                                switch event {
-                                case .disconnected(let error):
-                                    progress.disconnected()
-                                    StandardStreams.writeError("rmq: connection lost (\(CLIError.message(for: error))); recovering")
-                                case .recovered: progress.consuming()
-                                default: break
-                                }
-                            }
-                        }
-                        try await consume(on: connection, progress: progress, output: output)
-                        group.cancelAll()
-                    }
+                    try await consume(on: connection, progress: progress, output: output)
                     try? await connection.close()
                     return
                 } catch {
