@@ -188,6 +188,30 @@ struct RMQConsumeEdgeTests {
         try await connection.close()
     }
 
+    /// Before: a signal while rmq waited to reconnect ended it with status 1 and
+    /// "CancellationError" (the wait's own error), without the summary. Now it is a stop
+    /// like any other: 130, and what was written and acknowledged.
+    @Test func consumeStopsCleanlyOnASignalWhileWaitingToReconnect() async throws {
+        let (connection, channel, queue) = try await Self.filledQueue("cli-signal-away", count: 3)
+        let proxy = try TestBroker.proxy()
+        defer { proxy.stop() }
+        let rmq = try RunningRMQ(["consume", "--queue", queue, "--uri", try proxy.uri(for: TestBroker.url)])
+        for _ in 1...3 { #expect(try await rmq.readOneLine() != nil, "\(rmq.errorOutput)") }
+        try await eventually(timeout: .seconds(120), "rmq to acknowledge all 3") {
+            try await Self.counts(queue).map { $0.ready == 0 && $0.unacknowledged == 0 } ?? false
+        }
+        proxy.setMode(.rejectNewConnections)
+        proxy.cutAll()
+        try await eventually(timeout: .seconds(120), "rmq to wait to reconnect") { rmq.errorOutput.contains("retrying in") }
+        rmq.send(SIGINT)
+        let status = await rmq.status()
+        #expect(status == 130 && !rmq.killedBySignal, "\(rmq.errorOutput)")
+        #expect(rmq.errorOutput.contains("stopped by SIGINT: 3 lines written, 3 messages acknowledged"), "\(rmq.errorOutput)")
+        #expect(!rmq.errorOutput.contains("CancellationError"), "\(rmq.errorOutput)")
+        try await channel.queueDelete(queue)
+        try await connection.close()
+    }
+
     /// Before: the idle timeout ran on while the connection was down, and an outage ended
     /// the run as if the queue were drained (exit 0). Now an outage as long as the idle
     /// timeout is an error on standard error and exit 1.
