@@ -111,10 +111,25 @@ public enum TestBroker {
                 "/usr/bin/timeout",
                 ["-k", "5", "20", "openssl", "s_client", "-connect", "127.0.0.1:\(port)", "-servername", "localhost",
                  "-CAfile", try tlsFile("ca.pem"), "-verify_return_error", "-brief"])
-            return "openssl s_client then completed a handshake with the listener in \(took())"
+            return "openssl s_client then completed a handshake with the listener in \(took())" + brokerLogTLSLines()
         } catch {
-            return "openssl s_client then completed no handshake with the listener (\(took())): \(error)"
+            return "openssl s_client then completed no handshake with the listener (\(took())): \(error)" + brokerLogTLSLines()
         }
+    }
+
+    /// The broker log's last three lines about TLS (its directory is beside the pid file
+    /// `scripts/broker.sh env` names), for a failure message; "" when there are none.
+    private static func brokerLogTLSLines() -> String {
+        let environment = ProcessInfo.processInfo.environment
+        guard let pidFile = environment["RABBITMQ_TEST_PIDFILE"], let node = environment["RABBITMQ_TEST_NODE"] else { return "" }
+        let log = URL(fileURLWithPath: pidFile).deletingLastPathComponent().appendingPathComponent("log/\(node).log")
+        guard let text = try? String(contentsOf: log, encoding: .utf8) else { return "" }
+        // Case matters: the tests' connection names ("tls-...") are not news.
+        let lines = text.split(separator: "\n").filter { line in
+            ["TLS", "SSL", "ssl_", "handshake"].contains { line.contains($0) }
+        }
+        guard !lines.isEmpty else { return "; the broker's log says nothing of TLS" }
+        return "; the broker's log about TLS, last lines: " + lines.suffix(3).joined(separator: " | ")
     }
 
     /// A fault-injecting proxy in front of the test broker (see ``FaultProxy``).
