@@ -120,20 +120,22 @@ struct RMQConsumeEdgeTests {
         for _ in 1...17 { printed.append(try #require(try await rmq.readOneLine(), "\(rmq.errorOutput)")) }
         // Acknowledged up to the 15th; the last 5 of 20 are acknowledged only at the end, so
         // m-16 and m-17 are held back.
-        try await eventually(timeout: .seconds(120), "rmq to acknowledge 15 and hold back 2") {
+        try await eventually(timeout: .seconds(50), "rmq to acknowledge 15 and hold back 2") {
             guard let counts = try await Self.counts(queue) else { return false }
             return counts.ready == 0 && counts.unacknowledged == 2
         }
-        // Lost: the two go back to the queue, and ten more arrive while rmq cannot reconnect.
+        // Lost: the two go back to the queue once the broker has seen the connection go (not
+        // before: its consumer could still take what is published), and ten more arrive while
+        // rmq cannot reconnect.
         proxy.setMode(.rejectNewConnections)
         proxy.cutAll()
+        try await eventually(timeout: .seconds(50), "the broker to drop rmq's consumer") {
+            guard let counts = try await Self.counts(queue) else { return false }
+            return counts.ready == 2 && counts.consumers == 0
+        }
         try await channel.confirmSelect()
         for number in 18...27 {
             #expect(try await channel.publishAndWaitForConfirm(Array("m-\(number)".utf8), routingKey: queue) == .acked)
-        }
-        try await eventually(timeout: .seconds(120), "the queue to hold 12, with rmq gone") {
-            guard let counts = try await Self.counts(queue) else { return false }
-            return counts.ready == 12 && counts.consumers == 0
         }
         proxy.setMode(.passThrough)
         async let rest = rmq.readToEnd()
@@ -148,6 +150,7 @@ struct RMQConsumeEdgeTests {
         let bodies = Set(lines.compactMap { $0["body"] as? String })
         let depth = try await Self.settledDepth(queue)
         #expect(depth == 27 - bodies.count, "\(bodies.sorted())")
+        try #require(depth > 0)
         let left = try await RMQTool.run(["consume", "--queue", queue, "--count", "\(depth)"])
         let overFetched = try left.jsonLines().filter { line in
             line["redelivered"] as? Bool != false && !bodies.contains(line["body"] as? String ?? "")
@@ -184,6 +187,35 @@ struct RMQConsumeEdgeTests {
         #expect(status == 128 + signal && !rmq.killedBySignal, "\(rmq.errorOutput)")
         #expect(rmq.errorOutput.contains("stopped by SIG"), "\(rmq.errorOutput)")
         #expect(try await Self.settledDepth(queue) + printed == 300)
+        try await channel.queueDelete(queue)
+        try await connection.close()
+    }
+
+    /// Before: when the connection was lost while rmq waited for its reader to take the last
+    /// line of --count, the failed ack sent rmq to a new connection with nothing left to
+    /// take: its prefetch of 0 meant no limit, the broker sent the rest of the queue, and rmq
+    /// wrote a line past the count. Now it says the last ack was lost and stops at the count.
+    @Test func consumeStopsAtItsCountWhenTheLastAckIsLost() async throws {
+        let (connection, channel, queue) = try await Self.filledQueue("cli-count-lost", count: 5)
+        let proxy = try TestBroker.proxy()
+        defer { proxy.stop() }
+        let rmq = try RunningRMQ(
+            ["consume", "--queue", queue, "--count", "1", "--prefetch", "1", "--uri", try proxy.uri(for: TestBroker.url)])
+        // rmq has its one delivery, has cancelled its consumer and written the line; it
+        // acknowledges it once the line is read. The connection goes first.
+        try await eventually(timeout: .seconds(60), "rmq to write its line") { rmq.unreadBytes > 0 }
+        proxy.cutAll()
+        try await eventually(timeout: .seconds(60), "the broker to see rmq's connection go") {
+            guard let counts = try await Self.counts(queue) else { return false }
+            return counts.ready == 5 && counts.consumers == 0
+        }
+        async let lines = rmq.readToEnd()
+        let status = await rmq.status()
+        #expect(await lines.count == 1, "\(rmq.errorOutput)")
+        #expect(status == 0, "\(rmq.errorOutput)")
+        #expect(rmq.errorOutput.contains("1 of the lines unacknowledged"), "\(rmq.errorOutput)")
+        #expect(proxy.counters.accepted == 1, "no second connection: \(proxy.counters)")
+        #expect(try await Self.settledDepth(queue) == 5)
         try await channel.queueDelete(queue)
         try await connection.close()
     }

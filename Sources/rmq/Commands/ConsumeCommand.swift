@@ -17,8 +17,9 @@ struct ConsumeCommand: AsyncParsableCommand {
             acknowledged after its line is written (to a pipe: once its reader has read the \
             batch, so a reader that exits loses at most the one batch it read). With \
             standard error on a terminal and standard output not, a run longer than a second \
-            shows a running count there. Exits 0 after --count messages (the prefetch is then \
-            at most the count, so no message is delivered to be put back) or --idle-timeout \
+            shows a running count there. Exits 0 after --count lines, one per delivery (the \
+            prefetch is then at most what is left, so no message is delivered to be put back; \
+            a message delivered again after a lost connection counts again) or --idle-timeout \
             seconds without one (counted from when consuming starts, not while the connection \
             is down; an outage that long exits 1). A closed pipe exits 141 and SIGINT/SIGTERM \
             130/143, after acknowledging what was written; the rest goes back to the queue. \
@@ -51,7 +52,7 @@ struct ConsumeCommand: AsyncParsableCommand {
     @Option(help: "Most unacknowledged deliveries at once.")
     var prefetch: UInt16 = 100
 
-    @Option(help: "Exit after this many messages.")
+    @Option(help: "Exit after this many deliveries (lines).")
     var count: Int?
 
     @Option(

@@ -79,6 +79,12 @@ struct ConsumePlan: Sendable {
                 let connection = try await RabbitMQConnection.connect(configuration: configuration)
                 connectedBefore = true
                 failures = 0
+                // A signal or the idle timeout while connecting (connect does not stop for
+                // one): no channel, no consumer.
+                if Task.isCancelled {
+                    try? await connection.close()
+                    return
+                }
                 do {
                     try await consume(on: connection, progress: progress, output: output)
                     try? await connection.close()
@@ -126,19 +132,40 @@ struct ConsumePlan: Sendable {
             try await channel.queueBind(queue: queue, exchange: binding.exchange, routingKey: binding.key)
         }
         let remaining = count.map { $0 - progress.count }
+        // The count was reached on a connection that was lost before its last acks (said
+        // then): nothing is left to take. (A prefetch of 0 would be no limit at all.)
+        if let remaining, remaining <= 0 { return }
         let window = remaining.map { UInt16(clamping: min(Int(prefetch), $0)) } ?? prefetch
         let acknowledgeable = remaining.map { $0 - Int(window) }
         if !autoAck { try await channel.qos(prefetchCount: window) }
+        // Stopped while setting up (these calls do not stop for a signal): no consumer, so
+        // nothing is delivered only to go back.
+        if Task.isCancelled { return }
         let consumer = try await channel.consume(queue: queue, autoAck: autoAck)
         progress.consuming()
         var deliveries = consumer.makeAsyncIterator()
         while let delivery = try await deliveries.next() {
+            // Handed out after the connection or channel was lost (the library hands out
+            // what it had received): the broker has put it back, it comes again, and no ack
+            // can reach it now. Not written, not counted. (An auto-ack delivery was settled
+            // when sent: it is written.)
+            if !autoAck && !channel.isOpen { break }
             output.append(DeliveryJSON.line(for: delivery), for: delivery, acknowledge: !autoAck)
             let received = progress.record()
             if let count, received >= count {
                 // Cancelled first: an ack before it would let the broker send more.
                 try? await consumer.cancel()
-                try await output.flush()
+                do {
+                    try await output.flush()
+                } catch let error as RabbitMQError {
+                    // Every line is out; their acks went with the connection (or channel),
+                    // and the broker puts those messages back. Said, not retried: a new
+                    // consumer could only take more than the count.
+                    output.interruptProgress()
+                    StandardStreams.writeError(
+                        "rmq: --count \(count) reached, \(output.unacknowledged) of the lines unacknowledged ("
+                            + "\(CLIError.message(for: error))): their messages go back to the queue and will be delivered again")
+                }
                 return
             }
             // Written (then acknowledged) before waiting for more: a line is out as soon as

@@ -38,6 +38,8 @@ final class DeliveryOutput {
     private(set) var linesWritten = 0
     /// Deliveries acknowledged for the whole run.
     private(set) var acknowledged = 0
+    /// Deliveries gathered or written on the current channel and not acknowledged.
+    var unacknowledged: Int { gathered.count + written.count }
 
     init() { buffer.reserveCapacity(Self.flushThreshold + 4096) }
 
