@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Usage: scripts/broker.sh start|stop|restart|status|env|pid|pause|resume|kill|ctl ARGS...
+# Usage: scripts/broker.sh start|stop|restart|status|env|pid|pause|resume|kill|tls-ready|ctl ARGS...
 #
 # A throwaway single-node RabbitMQ broker for tests and demos, started as a
 # plain process (no systemd, no Docker) from Debian's rabbitmq-server package.
 #
-#   start    start the node unless it already answers; wait until it is booted.
+#   start    start the node unless it already answers; wait until it is booted
+#            and its TLS listener completes a handshake (see tls-ready).
 #            An existing base dir is reused (durable queues and persistent
 #            messages survive `kill` + `start`); `restart` starts from scratch.
 #   stop     stop the node (graceful, then SIGKILL) and delete its base dir
@@ -17,6 +18,10 @@
 #   resume   SIGCONT that pid
 #   kill     SIGKILL that pid (a crash: no clean shutdown), keeping the base
 #            dir so that `start` brings the node back with its data
+#   tls-ready  wait until the TLS listener completes a handshake verified by the
+#            test CA (openssl s_client, each try bounded to 15 s), at most
+#            RMQ_TLS_READY_TIMEOUT seconds (default 60) before the last try; say
+#            how long it took, or fail
 #   ctl ...  run `rabbitmqctl -n NODE ...` (bounded to 60 s)
 #
 # Environment (all optional):
@@ -564,6 +569,12 @@ main() {
             as_root kill "-$sig" "$pid"
             ;;
         kill) cmd_kill ;;
+        tls-ready)
+            [[ "$RMQ_TLS_PORT" != 0 ]] || die "$RMQ_NODE has no TLS listener (RMQ_TLS_PORT=0)"
+            local note
+            note=$(await_tls_handshake) || die "the TLS listener on 127.0.0.1:$RMQ_TLS_PORT $note"
+            echo "broker.sh: $RMQ_NODE: TLS on $RMQ_TLS_PORT $note"
+            ;;
         ctl) ctl "$@" ;;
         -h | --help | help)
             sed -n '2,/^set -euo/p' "$SELF" | sed -e '$d' -e 's/^# \{0,1\}//'

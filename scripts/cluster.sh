@@ -202,8 +202,10 @@ ensure_member() {
             die "$(node_name "$n") could not join $(node_name "$seed")"
         fi
     fi
-    # start_app returns once the rabbit app has booted, listeners included.
+    # start_app returns once the rabbit app has booted, listeners included; its TLS
+    # listener, started again, must also complete a handshake (as at broker.sh start).
     CTL_TIMEOUT=120 ctl "$n" -q start_app >/dev/null
+    broker "$n" tls-ready >/dev/null || die "$(node_name "$n") joined, but its TLS listener does not answer"
 }
 
 # Wait (bounded) until node N shows up as running in a peer's view (or, for

@@ -59,11 +59,12 @@ export CTL_TIMEOUT="${CTL_TIMEOUT:-180}"
 # last line kept for the summary: how long the node took and when its TLS listener first
 # completed a handshake, or why the start failed. CI's page keeps only the summary.
 noted_start() {
-    local out rc=0
+    local out line rc=0
     out=$(mktemp)
     "$@" start 2>&1 | tee "$out" || rc=${PIPESTATUS[0]}
-    NOTES+=("$(grep 'broker.sh: ' "$out" | tail -n 1)")
+    line=$(grep 'broker.sh: ' "$out" | tail -n 1 || true)
     rm -f "$out"
+    [[ -n "$line" ]] && NOTES+=("$line")
     return $rc
 }
 

@@ -85,20 +85,23 @@ public enum TestBroker {
     }
 
     /// Connects over TLS like `RabbitMQConnection.connect(configuration:)`; when that fails
-    /// to connect, the error thrown also says whether `openssl s_client` completes a
-    /// handshake with the same listener just then (and how long it took), which tells a
-    /// broker that does not answer from a client that does not ask.
+    /// to connect (no socket, no handshake, or no AMQP handshake in time), the error thrown
+    /// also says whether `openssl s_client` completes a handshake with the same listener
+    /// just then (and how long it took), and what the broker logged about TLS meanwhile:
+    /// which tells a broker that does not answer from a client that does not ask.
     public static func connectOverTLS(configuration: RabbitMQConfiguration) async throws -> RabbitMQConnection {
+        let started = Date()
         do {
             return try await RabbitMQConnection.connect(configuration: configuration)
-        } catch let error as RabbitMQError where error.code == .connectFailed {
-            throw TestSupportError("\(error); \(await tlsHandshakeProbe())")
+        } catch let error as RabbitMQError where [.connectFailed, .tls, .timeout].contains(error.code) {
+            throw TestSupportError("\(error); \(await tlsHandshakeProbe(since: started))")
         }
     }
 
     /// One handshake with the broker's TLS listener by `openssl s_client`, verified by the
-    /// test CA, bounded by 20 s: what happened and how long it took.
-    public static func tlsHandshakeProbe() async -> String {
+    /// test CA, bounded by 20 s: what happened and how long it took, and the broker log's
+    /// lines about TLS from `since` on.
+    public static func tlsHandshakeProbe(since: Date) async -> String {
         let clock = ContinuousClock()
         let start = clock.now
         func took() -> String {
@@ -111,25 +114,32 @@ public enum TestBroker {
                 "/usr/bin/timeout",
                 ["-k", "5", "20", "openssl", "s_client", "-connect", "127.0.0.1:\(port)", "-servername", "localhost",
                  "-CAfile", try tlsFile("ca.pem"), "-verify_return_error", "-brief"])
-            return "openssl s_client then completed a handshake with the listener in \(took())" + brokerLogTLSLines()
+            return "openssl s_client then completed a handshake with the listener in \(took())" + brokerLogTLSLines(since: since)
         } catch {
-            return "openssl s_client then completed no handshake with the listener (\(took())): \(error)" + brokerLogTLSLines()
+            return "openssl s_client then completed no handshake with the listener (\(took())): \(error)"
+                + brokerLogTLSLines(since: since)
         }
     }
 
-    /// The broker log's last three lines about TLS (its directory is beside the pid file
-    /// `scripts/broker.sh env` names), for a failure message; "" when there are none.
-    private static func brokerLogTLSLines() -> String {
+    /// The broker log's last three lines about TLS logged from `since` on (the log is beside
+    /// the pid file `scripts/broker.sh env` names), for a failure message.
+    private static func brokerLogTLSLines(since: Date) -> String {
         let environment = ProcessInfo.processInfo.environment
         guard let pidFile = environment["RABBITMQ_TEST_PIDFILE"], let node = environment["RABBITMQ_TEST_NODE"] else { return "" }
         let log = URL(fileURLWithPath: pidFile).deletingLastPathComponent().appendingPathComponent("log/\(node).log")
         guard let text = try? String(contentsOf: log, encoding: .utf8) else { return "" }
+        // Its lines begin "2026-12-07 16:44:06.842535+00:00": UTC, compared as text.
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
+        let from = formatter.string(from: since)
         // Case matters: the tests' connection names ("tls-...") are not news.
         let lines = text.split(separator: "\n").filter { line in
-            ["TLS", "SSL", "ssl_", "handshake"].contains { line.contains($0) }
+            line.prefix(from.count) >= from && ["TLS", "SSL", "ssl_", "handshake"].contains { line.contains($0) }
         }
-        guard !lines.isEmpty else { return "; the broker's log says nothing of TLS" }
-        return "; the broker's log about TLS, last lines: " + lines.suffix(3).joined(separator: " | ")
+        guard !lines.isEmpty else { return "; the broker logged nothing about TLS meanwhile" }
+        return "; the broker's log about TLS meanwhile, last lines: " + lines.suffix(3).joined(separator: " | ")
     }
 
     /// A fault-injecting proxy in front of the test broker (see ``FaultProxy``).
