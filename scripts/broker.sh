@@ -173,6 +173,8 @@ NODE_ENV=(
     RABBITMQ_CONF_ENV_FILE="$RMQ_BASE/rabbitmq-env.conf"
     # Without this the distribution listener binds every interface.
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+    # The log's timestamps in UTC whatever the machine's zone: the tests read them.
+    TZ=UTC
 )
 
 # Whichever Erlang VM runs first (often the CLI of `status`, not the node)

@@ -267,6 +267,7 @@ heal_partitions() {
             say "$(node_name "$n") is partitioned from the others; restarting its rabbit app"
             ctl "$n" -q stop_app >/dev/null
             CTL_TIMEOUT=120 ctl "$n" -q start_app >/dev/null
+            broker "$n" tls-ready >/dev/null || die "$(node_name "$n") restarted, but its TLS listener does not answer"
         fi
     done
 }

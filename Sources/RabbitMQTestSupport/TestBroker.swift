@@ -127,8 +127,11 @@ public enum TestBroker {
         let environment = ProcessInfo.processInfo.environment
         guard let pidFile = environment["RABBITMQ_TEST_PIDFILE"], let node = environment["RABBITMQ_TEST_NODE"] else { return "" }
         let log = URL(fileURLWithPath: pidFile).deletingLastPathComponent().appendingPathComponent("log/\(node).log")
-        guard let text = try? String(contentsOf: log, encoding: .utf8) else { return "" }
-        // Its lines begin "2026-12-07 16:44:06.842535+00:00": UTC, compared as text.
+        guard let data = FileManager.default.contents(atPath: log.path) else { return "; the broker's log \(log.path) could not be read" }
+        let text = String(decoding: data, as: UTF8.self)
+        // Its lines begin "2026-12-07 16:44:06.842535+00:00" (broker.sh starts the node with
+        // TZ=UTC), compared as text; a line that does not begin with a date is a
+        // continuation of the one before.
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "UTC")
@@ -136,7 +139,8 @@ public enum TestBroker {
         let from = formatter.string(from: since)
         // Case matters: the tests' connection names ("tls-...") are not news.
         let lines = text.split(separator: "\n").filter { line in
-            line.prefix(from.count) >= from && ["TLS", "SSL", "ssl_", "handshake"].contains { line.contains($0) }
+            line.first?.isNumber == true && line.prefix(from.count) >= from
+                && ["TLS", "SSL", "ssl_", "handshake"].contains { line.contains($0) }
         }
         guard !lines.isEmpty else { return "; the broker logged nothing about TLS meanwhile" }
         return "; the broker's log about TLS meanwhile, last lines: " + lines.suffix(3).joined(separator: " | ")

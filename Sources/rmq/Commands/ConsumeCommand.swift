@@ -19,7 +19,8 @@ struct ConsumeCommand: AsyncParsableCommand {
             standard error on a terminal and standard output not, a run longer than a second \
             shows a running count there. Exits 0 after --count lines, one per delivery (the \
             prefetch is then at most what is left, so no message is delivered to be put back; \
-            a message delivered again after a lost connection counts again) or --idle-timeout \
+            a message delivered again after a lost connection counts again; exits 1 instead \
+            when the connection is lost before the broker took the last acks) or --idle-timeout \
             seconds without one (counted from when consuming starts, not while the connection \
             is down; an outage that long exits 1). A closed pipe exits 141 and SIGINT/SIGTERM \
             130/143, after acknowledging what was written; the rest goes back to the queue. \
@@ -162,6 +163,12 @@ final class ConsumeProgress: Sendable {
     func record() -> Int {
         activity.withLock { $0.last = .now }
         return received.add(1, ordering: .relaxed).newValue
+    }
+
+    /// Deliveries recorded and then dropped unwritten (their channel was lost): they come
+    /// again, and count then.
+    func forget(_ deliveries: Int) {
+        received.subtract(deliveries, ordering: .relaxed)
     }
 
     /// Returns once `idle` has passed without a delivery, counted from the first consumer;

@@ -75,6 +75,8 @@ struct ConsumePlan: Sendable {
         var connectedBefore = false
         var failures = 0
         while true {
+            // Never a consumer with nothing left to take (a prefetch of 0 is no limit at all).
+            if let count, progress.count >= count { return }
             do {
                 let connection = try await RabbitMQConnection.connect(configuration: configuration)
                 connectedBefore = true
@@ -132,14 +134,12 @@ struct ConsumePlan: Sendable {
             try await channel.queueBind(queue: queue, exchange: binding.exchange, routingKey: binding.key)
         }
         let remaining = count.map { $0 - progress.count }
-        // The count was reached on a connection that was lost before its last acks (said
-        // then): nothing is left to take. (A prefetch of 0 would be no limit at all.)
-        if let remaining, remaining <= 0 { return }
         let window = remaining.map { UInt16(clamping: min(Int(prefetch), $0)) } ?? prefetch
         let acknowledgeable = remaining.map { $0 - Int(window) }
         if !autoAck { try await channel.qos(prefetchCount: window) }
         // Stopped while setting up (these calls do not stop for a signal): no consumer, so
-        // nothing is delivered only to go back.
+        // nothing is delivered only to go back. (A signal during basic.consume itself still
+        // gets one, whose deliveries go back, marked redelivered.)
         if Task.isCancelled { return }
         let consumer = try await channel.consume(queue: queue, autoAck: autoAck)
         progress.consuming()
@@ -147,24 +147,32 @@ struct ConsumePlan: Sendable {
         while let delivery = try await deliveries.next() {
             // Handed out after the connection or channel was lost (the library hands out
             // what it had received): the broker has put it back, it comes again, and no ack
-            // can reach it now. Not written, not counted. (An auto-ack delivery was settled
-            // when sent: it is written.)
-            if !autoAck && !channel.isOpen { break }
+            // can reach it now. Not written, not counted, and neither are those of the batch
+            // gathered before it. (An auto-ack delivery was settled when sent: written.)
+            if !autoAck && !channel.isOpen {
+                progress.forget(output.dropUnwritten())
+                break
+            }
             output.append(DeliveryJSON.line(for: delivery), for: delivery, acknowledge: !autoAck)
             let received = progress.record()
             if let count, received >= count {
                 // Cancelled first: an ack before it would let the broker send more.
                 try? await consumer.cancel()
+                let acknowledgedBefore = output.acknowledged
                 do {
                     try await output.flush()
+                    // An ack is only handed to the socket: a round trip on the channel after
+                    // it (the broker takes a channel's methods in order) shows it arrived.
+                    try await channel.qos(prefetchCount: window)
                 } catch let error as RabbitMQError {
-                    // Every line is out; their acks went with the connection (or channel),
-                    // and the broker puts those messages back. Said, not retried: a new
-                    // consumer could only take more than the count.
-                    output.interruptProgress()
-                    StandardStreams.writeError(
-                        "rmq: --count \(count) reached, \(output.unacknowledged) of the lines unacknowledged ("
-                            + "\(CLIError.message(for: error))): their messages go back to the queue and will be delivered again")
+                    // Every line is out, but the acks may have gone with the connection (or
+                    // channel): then the broker puts those messages back. An error, not
+                    // retried: a new consumer could only take more than the count.
+                    let uncertain = output.unacknowledged + output.acknowledged - acknowledgedBefore
+                    throw CLIError(
+                        "--count \(count) reached, but the connection was lost before the broker took the last "
+                            + "\(uncertain) acknowledgements (\(CLIError.message(for: error))): those messages may go back to the "
+                            + "queue and be delivered again")
                 }
                 return
             }
@@ -180,7 +188,10 @@ struct ConsumePlan: Sendable {
             try await output.flush()
             return
         }
-        // Not cancelled by us, so the connection or channel went away under the consumer.
+        // Not cancelled by us, so the connection or channel went away under the consumer. A
+        // consumer the broker cancelled (its queue was deleted) leaves the channel open: the
+        // acks held back for --count can go now (no more deliveries can follow them).
+        if channel.isOpen { try? await output.flush() }
         throw connection.closeReason ?? channel.closeReason
             ?? RabbitMQError(code: .connectionClosed, message: "the consumer ended")
     }

@@ -50,9 +50,21 @@ final class DeliveryOutput {
     /// A new channel: deliveries of the old one that were not acknowledged cannot be any
     /// more (the broker has requeued them).
     func startChannel() {
+        assert(buffer.isEmpty, "lines of the old channel left unwritten")
         gathered = []
         written = []
         acknowledgedOnChannel = 0
+    }
+
+    /// The lines gathered and not written, dropped with their deliveries (whose channel is
+    /// gone: the broker has requeued them, and they come again); how many.
+    func dropUnwritten() -> Int {
+        let dropped = bufferedLines
+        buffer.removeAll(keepingCapacity: true)
+        bufferedLines = 0
+        gathered.removeAll(keepingCapacity: true)
+        progress.count -= dropped
+        return dropped
     }
 
     /// Gathers one delivery's line; `acknowledge`: settle it after the flush that writes it.
