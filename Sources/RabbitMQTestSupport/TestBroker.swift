@@ -130,8 +130,8 @@ public enum TestBroker {
         guard let data = FileManager.default.contents(atPath: log.path) else { return "; the broker's log \(log.path) could not be read" }
         let text = String(decoding: data, as: UTF8.self)
         // Its lines begin "2026-12-07 16:44:06.842535+00:00" (broker.sh starts the node with
-        // TZ=UTC), compared as text; a line that does not begin with a date is a
-        // continuation of the one before.
+        // TZ=UTC), compared as text; a line that does not begin with a date (a report's
+        // continuation) is left out.
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "UTC")

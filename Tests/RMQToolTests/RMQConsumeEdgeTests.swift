@@ -214,7 +214,7 @@ struct RMQConsumeEdgeTests {
         let status = await rmq.status()
         #expect(await lines.count == 1, "\(rmq.errorOutput)")
         #expect(status == 1, "the run did not take its message off the queue: \(rmq.errorOutput)")
-        #expect(rmq.errorOutput.contains("before the broker took the last 1 acknowledgements"), "\(rmq.errorOutput)")
+        #expect(rmq.errorOutput.contains("did not confirm that it took the last 1 acknowledgements"), "\(rmq.errorOutput)")
         #expect(proxy.counters.accepted == 1, "no second connection: \(proxy.counters)")
         #expect(try await Self.settledDepth(queue) == 5)
         try await channel.queueDelete(queue)

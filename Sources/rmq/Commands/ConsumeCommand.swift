@@ -141,6 +141,8 @@ final class ConsumeProgress: Sendable {
         var last: ContinuousClock.Instant?
         /// When the connection was lost, while it is.
         var downSince: ContinuousClock.Instant?
+        /// --count is reached: what is left is writing and acknowledging, never idle time.
+        var finishing = false
     }
 
     private let received = Atomic<Int>(0)
@@ -160,6 +162,12 @@ final class ConsumeProgress: Sendable {
         }
     }
 
+    /// --count is reached: the idle timeout no longer applies (the run ends by itself once
+    /// the last lines are read and acknowledged, however long the reader takes).
+    func countReached() {
+        activity.withLock { $0.finishing = true }
+    }
+
     func record() -> Int {
         activity.withLock { $0.last = .now }
         return received.add(1, ordering: .relaxed).newValue
@@ -177,7 +185,9 @@ final class ConsumeProgress: Sendable {
         while true {
             let now = ContinuousClock.now
             let current = activity.withLock { $0 }
-            if let down = current.downSince {
+            if current.finishing {
+                try await Task.sleep(for: idle)
+            } else if let down = current.downSince {
                 if now >= down + idle {
                     throw CLIError(
                         "the connection has been down for \(idle) (the --idle-timeout); stopping with "

@@ -76,6 +76,7 @@ struct ConsumePlan: Sendable {
         var failures = 0
         while true {
             // Never a consumer with nothing left to take (a prefetch of 0 is no limit at all).
+            // Not reached today: at the count the run returns, or throws.
             if let count, progress.count >= count { return }
             do {
                 let connection = try await RabbitMQConnection.connect(configuration: configuration)
@@ -95,6 +96,10 @@ struct ConsumePlan: Sendable {
                     try? await connection.close()
                     throw error
                 }
+            } catch let error as CountAcknowledgementsUncertain {
+                // Said even when a signal came meanwhile: a run whose last acks may be lost
+                // never ends as if they were made.
+                throw CLIError(error.description)
             } catch {
                 // Cancelled (enough messages, or idle): whatever ended the consumer, we are done.
                 if Task.isCancelled { return }
@@ -144,6 +149,25 @@ struct ConsumePlan: Sendable {
         let consumer = try await channel.consume(queue: queue, autoAck: autoAck)
         progress.consuming()
         var deliveries = consumer.makeAsyncIterator()
+        do {
+            try await take(
+                &deliveries, consumer: consumer, channel: channel, connection: connection, window: window,
+                acknowledgeable: acknowledgeable, progress: progress, output: output)
+        } catch let error as RabbitMQError where error.code == .consumerCancelled && channel.isOpen {
+            // The broker cancelled the consumer (its queue was deleted, or moved with a
+            // node): no delivery can follow, so what --count held back is acknowledged now,
+            // not left to come again on the next connection.
+            do { try await output.flush() } catch is RabbitMQError {}
+            throw error
+        }
+    }
+
+    /// The consuming loop of ``consume(on:progress:output:)``: returns at the count or once
+    /// stopped, throws when the consumer or its connection fails.
+    private func take(
+        _ deliveries: inout RabbitMQConsumer.AsyncIterator, consumer: RabbitMQConsumer, channel: RabbitMQChannel,
+        connection: RabbitMQConnection, window: UInt16, acknowledgeable: Int?, progress: ConsumeProgress, output: DeliveryOutput
+    ) async throws {
         while let delivery = try await deliveries.next() {
             // Handed out after the connection or channel was lost (the library hands out
             // what it had received): the broker has put it back, it comes again, and no ack
@@ -156,6 +180,7 @@ struct ConsumePlan: Sendable {
             output.append(DeliveryJSON.line(for: delivery), for: delivery, acknowledge: !autoAck)
             let received = progress.record()
             if let count, received >= count {
+                progress.countReached()
                 // Cancelled first: an ack before it would let the broker send more.
                 try? await consumer.cancel()
                 let acknowledgedBefore = output.acknowledged
@@ -169,10 +194,10 @@ struct ConsumePlan: Sendable {
                     // channel): then the broker puts those messages back. An error, not
                     // retried: a new consumer could only take more than the count.
                     let uncertain = output.unacknowledged + output.acknowledged - acknowledgedBefore
-                    throw CLIError(
-                        "--count \(count) reached, but the connection was lost before the broker took the last "
-                            + "\(uncertain) acknowledgements (\(CLIError.message(for: error))): those messages may go back to the "
-                            + "queue and be delivered again")
+                    throw CountAcknowledgementsUncertain(
+                        description: "--count \(count) reached, but the broker did not confirm that it took the last "
+                            + "\(uncertain) acknowledgements (\(CLIError.message(for: error))): those messages may go back to "
+                            + "the queue and be delivered again")
                 }
                 return
             }
@@ -188,10 +213,7 @@ struct ConsumePlan: Sendable {
             try await output.flush()
             return
         }
-        // Not cancelled by us, so the connection or channel went away under the consumer. A
-        // consumer the broker cancelled (its queue was deleted) leaves the channel open: the
-        // acks held back for --count can go now (no more deliveries can follow them).
-        if channel.isOpen { try? await output.flush() }
+        // Not cancelled by us, so the connection or channel went away under the consumer.
         throw connection.closeReason ?? channel.closeReason
             ?? RabbitMQError(code: .connectionClosed, message: "the consumer ended")
     }
@@ -202,4 +224,10 @@ struct ConsumePlan: Sendable {
         guard let error = error as? RabbitMQError else { return false }
         return error.isRetriable || error.scope == .connection || error.code == .consumerCancelled
     }
+}
+
+/// --count was reached, and the broker may not have taken the last acknowledgements: the run
+/// ends with this (exit 1), never as if they were made, and never on a new connection.
+private struct CountAcknowledgementsUncertain: Error, CustomStringConvertible {
+    var description: String
 }
