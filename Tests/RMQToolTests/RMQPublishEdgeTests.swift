@@ -21,14 +21,31 @@ struct RMQPublishEdgeTests {
         try await connection.close()
     }
 
-    /// Before: a bad line stopped the run with only its error; what had been published (and
-    /// confirmed) was not said. Now the one line says both.
-    @Test func publishStopsAtABadLineAndSaysHowFarItGot() async throws {
-        let (connection, channel, queue) = try await RMQToolTests.declareQueue("cli-bad-line")
+    /// A line that stops `rmq publish` part way: the options, the input, and the error.
+    struct StoppingLine: Sendable, CustomStringConvertible {
+        var options: [String]
+        var input: String
+        var error: String
+        var description: String { error }
+    }
+
+    /// Before, for a bad line: the run stopped with only its error; what had been published
+    /// (and confirmed) was not said. Before, for a line longer than --max-line (default
+    /// 128 MiB): no limit (a file without newlines was read whole into memory). Now each
+    /// stops the run with one line naming it and saying how far it got.
+    @Test(arguments: [
+        StoppingLine(
+            options: ["--envelope", "t"], input: "{\"n\": 1}\n{\"n\": 2}\nnope\n{\"n\": 4}\n",
+            error: "line 3 is not valid JSON"),
+        StoppingLine(
+            options: ["--max-line", "10"], input: "short\n0123456789\r\n0123456789X\nnever\n",
+            error: "line 3 of standard input is longer than 10 bytes"),
+    ])
+    func publishStopsAtALineAndSaysHowFarItGot(_ line: StoppingLine) async throws {
+        let (connection, channel, queue) = try await RMQToolTests.declareQueue("cli-stopping-line")
         let result = try await RMQTool.run(
-            ["publish", "--exchange", "", "--routing-key", queue, "--envelope", "t", "--confirm"],
-            input: "{\"n\": 1}\n{\"n\": 2}\nnope\n{\"n\": 4}\n")
-        RMQToolTests.expectOneLineError(result, containing: "line 3 is not valid JSON")
+            ["publish", "--exchange", "", "--routing-key", queue, "--confirm"] + line.options, input: line.input)
+        RMQToolTests.expectOneLineError(result, containing: line.error)
         #expect(result.errorOutput.contains("stopped: 2 published, 2 confirmed"), "\(result)")
         #expect(try await channel.queueDeclare(queue, passive: true).messageCount == 2)
         try await channel.queueDelete(queue)
@@ -82,20 +99,6 @@ struct RMQPublishEdgeTests {
         let consume = try await RMQTool.run(["consume", "--queue", "q", "--idle-timeout", "1e300"])
         #expect(consume.status == 64, "\(consume)")
         #expect(consume.errorOutput.contains("--idle-timeout must be a positive number of seconds"), "\(consume)")
-    }
-
-    /// Before: no limit (a file without newlines was read whole into memory). Now a line
-    /// longer than --max-line (default 128 MiB) stops the run with an error naming it.
-    @Test func anOverlongLineIsAnErrorNamingIt() async throws {
-        let (connection, channel, queue) = try await RMQToolTests.declareQueue("cli-long-line")
-        let result = try await RMQTool.run(
-            ["publish", "--exchange", "", "--routing-key", queue, "--confirm", "--max-line", "10"],
-            input: "short\n0123456789\r\n0123456789X\nnever\n")
-        RMQToolTests.expectOneLineError(result, containing: "line 3 of standard input is longer than 10 bytes")
-        #expect(result.errorOutput.contains("stopped: 2 published, 2 confirmed"), "\(result)")
-        #expect(try await channel.queueDeclare(queue, passive: true).messageCount == 2)
-        try await channel.queueDelete(queue)
-        try await connection.close()
     }
 
     /// A read error is an error, not the end of the input (standard input a directory: EISDIR).

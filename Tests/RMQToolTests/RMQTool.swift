@@ -36,6 +36,24 @@ enum RMQTool {
         }
     }
 
+    /// The exit status `exit` yields, or nil when `limit` passes first (or the task is
+    /// cancelled): the caller then kills the process.
+    static func firstExit(_ exit: AsyncStream<Int32>, within limit: Duration) async -> Int32? {
+        await withTaskGroup(of: Int32?.self) { group in
+            group.addTask {
+                for await status in exit { return status }
+                return nil
+            }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+    }
+
     /// How long any one run may take before the test gives up on it (and kills it): a hang
     /// is a failure to report, not a test that never ends. Generous: CI is a loaded 2-core box.
     static let runLimit: Duration = .seconds(150)
@@ -91,20 +109,7 @@ enum RMQTool {
             exited.finish()
         }
         try process.run()
-        let status: Int32? = await withTaskGroup(of: Int32?.self) { group in
-            group.addTask {
-                for await status in exit { return status }
-                return nil
-            }
-            group.addTask {
-                try? await Task.sleep(for: runLimit)
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
-        }
-        guard let status else {
+        guard let status = await firstExit(exit, within: runLimit) else {
             // Out of time, or the test gave up (cancelled): a hung rmq must not outlive it.
             kill(process.processIdentifier, SIGKILL)
             throw TestSupportError("rmq \(arguments.joined(separator: " ")) did not exit within \(runLimit)")

@@ -141,20 +141,7 @@ final class RunningRMQ: Sendable {
     /// has not exited within `limit` (it is then killed): a hang is a failure to report, not
     /// a test that never ends.
     func status(within limit: Duration = RMQTool.runLimit) async -> Int32? {
-        let exit = self.exit
-        let status: Int32? = await withTaskGroup(of: Int32?.self) { group in
-            group.addTask {
-                for await status in exit { return status }
-                return nil
-            }
-            group.addTask {
-                try? await Task.sleep(for: limit)
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
-        }
+        let status = await RMQTool.firstExit(exit, within: limit)
         if status == nil { kill(process.processIdentifier, SIGKILL) }
         return status
     }
